@@ -1,1 +1,26 @@
 # Tests of the zbd plugin and nbdzone.
+#
+# All run on the emulated backend (memory or image file); the libzbd
+# backend on real zoned devices is tested in the VM (make check-vm).
+
+EXTRA_DIST += \
+	zbd_helpers.py \
+	zbd-profile.py \
+	zbd-profile.sh \
+	$(NULL)
+
+TESTS += \
+	test-zbd-profile-memory.sh \
+	test-zbd-profile-file.sh \
+	test-zbd-profile-memory-filter.sh \
+	test-zbd-profile-file-filter.sh \
+	$(NULL)
+
+check_PROGRAMS += zone-writer
+zone_writer_SOURCES = zone-writer.c
+zone_writer_CPPFLAGS = -I$(top_srcdir)/common
+zone_writer_CFLAGS = $(TEST_CFLAGS) -pthread
+zone_writer_LDADD = $(top_builddir)/common/libzonedgeometry.la $(TEST_LIBS)
+zone_writer_LDFLAGS = -pthread
+
+TESTS += test-zbd-ordering.sh
