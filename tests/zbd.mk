@@ -24,3 +24,6 @@ zone_writer_LDADD = $(top_builddir)/common/libzonedgeometry.la $(TEST_LIBS)
 zone_writer_LDFLAGS = -pthread
 
 TESTS += test-zbd-ordering.sh
+
+EXTRA_DIST += zbd-gate.py zbd-limits.py
+TESTS += test-zbd-gate.sh test-zbd-limits.sh
