@@ -27,3 +27,11 @@ TESTS += test-zbd-ordering.sh
 
 EXTRA_DIST += zbd-gate.py zbd-limits.py
 TESTS += test-zbd-gate.sh test-zbd-limits.sh
+
+EXTRA_DIST += zbd-stream.py
+TESTS += \
+	test-zbd-file.sh \
+	test-zbd-crash.sh \
+	test-zbd-device-errors.sh \
+	test-nbdzone.sh \
+	$(NULL)
