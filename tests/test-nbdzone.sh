@@ -5,6 +5,7 @@
 # unreachable server.
 source "$srcdir/functions.sh"
 requires nbdkit --version
+PATH="$top_builddir/tools:$PATH"
 requires nbdzone --help
 requires "$PYTHON3" -c 'import nbd'
 

@@ -20,8 +20,9 @@ for delay in 0.2 0.5 0.9 1.5; do
     nbdkit -f -U "$sock" -P "$tmp/pid" zbd emulate="$img" size=32M \
            zone-size=1M conventional-zones=1 2>"$tmp/nbdkit.err" &
     pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
-    [ -S "$sock" ] || { cat "$tmp/nbdkit.err"; fail "nbdkit did not start"; }
+    # nbdkit writes its pidfile once it accepts connections.
+    for _ in $(seq 200); do [ -s "$tmp/pid" ] && break; sleep 0.1; done
+    [ -s "$tmp/pid" ] || { cat "$tmp/nbdkit.err"; fail "nbdkit did not start"; }
     uri="nbd+unix:///?socket=$sock"
 
     timeout 60 "$PYTHON3" "$srcdir/zbd-stream.py" write "$uri" "$log" 6 &
