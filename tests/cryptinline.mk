@@ -1,1 +1,19 @@
 # Tests of the cryptinline filter.
+
+# Known-answer tests of the cipher layer (IEEE 1619-2007 XTS-AES).
+TESTS += test-xts-kat
+check_PROGRAMS += test-xts-kat
+test_xts_kat_SOURCES = test-xts-kat.c
+test_xts_kat_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
+test_xts_kat_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
+
+# Shell tests.
+CRYPTINLINE_SH_TESTS = \
+	test-cryptinline-roundtrip.sh \
+	$(NULL)
+TESTS += $(CRYPTINLINE_SH_TESTS)
+EXTRA_DIST += \
+	$(CRYPTINLINE_SH_TESTS) \
+	cryptinline-lib.sh \
+	cryptinline_check.py \
+	$(NULL)
