@@ -10,6 +10,8 @@ test_xts_kat_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
 # Shell tests.
 CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-roundtrip.sh \
+	test-cryptinline-interop.sh \
+	test-cryptinline-startup.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \
