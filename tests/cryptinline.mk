@@ -12,6 +12,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-roundtrip.sh \
 	test-cryptinline-interop.sh \
 	test-cryptinline-startup.sh \
+	test-cryptinline-zero.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \
