@@ -13,10 +13,12 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-interop.sh \
 	test-cryptinline-startup.sh \
 	test-cryptinline-zero.sh \
+	test-cryptinline-order.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \
 	$(CRYPTINLINE_SH_TESTS) \
 	cryptinline-lib.sh \
 	cryptinline_check.py \
+	cryptinline_order.py \
 	$(NULL)
