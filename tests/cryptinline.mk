@@ -14,6 +14,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-startup.sh \
 	test-cryptinline-zero.sh \
 	test-cryptinline-order.sh \
+	test-cryptinline-concurrency.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \
@@ -22,3 +23,9 @@ EXTRA_DIST += \
 	cryptinline_check.py \
 	cryptinline_order.py \
 	$(NULL)
+
+# Many connections and requests in flight (libnbd aio), data verified.
+check_PROGRAMS += test-cryptinline-aio
+test_cryptinline_aio_SOURCES = test-cryptinline-aio.c
+test_cryptinline_aio_CFLAGS = $(TEST_CFLAGS) $(PTHREAD_CFLAGS)
+test_cryptinline_aio_LDADD = $(TEST_LIBS)
