@@ -15,6 +15,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-zero.sh \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
+	test-cryptinline-tls.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \
