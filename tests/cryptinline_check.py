@@ -110,7 +110,11 @@ def xts(key, sector, ivoff, large, offset, encrypt, data):
     out = bytearray()
     for pos in range(0, len(data), sector):
         disk = offset + pos
-        iv_sector = (disk // (sector if large else 512) + ivoff) % 2**64
+        # dm-crypt: (512-byte sector + iv_offset) mod 2^64, then shifted
+        # to crypt-sector units with iv_large_sectors.
+        iv_sector = (disk // 512 + ivoff) % 2**64
+        if large:
+            iv_sector //= sector // 512
         tweak = iv_sector.to_bytes(8, "little") + bytes(8)
         c = Cipher(algorithms.AES(key), modes.XTS(tweak))
         op = c.encryptor() if encrypt else c.decryptor()

@@ -134,7 +134,7 @@ run (const struct vector *v, const struct xts_format *fmt, uint64_t offset,
 
   /* A wrong sector number must not give the vector's ciphertext. */
   snprintf (what, sizeof what, "other sector differs (%s)", how);
-  check (xts_encrypt (hd, fmt, out, pt, len, offset + len) == 0 &&
+  check (xts_encrypt (hd, fmt, out, pt, len, offset + 512) == 0 &&
          memcmp (out, ct, len) != 0, v->name, what);
 
   gcry_cipher_close (hd);
@@ -153,27 +153,25 @@ main (void)
   for (i = 0; i < sizeof vectors / sizeof vectors[0]; ++i) {
     const struct vector *v = &vectors[i];
     size_t len = v->pt ? strlen (v->pt) / 2 : 512;
-    /* The data unit is one crypt sector; the IV sector comes from... */
-    /* ...crypt-iv-offset, at offset 0, */
-    struct xts_format by_offset = { len, true, v->dusn };
+    /* The data unit is one crypt sector; the IV sector comes from
+     * crypt-iv-offset, at offset 0...
+     */
+    struct xts_format by_offset = { len, false, v->dusn };
     run (v, &by_offset, 0, "IV from iv_offset");
-    /* ...or from the position on the disk, in crypt sectors. */
-    struct xts_format by_position = { len, true, 0 };
-    run (v, &by_position, v->dusn * len, "IV from the sector position");
-    /* ...or, for 512-byte units, dm-crypt's default IV counting. */
+    /* ...or from the position on the disk, in 512-byte units. */
     if (len == 512) {
-      struct xts_format dm_default = { 512, false, 0 };
-      run (v, &dm_default, v->dusn * 512, "512-byte IV units");
+      struct xts_format by_position = { 512, false, 0 };
+      run (v, &by_position, v->dusn * 512, "IV from the sector position");
     }
   }
 
-  /* A 4096-byte sector with 512-byte IV units steps the IV by 8 per
-   * sector: sector 1 of a 4096-byte-sector disk must equal a lone sector
-   * at IV 8 (iv_offset 8 at position 0).
-   */
+  /* plain64 IV arithmetic of dm-crypt for 4096-byte sectors. */
   {
     static unsigned char data[8192], a[8192], b[4096];
     struct xts_format dm = { 4096, false, 0 }, lone = { 4096, false, 8 };
+    struct xts_format large = { 4096, true, 0 }, large_lone = { 4096, true, 8 };
+    struct xts_format iv1 = { 4096, false, 1 };
+    struct xts_format large_odd = { 4096, true, 7 };
     unsigned char key[64];
     gcry_cipher_hd_t hd;
 
@@ -186,6 +184,21 @@ main (void)
              xts_encrypt (hd, &lone, b, data + 4096, 4096, 0) == 0 &&
              memcmp (a + 4096, b, 4096) == 0,
              "4096-byte sectors", "IV steps by 8 per sector (plain64)");
+      /* iv_large_sectors: sector 1 has IV 1, like a lone sector at
+       * position 0 with iv_offset 8 (512-byte units, shifted) or, without
+       * large sectors, iv_offset 1.
+       */
+      check (xts_encrypt (hd, &large, a, data, 8192, 0) == 0 &&
+             xts_encrypt (hd, &large_lone, b, data + 4096, 4096, 0) == 0 &&
+             memcmp (a + 4096, b, 4096) == 0 &&
+             xts_encrypt (hd, &iv1, b, data + 4096, 4096, 0) == 0 &&
+             memcmp (a + 4096, b, 4096) == 0,
+             "4096-byte sectors", "iv_large_sectors: IV steps by 1");
+      /* dm-crypt adds iv_offset before the shift: (8 + 7) >> 3 = 1. */
+      check (xts_iv_sector (&large_odd, 4096) == 1 &&
+             xts_iv_sector (&large_odd, 8192) == 2 &&
+             xts_iv_sector (&large_odd, 0) == 0,
+             "4096-byte sectors", "iv_offset is added before the shift");
       check (xts_encrypt (hd, &dm, a, data, 4096, 512) != 0,
              "4096-byte sectors", "misaligned offset refused");
       gcry_cipher_close (hd);

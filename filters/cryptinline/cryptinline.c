@@ -496,7 +496,7 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "crypt-cipher=aes-xts-plain64  The cipher (the only one accepted).\n" \
   "crypt-sector-size=512|1024|2048|4096  Encryption sector (default 4096).\n" \
   "crypt-iv-large-sectors=true|false  IV counts crypt sectors (default false).\n" \
-  "crypt-iv-offset=N           Added to the IV sector number (default 0).\n" \
+  "crypt-iv-offset=N           dm-crypt iv_offset (cryptsetup --skip), 512-byte units (default 0).\n" \
   "crypt-mode=inline|pool|auto Where the cipher work runs (default auto).\n" \
   "crypt-threads=N             Threads sharing one request's cipher work\n" \
   "                            (default: online CPUs).\n" \
