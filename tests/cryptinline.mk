@@ -30,3 +30,18 @@ check_PROGRAMS += test-cryptinline-aio
 test_cryptinline_aio_SOURCES = test-cryptinline-aio.c
 test_cryptinline_aio_CFLAGS = $(TEST_CFLAGS) $(PTHREAD_CFLAGS)
 test_cryptinline_aio_LDADD = $(TEST_LIBS)
+
+# make check-tsan: the concurrency and ordering tests against a
+# ThreadSanitizer build of the filter; any data race fails the run.
+CRYPTINLINE_TSAN_TESTS = \
+	test-cryptinline-concurrency.sh \
+	test-cryptinline-order.sh \
+	$(NULL)
+check-tsan: test-cryptinline-aio
+	$(MAKE) -C $(top_builddir)/filters/cryptinline tsan
+	$(MAKE) check TESTS="$(CRYPTINLINE_TSAN_TESTS)" \
+	  CRYPTINLINE_FILTER="$(abs_top_builddir)/filters/cryptinline/tsan/nbdkit-cryptinline-filter.so" \
+	  CRYPTINLINE_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" \
+	  CRYPTINLINE_NBDKIT="$(NBDKIT)" \
+	  TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
+.PHONY: check-tsan
