@@ -587,6 +587,11 @@ load_table (const char *path)
 /* Write the WP snapshot W as the next table slot and sync it.  The
  * caller holds persist_lock and has already synced the data.
  */
+/* The WPs of the newest durable table slot: a flush that would write
+ * the same table only syncs the data.
+ */
+static uint64_t *persisted_wps;
+
 static int
 write_table (const uint64_t *w)
 {
@@ -605,6 +610,8 @@ write_table (const uint64_t *w)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", emulate);
   else {
     img_seq = seq;
+    if (persisted_wps)
+      memcpy (persisted_wps, w, nr_zones * sizeof *w);
     r = 0;
   }
   free (s);
@@ -635,7 +642,10 @@ persist_locked (void)
     free (w);
     return -1;
   }
-  r = write_table (w);
+  if (persisted_wps && memcmp (persisted_wps, w, nr_zones * sizeof *w) == 0)
+    r = 0;
+  else
+    r = write_table (w);
   free (w);
   return r;
 }
@@ -929,8 +939,19 @@ open_file (void)
     r = open_image ();
   else
     r = create_image ();
-  if (r == 0)
+  if (r == 0) {
+    uint64_t i;
+
+    persisted_wps = malloc (nr_zones * sizeof *persisted_wps);
+    if (!persisted_wps) {
+      nbdkit_error ("malloc: %m");
+      return -1;
+    }
+    /* What is in the table now: the WPs just loaded or created. */
+    for (i = 0; i < nr_zones; i++)
+      persisted_wps[i] = zones[i].wp;
     backend = &file_backend;
+  }
   return r;
 }
 
@@ -1546,6 +1567,7 @@ finish_zone (struct zone *z)
 static void
 zbd_unload (void)
 {
+  free (persisted_wps);
   free (zones);
 }
 
