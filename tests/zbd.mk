@@ -23,7 +23,7 @@ zone_writer_CFLAGS = $(TEST_CFLAGS) -pthread
 zone_writer_LDADD = $(top_builddir)/common/libzonedgeometry.la $(TEST_LIBS)
 zone_writer_LDFLAGS = -pthread
 
-TESTS += test-zbd-ordering.sh test-zbd-ordering-filter.sh
+TESTS += test-zbd-ordering.sh test-zbd-ordering-filter.sh test-zbd-demo.sh
 
 EXTRA_DIST += zbd-gate.py zbd-limits.py
 TESTS += test-zbd-gate.sh test-zbd-limits.sh
