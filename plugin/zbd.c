@@ -1679,6 +1679,9 @@ zbd_dump_plugin (void)
   printf ("zbd_libzbd=no\n");
 #endif
   printf ("zbd_emulate=yes\n");
+  printf ("zbd_parameters=device,emulate,size,zone-size,zone-capacity,"
+          "conventional-zones,max-open-zones,max-active-zones,block-size,"
+          "reorder-timeout\n");
   printf ("zbd_reorder_timeout_default=5s\n");
 }
 
@@ -1849,12 +1852,9 @@ zone_ops_begin (void)
 static int
 zone_ops_end (bool changed, int r)
 {
-  if (r == 0 && changed) {
-    if (backend->persist)
-      r = persist_locked ();
-    else if (!backend->emulated)
-      r = backend->flush ();
-  }
+  /* A real device executes zone management commands durably. */
+  if (r == 0 && changed && backend->persist)
+    r = persist_locked ();
   if (backend->persist)
     pthread_mutex_unlock (&persist_lock);
   return r;
