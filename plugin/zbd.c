@@ -1780,6 +1780,21 @@ current_wp (struct zone *z)
   return wp;
 }
 
+/* After a failed read the device is asked for the zone again. */
+static void
+reload_after_error (struct zone *z)
+{
+  if (z->conventional || !backend->reload_zone)
+    return;
+  pthread_mutex_lock (&zones_lock);
+  /* A write in flight re-reads the zone itself when it ends. */
+  if (!z->busy) {
+    backend->reload_zone (z);
+    pthread_cond_broadcast (&z->changed);
+  }
+  pthread_mutex_unlock (&zones_lock);
+}
+
 /* Reads above the WP, or past capacity, are zeros without device I/O. */
 static int
 zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
@@ -1797,8 +1812,10 @@ zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
     uint32_t d = valid > offset ? (valid - offset < n ? valid - offset : n)
       : 0;
 
-    if (d > 0 && backend->pread (p, d, offset) == -1)
+    if (d > 0 && backend->pread (p, d, offset) == -1) {
+      reload_after_error (z);
       return -1;
+    }
     memset (p + d, 0, n - d);
     p += n; offset += n; count -= n;
   }
