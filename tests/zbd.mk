@@ -17,6 +17,7 @@ ZBD_TESTS = \
 	test-zbd-crash.sh \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
+	test-zbd-nbdcopy.sh \
 	$(NULL)
 
 TESTS += $(ZBD_TESTS)
