@@ -18,6 +18,7 @@ ZBD_TESTS = \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
 	test-zbd-nbdcopy.sh \
+	test-zbd-threads.sh \
 	$(NULL)
 
 TESTS += $(ZBD_TESTS)
@@ -30,6 +31,7 @@ EXTRA_DIST += \
 	zbd-gate.py \
 	zbd-limits.py \
 	zbd-stream.py \
+	zbd-threads.py \
 	$(NULL)
 
 # Ordering stress on libnbd aio; also the demo test's writer.
