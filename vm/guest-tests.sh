@@ -587,6 +587,7 @@ case_crash ()
     cap=$(zone_field $dev $z cap)
     len=$((cap / 2))
     serve srv $dev crypt
+    : > $W/stream.out
     timeout 300 $CLIENT stream "$(uri srv)" $start $len 61 65536 4 > $W/stream.out 2>&1 &
     i=0
     while :; do

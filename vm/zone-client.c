@@ -59,6 +59,8 @@ errno_name (int e)
   case ESHUTDOWN: return "ESHUTDOWN";
   case ENOTCONN: return "ENOTCONN";
   case ETIMEDOUT: return "ETIMEDOUT";
+  case ECONNRESET: return "ECONNRESET";
+  case EPIPE: return "EPIPE";
   default: return "other";
   }
 }
