@@ -298,7 +298,8 @@ expect_error ()
         grep -q "errno=$e)" $W/err.out && break
         e=
     done
-    [ -n "$e" ] || die "expected one of $errnos from: $*"
+    [ -n "$e" ] ||
+        die "expected one of $errnos, got $(sed -n 's/.*(errno=\(.*\))$/\1/p' $W/err.out) from: $*"
     [ "$(grep -c 'error' $log || :)" -gt "$before" ] &&
         grep 'error' $log | tail -n 1 | grep -q -- "$word" ||
         die "no nbdkit error line mentioning \"$word\" (log: $(tail -n 2 $log))"

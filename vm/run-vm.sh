@@ -8,8 +8,8 @@
 # Environment:
 #   VM_ACCEL=auto|tcg|kvm  accelerator (default auto: KVM only when a
 #                          probe boot under KVM finishes in VM_PROBE_TIMEOUT)
-#   VM_TIMEOUT=SECONDS     the whole guest run (default 1500)
-#   VM_PROBE_TIMEOUT=SECONDS  the KVM probe boot (default 40)
+#   VM_TIMEOUT=SECONDS     the whole guest run (default 1200)
+#   VM_PROBE_TIMEOUT=SECONDS  the KVM probe boot (default 30)
 #   VM_CASES="PATTERN..."  run only guest cases whose name matches one of
 #                          these shell patterns (default: all)
 #
@@ -26,8 +26,8 @@ console="$vmdir/console.log"
 taplog="$vmdir/tap.log"
 suitelog="$vmdir/test-suite.log"
 accel="${VM_ACCEL:-auto}"
-vm_timeout="${VM_TIMEOUT:-1500}"
-probe_timeout="${VM_PROBE_TIMEOUT:-40}"
+vm_timeout="${VM_TIMEOUT:-1200}"
+probe_timeout="${VM_PROBE_TIMEOUT:-30}"
 
 mkdir -p "$cache"
 rm -f "$console" "$taplog" "$suitelog"
