@@ -28,8 +28,18 @@ ZONED_DEVICES="nullb0 nullb1 $NVME_DEV"
 # ---- helpers for cases ---------------------------------------------------
 
 say () { echo "$*"; }
-# die MESSAGE: fail the running case.
-die () { echo "FAIL: $*"; exit 1; }
+# die MESSAGE: fail the running case, showing what nbdkit logged.
+die ()
+{
+    local log
+    for log in $W/*.log; do
+        [ -s "$log" ] || continue
+        echo "---- last lines of nbdkit's log $(basename $log):"
+        tail -n 8 "$log"
+    done
+    echo "FAIL: $*"
+    exit 1
+}
 
 # Zone geometry from sysfs, in bytes.
 zone_bytes () { echo $(( $(cat /sys/block/$1/queue/chunk_sectors) * 512 )); }
@@ -201,6 +211,13 @@ case_raw_zone_io ()
     if dd if=$W/data of=/dev/$dev bs=65536 seek=$((start / 65536)) oflag=direct conv=notrunc status=none 2>/dev/null; then
         die "a write below the WP succeeded on the raw device"
     fi
+    # Ahead of the WP is refused too: this is why the plugin must order
+    # writes that reach it out of order.
+    if dd if=$W/data of=/dev/$dev bs=65536 seek=$((start / 65536 + 2)) oflag=direct conv=notrunc status=none 2>/dev/null; then
+        die "a write ahead of the WP succeeded on the raw device"
+    fi
+    wp=$(zone_field $dev $z wptr)
+    [ "$wp" = 65536 ] || die "wptr $wp after refused writes, expected 65536"
     blkzone reset -o $((start / 512)) -c 1 /dev/$dev || die "blkzone reset"
     wp=$(zone_field $dev $z wptr)
     [ "$wp" = 0 ] || die "wptr $wp after reset"
@@ -607,8 +624,12 @@ case_crash ()
     say "killed with $((flushed - start)) bytes flushed"
 
     serve srv $dev crypt
+    # The restarted server's zone table comes from the device.
     compare_reports $dev "$(uri srv)"
-    wp=$(zone_field $dev $z wptr)
+    wp=$(awk -v s=$start '$1 == s { print $4 }' $W/nbd.norm)
+    case "$wp" in
+        ''|*[!0-9]*) die "nbdzone reports no write pointer for the zone at $start" ;;
+    esac
     [ $((start + wp)) -ge $flushed ] || die "WP $wp is below the flushed $((flushed - start))"
     [ $wp -le $len ] || die "WP $wp beyond what was written"
     # Everything the device holds, not only the flushed part, decrypts.
