@@ -514,12 +514,12 @@ def write_chart():
              "randread": "randread.dat", "zone64k": "zone64k.dat"}
     for panel, name in files.items():
         with open(os.path.join(OUT, name), "w") as f:
-            bars = CHART.get(panel, [])
-            if all(v != v for _, values in bars for v in values):
-                bars = [("not available", [0, 0])]   # gnuplot needs one point
+            bars = CHART.get(panel, []) or [("not run", [float("nan")] * 2)]
             for label, values in bars:
-                f.write('"%s" %s\n' % (label, " ".join(
-                    "NaN" if v != v else "%.1f" % v for v in values)))
+                # A configuration that did not run keeps its place, at zero.
+                if any(v != v for v in values):
+                    label, values = label + " (n/a)", [0.0] * len(values)
+                f.write('"%s" %s\n' % (label, " ".join("%.1f" % v for v in values)))
     if shutil.which("gnuplot") is None:
         log("gnuplot not installed: no chart")
         return
