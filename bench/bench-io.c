@@ -10,6 +10,8 @@
  *   -s OFFSET          first byte of the region (default 0)
  *   -l LENGTH          length of the region (default: export size - offset)
  *   -n COUNT           number of requests (default: LENGTH / SIZE)
+ *   -t SECONDS         stop submitting after this long (default: no limit),
+ *                      so a slow configuration cannot stall the suite
  *
  * Sequential requests are submitted in ascending offset order on one
  * connection, so the server receives them in that order: this is what
@@ -42,6 +44,7 @@ struct options {
   uint64_t offset;
   uint64_t length;              /* 0 = to the end of the export */
   uint64_t count;               /* 0 = length / request_size */
+  double time_limit;            /* 0 = none */
   const char *uri;
 };
 
@@ -54,7 +57,7 @@ usage (void)
 {
   fprintf (stderr,
            "usage: bench-io [-o read|write] [-p seq|rand] [-b SIZE] [-q N]\n"
-           "                [-s OFFSET] [-l LENGTH] [-n COUNT] URI\n");
+           "                [-s OFFSET] [-l LENGTH] [-n COUNT] [-t SECONDS] URI\n");
   exit (EXIT_FAILURE);
 }
 
@@ -89,7 +92,7 @@ parse_options (int argc, char *argv[], struct options *o)
   int c;
 
   *o = (struct options) { .request_size = 1 << 20, .queue_depth = 16 };
-  while ((c = getopt (argc, argv, "o:p:b:q:s:l:n:")) != -1) {
+  while ((c = getopt (argc, argv, "o:p:b:q:s:l:n:t:")) != -1) {
     switch (c) {
     case 'o':
       if (strcmp (optarg, "write") == 0) o->write = true;
@@ -106,6 +109,7 @@ parse_options (int argc, char *argv[], struct options *o)
     case 's': o->offset = parse_size (optarg); break;
     case 'l': o->length = parse_size (optarg); break;
     case 'n': o->count = parse_size (optarg); break;
+    case 't': o->time_limit = atof (optarg); break;
     default: usage ();
     }
   }
@@ -167,23 +171,31 @@ submit (struct nbd_handle *nbd, const struct options *o, void *buf,
     ? -1 : 0;
 }
 
-/* Keep queue_depth requests in flight until count have completed. */
-static int
-run (struct nbd_handle *nbd, const struct options *o, void *buf)
+/* Keep queue_depth requests in flight until count have completed (or
+ * the time limit has passed and the requests in flight have completed).
+ * Returns the number of requests submitted, or -1.
+ */
+static int64_t
+run (struct nbd_handle *nbd, const struct options *o, void *buf,
+     double start)
 {
   uint64_t submitted = 0, rng = UINT64_C (0x9e3779b97f4a7c15);
+  uint64_t target = o->count;
 
-  while (completed < o->count && !first_error) {
-    while (submitted < o->count &&
+  while (completed < target && !first_error) {
+    if (o->time_limit > 0 && target > submitted &&
+        now () - start > o->time_limit)
+      target = submitted;       /* stop submitting; drain what is in flight */
+    while (submitted < target &&
            nbd_aio_in_flight (nbd) < (int) o->queue_depth) {
       if (submit (nbd, o, buf, request_offset (o, submitted, &rng)) == -1)
         return -1;
       submitted++;
     }
-    if (nbd_poll (nbd, -1) == -1)
+    if (completed < target && nbd_poll (nbd, -1) == -1)
       return -1;
   }
-  return 0;
+  return submitted;
 }
 
 /* Data that no layer can mistake for zeroes or compress away. */
@@ -211,6 +223,7 @@ main (int argc, char *argv[])
   int64_t export_size;
   void *buf;
   double start, seconds;
+  int64_t done;
 
   parse_options (argc, argv, &o);
 
@@ -231,7 +244,8 @@ main (int argc, char *argv[])
   buf = make_buffer (o.request_size);
 
   start = now ();
-  if (run (nbd, &o, buf) == -1) {
+  done = run (nbd, &o, buf, start);
+  if (done == -1) {
     fprintf (stderr, "bench-io: %s\n", nbd_get_error ());
     exit (EXIT_FAILURE);
   }
@@ -242,7 +256,7 @@ main (int argc, char *argv[])
   }
 
   printf ("ops=%" PRIu64 " bytes=%" PRIu64 " seconds=%.6f\n",
-          o.count, o.count * o.request_size, seconds);
+          (uint64_t) done, (uint64_t) done * o.request_size, seconds);
   nbd_shutdown (nbd, 0);
   nbd_close (nbd);
   free (buf);
