@@ -28,3 +28,14 @@ trap _run_cleanup EXIT INT TERM
 
 # Print a message and fail.
 fail () { echo "$0: FAIL: $*" >&2; exit 1; }
+
+# nbdsh runs whichever "python3" comes first in PATH; make that the
+# configured $PYTHON3 (the one with the nbd and cryptography modules), by a
+# directory holding only a python3 link, so nothing else in PATH changes.
+if [ -n "${PYTHON3:-}" ] && [ "$(command -v python3 || :)" != "$PYTHON3" ]; then
+    _python3_dir="$(mktemp -d)"
+    ln -s "$PYTHON3" "$_python3_dir/python3"
+    PATH="$_python3_dir:$PATH"
+    export PATH
+    cleanup_fn rm -rf "$_python3_dir"
+fi

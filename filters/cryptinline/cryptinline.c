@@ -1,5 +1,875 @@
-/* placeholder: replaced by the filter implementation */
+/* nbdkit-cryptinline-filter: AES-XTS encryption at rest, bit-compatible
+ * with dm-crypt aes-xts-plain64 (cryptsetup --type plain).
+ *
+ * How it works: every request must cover whole crypt sectors (advertised
+ * as the minimum block size), so no read-modify-write is ever needed.  A
+ * write is encrypted into a per-thread bounce buffer and handed down as
+ * exactly one write with the client's offset, length and flags, by the
+ * request thread, after all encryption is done: the filter never reorders
+ * writes, which zoned devices below depend on.  A read is read from below
+ * in one call and decrypted in place; sectors the layer below reports as
+ * zero (holes, the area above a write pointer) are returned as zeros.
+ * Write-zeroes writes encrypted zeros in bounded chunks, in ascending
+ * order, each after the previous one completed.
+ *
+ * The cipher work runs on the request thread (crypt-mode=inline) or is
+ * shared with a thread pool that starts after nbdkit forks; the request
+ * thread waits for the pool before issuing its I/O (crypt-mode=pool, and
+ * crypt-mode=auto for requests of at least crypt-pool-threshold bytes).
+ *
+ * Each thread has its own libgcrypt handle (handles are not thread-safe),
+ * keyed once, and its own bounce buffer, kept between requests.  Key bytes
+ * live only in libgcrypt secure memory and are wiped on unload.
+ */
+
 #include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <nbdkit-filter.h>
-static struct nbdkit_filter filter = { .name = "cryptinline", .longname = "placeholder" };
+
+#include "xts.h"
+#include "pool.h"
+
+/* Write-zeroes is done in chunks of at most this many bytes. */
+#define ZERO_CHUNK (1024 * 1024)
+
+/* crypt-mode=auto uses the pool for requests of at least this size; chosen
+ * by measurement on a 2-core machine (see the man page).
+ */
+#define DEFAULT_POOL_THRESHOLD (128 * 1024)
+
+/* The pool never cuts a request into chunks smaller than this: below it
+ * the hand-over costs more than the cipher work saved.
+ */
+#define POOL_MIN_CHUNK (32 * 1024)
+
+#define MAX_THREADS 1024
+
+enum crypt_mode { MODE_INLINE, MODE_POOL, MODE_AUTO };
+
+/* Configuration: written by .config/.config_complete, read-only after. */
+static struct xts_format fmt = { .sector_size = 4096 };
+static unsigned char *key;              /* libgcrypt secure memory */
+static size_t key_len;
+static char *passphrase;                /* secure memory until derived */
+static size_t passphrase_len;
+static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
+static const char *key_file;
+static enum crypt_mode mode = MODE_AUTO;
+static unsigned crypt_threads;          /* 0 = online CPUs */
+static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
+static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
+  seen_mode, seen_threads, seen_threshold;
+
+/* Per-thread cipher handle and bounce buffer. */
+struct thread_state {
+  gcry_cipher_hd_t hd;
+  unsigned char *bounce;
+  size_t bounce_len;
+};
+static pthread_key_t thread_key;
+static bool thread_key_created;
+
+/* Encrypted write-zeroes encrypts this. */
+static unsigned char zeros[ZERO_CHUNK];
+
+static void
+free_thread_state (void *p)
+{
+  struct thread_state *ts = p;
+
+  gcry_cipher_close (ts->hd);   /* wipes the key schedule */
+  free (ts->bounce);
+  free (ts);
+}
+
+static void
+wipe_secret (void *p, size_t len)
+{
+  if (p) {
+    explicit_bzero (p, len);
+    gcry_free (p);
+  }
+}
+
+static void
+cryptinline_load (void)
+{
+  const char *why = xts_library_init ();
+  int r;
+
+  if (why) {
+    nbdkit_error ("%s", why);
+    exit (EXIT_FAILURE);
+  }
+  r = pthread_key_create (&thread_key, free_thread_state);
+  if (r != 0) {
+    nbdkit_error ("pthread_key_create: %s", strerror (r));
+    exit (EXIT_FAILURE);
+  }
+  thread_key_created = true;
+}
+
+static void
+cryptinline_unload (void)
+{
+  pool_stop ();
+  if (thread_key_created) {
+    /* This thread's state, if it ever did I/O; threads that exited
+     * already ran the destructor.
+     */
+    struct thread_state *ts = pthread_getspecific (thread_key);
+    if (ts)
+      free_thread_state (ts);
+    pthread_key_delete (thread_key);
+  }
+  wipe_secret (key, key_len);
+  wipe_secret (passphrase, passphrase_len);
+  key = NULL;
+  passphrase = NULL;
+}
+
+/* ---- Parsing parameters ------------------------------------------------ */
+
+static int
+once (bool *seen, const char *name)
+{
+  if (*seen) {
+    nbdkit_error ("%s was given twice: give it once", name);
+    return -1;
+  }
+  *seen = true;
+  return 0;
+}
+
+/* Own parsers so that each bad value gets exactly one line that names
+ * the parameter, the value and what is accepted.
+ */
+static int
+parse_bool (const char *name, const char *value, bool *b)
+{
+  if (!strcasecmp (value, "true") || !strcasecmp (value, "on") ||
+      !strcasecmp (value, "yes") || !strcmp (value, "1"))
+    *b = true;
+  else if (!strcasecmp (value, "false") || !strcasecmp (value, "off") ||
+           !strcasecmp (value, "no") || !strcmp (value, "0"))
+    *b = false;
+  else {
+    nbdkit_error ("%s=%s is not a boolean: use true or false", name, value);
+    return -1;
+  }
+  return 0;
+}
+
+/* A whole decimal number without sign; false if anything else. */
+static bool
+parse_u64 (const char *value, uint64_t *n, char **end)
+{
+  char *e;
+
+  if (value[0] < '0' || value[0] > '9')
+    return false;
+  errno = 0;
+  *n = strtoull (value, &e, 10);
+  if (errno != 0)
+    return false;
+  if (end)
+    *end = e;
+  else if (*e != '\0')
+    return false;
+  return true;
+}
+
+static int
+parse_sector_size (const char *value)
+{
+  uint64_t n;
+
+  if (!parse_u64 (value, &n, NULL) || n > UINT32_MAX ||
+      !xts_valid_sector_size (n)) {
+    nbdkit_error ("crypt-sector-size=%s is not accepted: "
+                  "use 512, 1024, 2048 or 4096", value);
+    return -1;
+  }
+  fmt.sector_size = n;
+  return 0;
+}
+
+static int
+parse_iv_offset (const char *value)
+{
+  if (!parse_u64 (value, &fmt.iv_offset, NULL)) {
+    nbdkit_error ("crypt-iv-offset=%s is not accepted: use a whole number "
+                  "from 0 to %" PRIu64, value, UINT64_MAX);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+parse_key_size (const char *value)
+{
+  if (strcmp (value, "256") == 0)
+    key_size_bits = 256;
+  else if (strcmp (value, "512") == 0)
+    key_size_bits = 512;
+  else {
+    nbdkit_error ("crypt-key-size=%s is not accepted: "
+                  "use 256 (AES-128-XTS) or 512 (AES-256-XTS)", value);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+parse_mode (const char *value)
+{
+  if (strcmp (value, "inline") == 0)
+    mode = MODE_INLINE;
+  else if (strcmp (value, "pool") == 0)
+    mode = MODE_POOL;
+  else if (strcmp (value, "auto") == 0)
+    mode = MODE_AUTO;
+  else {
+    nbdkit_error ("crypt-mode=%s is not accepted: use inline, pool or auto",
+                  value);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+parse_threads (const char *value)
+{
+  uint64_t n;
+
+  if (!parse_u64 (value, &n, NULL) || n < 1 || n > MAX_THREADS) {
+    nbdkit_error ("crypt-threads=%s is not accepted: "
+                  "use a whole number from 1 to %d", value, MAX_THREADS);
+    return -1;
+  }
+  crypt_threads = n;
+  return 0;
+}
+
+/* A byte count with an optional k, M or G suffix (powers of 1024). */
+static int
+parse_threshold (const char *value)
+{
+  uint64_t n, mult = 1;
+  char *end;
+
+  if (parse_u64 (value, &n, &end)) {
+    if (strcasecmp (end, "k") == 0) mult = 1024;
+    else if (strcasecmp (end, "m") == 0) mult = 1024 * 1024;
+    else if (strcasecmp (end, "g") == 0) mult = 1024 * 1024 * 1024;
+    else if (*end != '\0') mult = 0;
+    if (mult && n <= UINT32_MAX) {
+      pool_threshold = n * mult;
+      return 0;
+    }
+  }
+  nbdkit_error ("crypt-pool-threshold=%s is not accepted: use a size in "
+                "bytes, optionally with a k, M or G suffix, up to 4G", value);
+  return -1;
+}
+
+static int
+check_one_key_source (const char *name)
+{
+  if (key_file || passphrase) {
+    nbdkit_error ("%s given, but a key was already given by %s: "
+                  "use exactly one of crypt-key-file and crypt-passphrase",
+                  name, key_file ? "crypt-key-file" : "crypt-passphrase");
+    return -1;
+  }
+  return 0;
+}
+
+/* Read a raw key file into secure memory.  Reads one byte more than the
+ * largest key so that a too-long file is noticed without reading it all.
+ */
+static int
+read_key_file (const char *file)
+{
+  unsigned char *buf;
+  struct stat st;
+  ssize_t r;
+  size_t n = 0;
+  int fd;
+
+  fd = open (file, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
+    return -1;
+  }
+  buf = gcry_malloc_secure (XTS_KEY_BYTES_256 + 1);
+  if (buf == NULL) {
+    nbdkit_error ("no secure memory for the key: %m");
+    close (fd);
+    return -1;
+  }
+  while (n < XTS_KEY_BYTES_256 + 1 &&
+         (r = read (fd, buf + n, XTS_KEY_BYTES_256 + 1 - n)) != 0) {
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
+      goto err;
+    }
+    n += r;
+  }
+  if (n != XTS_KEY_BYTES_128 && n != XTS_KEY_BYTES_256) {
+    bool regular = fstat (fd, &st) == 0 && S_ISREG (st.st_mode);
+    if (regular)
+      nbdkit_error ("crypt-key-file %s is %jd bytes: a raw key must be "
+                    "exactly 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)",
+                    file, (intmax_t) st.st_size);
+    else
+      nbdkit_error ("crypt-key-file %s gave %s%zu bytes: a raw key must be "
+                    "exactly 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)",
+                    file, n > XTS_KEY_BYTES_256 ? "more than " : "",
+                    n > XTS_KEY_BYTES_256 ? (size_t) XTS_KEY_BYTES_256 : n);
+    goto err;
+  }
+  close (fd);
+  key = buf;
+  key_len = n;
+  key_file = file;
+  return 0;
+
+ err:
+  wipe_secret (buf, XTS_KEY_BYTES_256 + 1);
+  close (fd);
+  return -1;
+}
+
+static int
+read_passphrase (const char *value)
+{
+  char *pw;
+
+  if (nbdkit_read_password (value, &pw) == -1)
+    return -1;
+  passphrase_len = strlen (pw);
+  passphrase = gcry_malloc_secure (passphrase_len + 1);
+  if (passphrase == NULL) {
+    nbdkit_error ("no secure memory for the passphrase: %m");
+    explicit_bzero (pw, passphrase_len);
+    free (pw);
+    return -1;
+  }
+  memcpy (passphrase, pw, passphrase_len + 1);
+  explicit_bzero (pw, passphrase_len);
+  free (pw);
+  return 0;
+}
+
+static int
+cryptinline_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+                    const char *k, const char *value)
+{
+  if (strcmp (k, "crypt-key-file") == 0)
+    return check_one_key_source (k) == -1 ? -1 : read_key_file (value);
+  if (strcmp (k, "crypt-passphrase") == 0)
+    return check_one_key_source (k) == -1 ? -1 : read_passphrase (value);
+  if (strcmp (k, "crypt-key-size") == 0) {
+    if (key_size_bits) {
+      nbdkit_error ("crypt-key-size was given twice: give it once");
+      return -1;
+    }
+    return parse_key_size (value);
+  }
+  if (strcmp (k, "crypt-cipher") == 0) {
+    if (once (&seen_cipher, k) == -1)
+      return -1;
+    if (strcmp (value, "aes-xts-plain64") != 0) {
+      nbdkit_error ("crypt-cipher=%s is not supported: "
+                    "the only accepted value is aes-xts-plain64", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (k, "crypt-sector-size") == 0)
+    return once (&seen_sector_size, k) == -1 ? -1 : parse_sector_size (value);
+  if (strcmp (k, "crypt-iv-large-sectors") == 0)
+    return once (&seen_iv_large, k) == -1 ? -1 :
+      parse_bool (k, value, &fmt.iv_large_sectors);
+  if (strcmp (k, "crypt-iv-offset") == 0)
+    return once (&seen_iv_offset, k) == -1 ? -1 : parse_iv_offset (value);
+  if (strcmp (k, "crypt-mode") == 0)
+    return once (&seen_mode, k) == -1 ? -1 : parse_mode (value);
+  if (strcmp (k, "crypt-threads") == 0)
+    return once (&seen_threads, k) == -1 ? -1 : parse_threads (value);
+  if (strcmp (k, "crypt-pool-threshold") == 0)
+    return once (&seen_threshold, k) == -1 ? -1 : parse_threshold (value);
+  if (strncmp (k, "crypt-", 6) == 0) {
+    nbdkit_error ("unknown parameter %s: see nbdkit-cryptinline-filter(1) "
+                  "for the crypt-* parameters", k);
+    return -1;
+  }
+  return next (nxdata, k, value);
+}
+
+static int
+derive_passphrase_key (void)
+{
+  size_t len = key_size_bits == 256 ? XTS_KEY_BYTES_128 : XTS_KEY_BYTES_256;
+  gcry_error_t err;
+
+  key = gcry_malloc_secure (len);
+  if (key == NULL) {
+    nbdkit_error ("no secure memory for the key: %m");
+    return -1;
+  }
+  key_len = len;
+  err = xts_plain_sha256_key (passphrase, passphrase_len, key, key_len);
+  wipe_secret (passphrase, passphrase_len);
+  passphrase = NULL;
+  if (err) {
+    nbdkit_error ("hashing the passphrase failed: %s", gcry_strerror (err));
+    return -1;
+  }
+  return 0;
+}
+
+/* Check that the key works, so a bad key fails at startup, not at the
+ * first request.
+ */
+static int
+check_key (void)
+{
+  gcry_cipher_hd_t hd;
+  gcry_error_t err = xts_open (&hd, key, key_len);
+
+  if (err) {
+    nbdkit_error ("the %zu-byte key cannot be used for AES-XTS: %s",
+                  key_len, gcry_strerror (err));
+    return -1;
+  }
+  gcry_cipher_close (hd);
+  return 0;
+}
+
+static int
+cryptinline_config_complete (nbdkit_next_config_complete *next,
+                             nbdkit_backend *nxdata)
+{
+  if (key_file == NULL && passphrase == NULL) {
+    nbdkit_error ("no key given: use crypt-key-file=FILE (a raw 32 or "
+                  "64-byte key) or crypt-passphrase=PASSWORD|+FILE|-|-FD");
+    return -1;
+  }
+  if (key_file && key_size_bits && key_size_bits / 8 != key_len) {
+    nbdkit_error ("crypt-key-size=%u does not match crypt-key-file %s, "
+                  "which holds a %zu-bit key", key_size_bits, key_file,
+                  key_len * 8);
+    return -1;
+  }
+  if (passphrase && derive_passphrase_key () == -1)
+    return -1;
+  if (check_key () == -1)
+    return -1;
+  if (crypt_threads == 0) {
+    long n = sysconf (_SC_NPROCESSORS_ONLN);
+    crypt_threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
+  }
+  return next (nxdata);
+}
+
+#define cryptinline_config_help \
+  "crypt-key-file=FILE         Raw key: 32 bytes (AES-128-XTS) or 64 (AES-256-XTS).\n" \
+  "crypt-passphrase=PASSWORD|+FILE|-|-FD\n" \
+  "                            Passphrase, hashed as cryptsetup --type plain --hash sha256.\n" \
+  "crypt-key-size=256|512      Key bits made from a passphrase (default 512).\n" \
+  "crypt-cipher=aes-xts-plain64  The cipher (the only one accepted).\n" \
+  "crypt-sector-size=512|1024|2048|4096  Encryption sector (default 4096).\n" \
+  "crypt-iv-large-sectors=true|false  IV counts crypt sectors (default false).\n" \
+  "crypt-iv-offset=N           Added to the IV sector number (default 0).\n" \
+  "crypt-mode=inline|pool|auto Where the cipher work runs (default auto).\n" \
+  "crypt-threads=N             Threads sharing one request's cipher work\n" \
+  "                            (default: online CPUs).\n" \
+  "crypt-pool-threshold=SIZE   auto: use the pool from this request size (default 128k)."
+
+static int
+cryptinline_after_fork (nbdkit_backend *nxdata)
+{
+  /* Threads do not survive fork, so the pool starts only now. */
+  if (mode == MODE_INLINE)
+    return 0;
+  return pool_start (crypt_threads - 1);
+}
+
+/* ---- Per-thread state ----------------------------------------------- */
+
+static struct thread_state *
+thread_state (void)
+{
+  struct thread_state *ts = pthread_getspecific (thread_key);
+  gcry_error_t err;
+
+  if (ts)
+    return ts;
+  ts = calloc (1, sizeof *ts);
+  if (ts == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  err = xts_open (&ts->hd, key, key_len);
+  if (err) {
+    nbdkit_error ("cannot open the AES-XTS cipher: %s", gcry_strerror (err));
+    free (ts);
+    return NULL;
+  }
+  if (pthread_setspecific (thread_key, ts) != 0) {
+    nbdkit_error ("pthread_setspecific failed");
+    free_thread_state (ts);
+    return NULL;
+  }
+  return ts;
+}
+
+/* The bounce buffer grows to the largest request seen and stays. */
+static unsigned char *
+bounce_buffer (struct thread_state *ts, size_t len)
+{
+  unsigned char *p;
+
+  if (ts->bounce_len >= len)
+    return ts->bounce;
+  p = realloc (ts->bounce, len);
+  if (p == NULL) {
+    nbdkit_error ("cannot allocate a %zu-byte bounce buffer: %m", len);
+    return NULL;
+  }
+  ts->bounce = p;
+  ts->bounce_len = len;
+  return p;
+}
+
+/* ---- Cipher work, on this thread or shared with the pool --------------- */
+
+struct crypt_task {
+  bool encrypt;
+  unsigned char *out;
+  const unsigned char *in;
+  uint64_t offset;              /* disk offset of out[0] / in[0] */
+};
+
+static int
+crypt_chunk (void *arg, size_t start, size_t len)
+{
+  const struct crypt_task *t = arg;
+  struct thread_state *ts = thread_state ();
+  gcry_error_t err;
+
+  if (ts == NULL)
+    return -1;
+  err = (t->encrypt ? xts_encrypt : xts_decrypt)
+    (ts->hd, &fmt, t->out + start, t->in + start, len, t->offset + start);
+  if (err) {
+    nbdkit_error ("AES-XTS %s failed at offset %" PRIu64 ": %s",
+                  t->encrypt ? "encryption" : "decryption",
+                  t->offset + start, gcry_strerror (err));
+    return -1;
+  }
+  return 0;
+}
+
+static bool
+use_pool (size_t len)
+{
+  if (pool_threads () == 0 || len < 2 * POOL_MIN_CHUNK)
+    return false;
+  return mode == MODE_POOL || (mode == MODE_AUTO && len >= pool_threshold);
+}
+
+/* Sector-aligned chunks, one per thread that can take part. */
+static size_t
+pool_chunk_size (size_t len)
+{
+  size_t parts = pool_threads () + 1;
+  size_t chunk = (len + parts - 1) / parts;
+
+  chunk = (chunk + fmt.sector_size - 1) / fmt.sector_size * fmt.sector_size;
+  return chunk < POOL_MIN_CHUNK ? POOL_MIN_CHUNK : chunk;
+}
+
+/* Encrypt or decrypt len bytes at disk offset from in to out (which may be
+ * the same buffer); -1 with *err set on failure.
+ */
+static int
+crypt_range (bool encrypt, void *out, const void *in, size_t len,
+             uint64_t offset, int *err)
+{
+  struct crypt_task t = { .encrypt = encrypt, .out = out, .in = in,
+                          .offset = offset };
+  int r;
+
+  if (use_pool (len))
+    r = pool_run (len, pool_chunk_size (len), crypt_chunk, &t);
+  else
+    r = crypt_chunk (&t, 0, len);
+  if (r == -1)
+    *err = EIO;
+  return r;
+}
+
+/* ---- Size and alignment --------------------------------------------- */
+
+static int64_t
+cryptinline_get_size (nbdkit_next *next, void *handle)
+{
+  int64_t size = next->get_size (next);
+
+  if (size == -1)
+    return -1;
+  /* Only whole crypt sectors are served. */
+  return size - size % fmt.sector_size;
+}
+
+static int
+cryptinline_block_size (nbdkit_next *next, void *handle,
+                        uint32_t *minimum, uint32_t *preferred,
+                        uint32_t *maximum)
+{
+  if (next->block_size (next, minimum, preferred, maximum) == -1)
+    return -1;
+  if (*minimum < fmt.sector_size)
+    *minimum = fmt.sector_size;
+  if (*preferred < *minimum)
+    *preferred = *minimum;
+  if (*maximum == 0)
+    *maximum = 0xffffffff;
+  else if (*maximum != 0xffffffff)
+    *maximum -= *maximum % *minimum;
+  if (*maximum < *preferred)
+    *maximum = *preferred;
+  return 0;
+}
+
+static bool
+aligned (const char *what, uint32_t count, uint64_t offset, int *err)
+{
+  if (count % fmt.sector_size == 0 && offset % fmt.sector_size == 0)
+    return true;
+  nbdkit_error ("misaligned %s rejected: offset %" PRIu64 " length %" PRIu32
+                " must both be multiples of the crypt sector size %" PRIu32,
+                what, offset, count, fmt.sector_size);
+  *err = EINVAL;
+  return false;
+}
+
+/* ---- Data path -------------------------------------------------------- */
+
+/* Decrypt the data sectors of a read buffer, and zero the sectors that lie
+ * wholly inside extents the layer below flags as reading as zero.
+ */
+struct read_fixup {
+  unsigned char *buf;
+  uint64_t offset, end;         /* disk range of buf */
+  uint64_t done;                /* everything before this is final */
+  int *err;
+};
+
+static int
+fixup_zero_run (struct read_fixup *f, uint64_t from, uint64_t to)
+{
+  uint64_t ss = fmt.sector_size;
+  uint64_t a = (from + ss - 1) / ss * ss;
+  uint64_t b = to / ss * ss;
+
+  if (a < f->offset) a = f->offset;
+  if (b > f->end) b = f->end;
+  if (a >= b)
+    return 0;
+  if (a > f->done &&
+      crypt_range (false, f->buf + (f->done - f->offset),
+                   f->buf + (f->done - f->offset), a - f->done, f->done,
+                   f->err) == -1)
+    return -1;
+  memset (f->buf + (a - f->offset), 0, b - a);
+  f->done = b;
+  return 0;
+}
+
+static int
+decrypt_read (nbdkit_next *next, void *buf, uint32_t count, uint64_t offset,
+              const struct nbdkit_extents *extents, int *err)
+{
+  struct read_fixup f = { .buf = buf, .offset = offset,
+                          .end = offset + count, .done = offset, .err = err };
+  uint64_t run_start = 0, run_end = 0;
+  bool in_run = false;
+  size_t i, n = extents ? nbdkit_extents_count (extents) : 0;
+
+  for (i = 0; i < n; ++i) {
+    struct nbdkit_extent e = nbdkit_get_extent (extents, i);
+    if (e.type & NBDKIT_EXTENT_ZERO) {
+      if (in_run && e.offset == run_end)
+        run_end += e.length;
+      else {
+        if (in_run && fixup_zero_run (&f, run_start, run_end) == -1)
+          return -1;
+        run_start = e.offset;
+        run_end = e.offset + e.length;
+        in_run = true;
+      }
+    }
+    else if (in_run) {
+      if (fixup_zero_run (&f, run_start, run_end) == -1)
+        return -1;
+      in_run = false;
+    }
+  }
+  if (in_run && fixup_zero_run (&f, run_start, run_end) == -1)
+    return -1;
+  if (f.done < f.end)
+    return crypt_range (false, f.buf + (f.done - offset),
+                        f.buf + (f.done - offset), f.end - f.done, f.done,
+                        err);
+  return 0;
+}
+
+static int
+cryptinline_pread (nbdkit_next *next, void *handle,
+                   void *buf, uint32_t count, uint64_t offset,
+                   uint32_t flags, int *err)
+{
+  struct nbdkit_extents *extents = NULL;
+  int r = -1;
+
+  if (!aligned ("read", count, offset, err))
+    return -1;
+  /* Ask which sectors are unwritten before reading, so that a write racing
+   * with this read yields old or new data, never decrypted zeros.
+   */
+  if (next->can_extents (next) == 1) {
+    extents = nbdkit_extents_new (offset, offset + count);
+    if (extents == NULL) {
+      *err = errno;
+      return -1;
+    }
+    if (next->extents (next, count, offset, 0, extents, err) == -1)
+      goto out;
+  }
+  if (next->pread (next, buf, count, offset, flags, err) == -1)
+    goto out;
+  r = decrypt_read (next, buf, count, offset, extents, err);
+ out:
+  nbdkit_extents_free (extents);
+  return r;
+}
+
+static int
+cryptinline_pwrite (nbdkit_next *next, void *handle,
+                    const void *buf, uint32_t count, uint64_t offset,
+                    uint32_t flags, int *err)
+{
+  struct thread_state *ts;
+  unsigned char *bounce;
+
+  if (!aligned ("write", count, offset, err))
+    return -1;
+  if ((ts = thread_state ()) == NULL || !(bounce = bounce_buffer (ts, count))) {
+    *err = ENOMEM;
+    return -1;
+  }
+  if (crypt_range (true, bounce, buf, count, offset, err) == -1)
+    return -1;
+  /* One write below, same offset, length and flags, after all the
+   * encryption: the order the client (and the zone gate) sees is kept.
+   */
+  return next->pwrite (next, bounce, count, offset, flags, err);
+}
+
+static int
+cryptinline_can_zero (nbdkit_next *next, void *handle)
+{
+  /* Zeroing is always done here, as writes of encrypted zeros. */
+  return NBDKIT_ZERO_NATIVE;
+}
+
+static int
+cryptinline_can_fast_zero (nbdkit_next *next, void *handle)
+{
+  /* Advertised so clients may ask; the answer is always "not fast". */
+  return 1;
+}
+
+static int
+cryptinline_zero (nbdkit_next *next, void *handle,
+                  uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct thread_state *ts;
+  unsigned char *bounce;
+  uint32_t n;
+
+  if (flags & NBDKIT_FLAG_FAST_ZERO) {
+    *err = ENOTSUP;
+    return -1;
+  }
+  if (!aligned ("zero", count, offset, err))
+    return -1;
+  n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
+  if ((ts = thread_state ()) == NULL || !(bounce = bounce_buffer (ts, n))) {
+    *err = ENOMEM;
+    return -1;
+  }
+  /* Unwritten space would not read back as zeros through the cipher, so
+   * the zeros are encrypted and written, chunk after chunk in ascending
+   * order, each after the previous one completed.  FUA is kept on every
+   * chunk so the whole range is durable when the client hears back.
+   */
+  flags &= NBDKIT_FLAG_FUA;
+  while (count > 0) {
+    n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
+    if (crypt_range (true, bounce, zeros, n, offset, err) == -1 ||
+        next->pwrite (next, bounce, n, offset, flags, err) == -1)
+      return -1;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+static int
+cryptinline_trim (nbdkit_next *next, void *handle,
+                  uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  if (!aligned ("trim", count, offset, err))
+    return -1;
+  return next->trim (next, count, offset, flags, err);
+}
+
+static struct nbdkit_filter filter = {
+  .name              = "cryptinline",
+  .longname          = "nbdkit AES-XTS (dm-crypt aes-xts-plain64) filter",
+  .load              = cryptinline_load,
+  .unload            = cryptinline_unload,
+  .config            = cryptinline_config,
+  .config_complete   = cryptinline_config_complete,
+  .config_help       = cryptinline_config_help,
+  .after_fork        = cryptinline_after_fork,
+  .get_size          = cryptinline_get_size,
+  .block_size        = cryptinline_block_size,
+  .can_zero          = cryptinline_can_zero,
+  .can_fast_zero     = cryptinline_can_fast_zero,
+  .pread             = cryptinline_pread,
+  .pwrite            = cryptinline_pwrite,
+  .zero              = cryptinline_zero,
+  .trim              = cryptinline_trim,
+};
+
 NBDKIT_REGISTER_FILTER (filter)
