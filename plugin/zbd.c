@@ -100,7 +100,7 @@ static uint32_t phys_block_size = 4096;
 static uint64_t max_open, max_active;   /* 0 = no limit */
 static bool host_aware;
 static bool rotational;
-static char description[512];
+static char *description;      /* the geometry as key=value words */
 
 static pthread_mutex_t zones_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t nr_open, nr_active;     /* emulated accounting */
@@ -1567,6 +1567,7 @@ finish_zone (struct zone *z)
 static void
 zbd_unload (void)
 {
+  free (description);
   free (persisted_wps);
   free (zones);
 }
@@ -1627,11 +1628,15 @@ static int
 build_description (void)
 {
   bool *conv = calloc (nr_zones, sizeof *conv);
-  char ranges[256];
+  size_t rlen = 24 * nr_zones + 8;      /* worst case: "n," per zone */
+  char *ranges = malloc (rlen);
   uint64_t i, cap = zone_size;
+  int r;
 
-  if (!conv) {
-    nbdkit_error ("calloc: %m");
+  if (!conv || !ranges) {
+    nbdkit_error ("malloc: %m");
+    free (conv);
+    free (ranges);
     return -1;
   }
   for (i = 0; i < nr_zones; i++) {
@@ -1639,16 +1644,26 @@ build_description (void)
     if (!zones[i].conventional && cap == zone_size)
       cap = zones[i].cap;
   }
-  if (zoned_format_ranges (conv, nr_zones, ranges, sizeof ranges) == -1)
-    snprintf (ranges, sizeof ranges, "many");
+  r = zoned_format_ranges (conv, nr_zones, ranges, rlen);
   free (conv);
-  snprintf (description, sizeof description,
-            "zoned=%s zone-size=%" PRIu64 " zone-capacity=%" PRIu64
-            " zones=%" PRIu64 " conventional=%s max-open=%" PRIu64
-            " max-active=%" PRIu64 " block-size=%" PRIu32,
-            host_aware ? "host-aware" : "host-managed", zone_size, cap,
-            nr_zones, ranges, max_open, max_active, block_size);
-  return 0;
+  if (r == 0 &&
+      asprintf (&description,
+                "zoned=%s zone-size=%" PRIu64 " zone-capacity=%" PRIu64
+                " zones=%" PRIu64 " conventional=%s max-open=%" PRIu64
+                " max-active=%" PRIu64 " block-size=%" PRIu32,
+                host_aware ? "host-aware" : "host-managed", zone_size, cap,
+                nr_zones, ranges, max_open, max_active, block_size) == -1)
+    r = -1;
+  free (ranges);
+  if (r == -1)
+    nbdkit_error ("cannot format the export description: %m");
+  /* NBD strings are at most 4096 bytes. */
+  else if (strlen (description) > 4096) {
+    nbdkit_error ("the conventional zones are scattered in too many ranges "
+                  "to describe in the 4096-byte NBD export description");
+    r = -1;
+  }
+  return r;
 }
 
 static int
