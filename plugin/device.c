@@ -206,37 +206,39 @@ dev_reload_zone (struct zone *z)
   errno = saved;
 }
 
+/* Open with O_DIRECT where the device allows it; *DIRECT says so. */
 static int
-dev_open_fd (int mode)
+dev_open_fd (int mode, bool *direct)
 {
   struct zbd_info info;
   int fd;
 
   fd = zbd_open (device_path, mode | O_DIRECT | O_CLOEXEC, &info);
-  if (fd < 0 && (errno == EINVAL || fd == -EINVAL)) {
+  *direct = fd >= 0;
+  if (fd < 0 && (errno == EINVAL || fd == -EINVAL))
     fd = zbd_open (device_path, mode | O_CLOEXEC, &info);
-    dev_direct = false;
-  }
-  else
-    dev_direct = fd >= 0;
   return fd;
 }
 
 static int
 dev_open_rw (void)
 {
+  bool direct;
   int fd;
-  bool direct = dev_direct;
 
   if (dev_rw)
     return 0;
-  fd = dev_open_fd (O_RDWR);
+  fd = dev_open_fd (O_RDWR, &direct);
   if (fd < 0) {
     errno = fd < -1 ? -fd : errno;
     nbdkit_error ("device=%s: cannot open for writing: %m", device_path);
-    dev_direct = direct;
     return -1;
   }
+  /* Bounce buffers suit either descriptor: keep them if either needs
+   * them, before other threads switch to the new descriptor.
+   */
+  if (direct)
+    __atomic_store_n (&dev_direct, true, __ATOMIC_SEQ_CST);
   __atomic_store_n (&dev_fd, fd, __ATOMIC_SEQ_CST);
   dev_rw = true;
   return 0;
@@ -274,27 +276,28 @@ check_device_path (void)
   return 0;
 }
 
-static bool
-read_rotational (void)
+/* Read /sys/block/DEV/queue/ATTR into BUF ("" if there is none). */
+static void
+read_queue_attr (const char *attr, char *buf, size_t len)
 {
   char path[PATH_MAX], *real = realpath (device_path, NULL);
   const char *base;
   FILE *fp;
-  int v = 0;
 
+  buf[0] = '\0';
   if (!real)
-    return false;
+    return;
   base = strrchr (real, '/');
-  snprintf (path, sizeof path, "/sys/block/%s/queue/rotational",
-            base ? base + 1 : real);
+  snprintf (path, sizeof path, "/sys/block/%s/queue/%s",
+            base ? base + 1 : real, attr);
   free (real);
   fp = fopen (path, "r");
   if (fp) {
-    if (fscanf (fp, "%d", &v) != 1)
-      v = 0;
+    if (!fgets (buf, len, fp))
+      buf[0] = '\0';
+    buf[strcspn (buf, "\n")] = '\0';
     fclose (fp);
   }
-  return v == 1;
 }
 
 int
@@ -303,19 +306,29 @@ open_device (void)
   struct zbd_info info;
   struct zbd_zone *zz = NULL;
   unsigned int n = 0, i;
+  char model[64], rot[8];
 
   if (check_device_path () == -1)
     return -1;
   zbd_set_log_level (ZBD_LOG_NONE);
-  dev_fd = dev_open_fd (O_RDONLY);
+  /* zbd_open fails on a non-zoned device without a useful errno, so
+   * ask first, and name the model the kernel reports.
+   */
+  if (zbd_device_is_zoned (device_path) != 1) {
+    read_queue_attr ("zoned", model, sizeof model);
+    nbdkit_error ("device=%s: not a zoned block device (the kernel reports "
+                  "its zoned model as \"%s\"); this plugin serves "
+                  "host-managed or host-aware zoned devices", device_path,
+                  model[0] ? model : "unknown: no queue/zoned in sysfs");
+    return -1;
+  }
+  errno = 0;
+  dev_fd = dev_open_fd (O_RDONLY, &dev_direct);
   if (dev_fd < 0) {
     int e = dev_fd < -1 ? -dev_fd : errno;
-    if (e == ENXIO || e == ENOTTY || e == EINVAL)
-      nbdkit_error ("device=%s: not a zoned block device (its zoned model "
-                    "is \"none\"); this plugin serves host-managed or "
-                    "host-aware zoned devices", device_path);
-    else
-      nbdkit_error ("device=%s: cannot open: %s", device_path, strerror (e));
+    nbdkit_error ("device=%s: cannot open: %s", device_path,
+                  e ? strerror (e) : "libzbd could not read its zone "
+                  "information");
     return -1;
   }
   if (zbd_get_info (dev_fd, &info) != 0) {
@@ -352,7 +365,8 @@ open_device (void)
   max_active = info.max_nr_active_zones == (unsigned) -1 ? 0
     : info.max_nr_active_zones;
   host_aware = info.model == ZBD_DM_HOST_AWARE;
-  rotational = read_rotational ();
+  read_queue_attr ("rotational", rot, sizeof rot);
+  rotational = strcmp (rot, "1") == 0;
   backend = &device_backend;
   nbdkit_debug ("device=%s: %s, %u zones of %llu bytes, block %u/%u, "
                 "O_DIRECT %s", device_path, info.vendor_id, n, info.zone_size,
