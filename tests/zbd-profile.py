@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zbd_helpers import (check, connect, expect_error, extents, fail,  # noqa
+from zbd_helpers import (check, connect, expect_error, extents,  # noqa
                          geometry, pattern, wp)
 import nbd  # noqa: E402
 
