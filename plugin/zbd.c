@@ -64,6 +64,9 @@ int64_t param_max_active = -1;
 int64_t param_block_size = -1;
 static uint64_t reorder_timeout_ms = 5000;
 
+/* -D zbd.gate=1: log every write that has to wait for its zone's WP. */
+NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
+
 struct zone *zones;
 uint64_t nr_zones;
 uint64_t zone_size;
@@ -329,6 +332,10 @@ gate_enter (struct zone *z, uint64_t offset, uint32_t n)
       errno = EIO;
       return -1;
     }
+    if (zbd_debug_gate)
+      nbdkit_debug ("gate: write at %" PRIu64 " waits in zone %" PRIu64
+                    " (WP %" PRIu64 "%s)", offset, zone_index (z), z->wp,
+                    z->busy ? ", a write in flight" : "");
     if (pthread_cond_timedwait (&z->changed, &zones_lock, &deadline)
         == ETIMEDOUT)
       timed_out = true;
