@@ -65,7 +65,8 @@ expect_err frobnicate "$uri"
 grep -qF 'unknown command "frobnicate"' "$tmp/err"
 EOS
 
-tmp="$tmp" nbdkit -U - zbd emulate=memory size=8M zone-size=1M \
+export tmp      # the script reads it
+nbdkit -U - zbd emulate=memory size=8M zone-size=1M \
        zone-capacity=768K conventional-zones=2 \
        --run "timeout 60 bash -x \"$tmp/script\" \"\$uri\"" 2>"$tmp/log" \
     || { cat "$tmp/log"; fail "nbdzone against the plugin"; }

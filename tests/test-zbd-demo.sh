@@ -70,3 +70,19 @@ sys.exit(0 if d.find(w) >= 0 else 1)
 elif [ $? -ne 1 ]; then
     fail "the image could not be checked"
 fi
+
+# Through the filter: nbdzone finish writes encrypted zeros to the
+# capacity end (the zone becomes full, its data stays); reset empties.
+nbdkit -U - "${demo[@]}" --run "
+    set -e
+    nbdzone finish \"\$uri\" 128M
+    nbdzone reset \"\$uri\" 192M
+    nbdzone report \"\$uri\" > \"$tmp/report3\"
+    \"$PYTHON3\" \"$tmp/digest.py\" \"\$uri\" \"$srcdir\" > \"$tmp/digest3\"
+" || fail "nbdzone finish/reset through the filter"
+grep -qF "start: 0x000040000, len 0x020000, cap 0x020000, wptr 0x020000 reset:0 non-seq:0, zcond:14(fu)" \
+     "$tmp/report3" || fail "zone 2 must be full after finish"
+grep -qF "start: 0x000060000, len 0x020000, cap 0x020000, wptr 0x000000 reset:0 non-seq:0, zcond: 1(em)" \
+     "$tmp/report3" || fail "zone 3 must be empty after reset"
+[ "$(sed -n 1p "$tmp/digest3")" = "$(sed -n 1p "$tmp/digest1")" ] \
+    || fail "finish changed the data of zone 2"

@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zbd_helpers import (check, connect, expect_error, extents, fail,  # noqa
+from zbd_helpers import (check, connect, expect_error, extents,  # noqa
                          geometry, pattern, wp)
 import nbd  # noqa: E402
 
@@ -100,6 +100,16 @@ check(h.pread(8192, z2 + M) == bytes(8192), "read above WP must be zeros")
 check(h.pread(4096, z2 + CAP) == bytes(4096), "read past capacity")
 mixed = h.pread(16384, z2 + len(a) + len(b) - 8192)
 check(mixed == b + bytes(8192), "read across the WP")
+if image:
+    # Stale bytes above the WP in the image (as after a crash) are not
+    # read: the plugin returns zeros without touching the data there.
+    with open(image, "r+b") as f:
+        f.seek(80)
+        data_offset = int.from_bytes(f.read(8), "little")
+        f.seek(data_offset + z2 + M)
+        f.write(b"\xaa" * 8192)
+    check(h.pread(8192, z2 + M) == bytes(8192),
+          "stale data above the WP must read as zeros")
 
 # ---- below the WP: EIO; past capacity: ENOSPC; both at once
 t = time.monotonic()
@@ -154,8 +164,17 @@ if image:
           "reset must discard the zone's old data in the image")
 
 # ---- write zeroes from the WP to the zone end finishes the zone
+if image:
+    # Stale bytes above the WP must not appear once the zone is full.
+    with open(image, "r+b") as f:
+        f.seek(80)
+        data_offset = int.from_bytes(f.read(8), "little")
+        f.seek(data_offset + z3 + 2 * M)
+        f.write(b"\xaa" * 8192)
 h.zero(CAP - 4096, z3 + 4096)
 check(wp(h, z3, CAP) == z3 + CAP, "write-zeroes WP->capacity end: full")
+check(h.pread(8192, z3 + 2 * M) == bytes(8192),
+      "a finished zone must read zeros where nothing was written")
 check(h.pread(8192, z3 + CAP - 8192) == bytes(8192), "finished tail zeros")
 expect_error(lambda: h.pwrite(bytes(4096), z3 + CAP - 4096), errno.EIO,
              "write into a full zone")

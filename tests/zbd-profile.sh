@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Run zbd-profile.py against one backend, with or without the filter.
 #   zbd-profile.sh memory|file [filter]
 # Sourced by the test-zbd-profile-*.sh wrappers.

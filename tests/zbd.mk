@@ -19,6 +19,7 @@ ZBD_TESTS = \
 	test-nbdzone.sh \
 	test-zbd-nbdcopy.sh \
 	test-zbd-threads.sh \
+	test-zbd-flush-order.sh \
 	$(NULL)
 
 TESTS += $(ZBD_TESTS)
@@ -32,6 +33,7 @@ EXTRA_DIST += \
 	zbd-limits.py \
 	zbd-stream.py \
 	zbd-threads.py \
+	zbd-flush-order.py \
 	$(NULL)
 
 # Ordering stress on libnbd aio; also the demo test's writer.

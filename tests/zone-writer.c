@@ -48,6 +48,18 @@ static const char *uri;
 static uint64_t fill_bytes;      /* per zone */
 static time_t deadline;
 
+static void *
+xmalloc (size_t n)
+{
+  void *p = malloc (n);
+
+  if (!p) {
+    perror ("zone-writer: malloc");
+    exit (EXIT_FAILURE);
+  }
+  return p;
+}
+
 static void
 fill_pattern (char *buf, uint64_t offset, uint32_t len)
 {
@@ -101,7 +113,7 @@ run_conn (void *arg)
   size_t next = 0;
 
   for (k = 0; k < c->window; k++) {
-    bufs[k] = malloc (16384);
+    bufs[k] = xmalloc (16384);
     cookies[k] = 0;
   }
   while ((next < c->nr || inflight > 0) && !c->failed) {
@@ -160,7 +172,7 @@ static int
 verify (struct nbd_handle *nbd, const struct zoned_geometry *g,
         uint64_t first, uint64_t nzones)
 {
-  char *got = malloc (fill_bytes), *want = malloc (fill_bytes);
+  char *got = xmalloc (fill_bytes), *want = xmalloc (fill_bytes);
   uint64_t z;
   int r = 0;
 
@@ -197,7 +209,7 @@ main (int argc, char *argv[])
   size_t nr_all = 0, cap_writes, i;
   uint64_t first, nzones, z, pos[4096];
   unsigned nconns, window, seed;
-  char err[256];
+  char err[256], *desc;
   int failed = 0;
 
   if (argc < 4) {
@@ -221,11 +233,12 @@ main (int argc, char *argv[])
   deadline = time (NULL) + DEADLINE_SECONDS;
 
   nbd = open_conn ();
-  if (zoned_geometry_parse (nbd_get_export_description (nbd), &g,
-                            err, sizeof err) == -1) {
+  desc = nbd_get_export_description (nbd);
+  if (zoned_geometry_parse (desc, &g, err, sizeof err) == -1) {
     fprintf (stderr, "zone-writer: %s\n", err);
     return EXIT_FAILURE;
   }
+  free (desc);
   for (z = first; z < first + nzones; z++)
     if (zoned_geometry_is_conventional (&g, z) || z >= g.nr_zones) {
       fprintf (stderr, "zone-writer: zone %" PRIu64 " is not a sequential "
@@ -243,7 +256,7 @@ main (int argc, char *argv[])
     return EXIT_FAILURE;
   }
   cap_writes = fill_bytes / 4096 * nzones;
-  all = malloc (cap_writes * sizeof *all);
+  all = xmalloc (cap_writes * sizeof *all);
   for (z = 0; z < nzones; z++)
     pos[z] = (first + z) * g.zone_size;
   for (;;) {
@@ -266,7 +279,7 @@ main (int argc, char *argv[])
   for (i = 0; i < nconns; i++) {
     size_t j;
     conns[i] = (struct conn) { .nbd = open_conn (), .window = window };
-    conns[i].w = malloc (nr_all * sizeof *all);
+    conns[i].w = xmalloc (nr_all * sizeof *all);
     for (j = i; j < nr_all; j += nconns)
       conns[i].w[conns[i].nr++] = all[j];
     shuffle_blocks (conns[i].w, conns[i].nr, window, &seed);

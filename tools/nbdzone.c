@@ -93,8 +93,9 @@ static void
 connect_disk (struct disk *d, const char *uri)
 {
   char err[512];
-  const char *desc;
+  char *desc;
   int64_t size;
+  int r;
 
   d->uri = uri;
   d->nbd = nbd_create ();
@@ -109,8 +110,10 @@ connect_disk (struct disk *d, const char *uri)
   if (size == -1)
     die_nbd (d, "cannot get the size of");
   d->size = size;
-  desc = nbd_get_export_description (d->nbd);
-  if (zoned_geometry_parse (desc, &d->g, err, sizeof err) == -1) {
+  desc = nbd_get_export_description (d->nbd);    /* NULL if none */
+  r = zoned_geometry_parse (desc, &d->g, err, sizeof err);
+  free (desc);
+  if (r == -1) {
     fprintf (stderr, "%s: %s is not a zoned export: %s\n", progname, uri,
              err);
     exit (EXIT_FAILURE);

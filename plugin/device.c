@@ -1,0 +1,389 @@
+/* The zbd plugin's libzbd backend: a real zoned block device (SMR,
+ * ZNS, null_blk).  The zone table is read with zbd_list_zones at
+ * start and re-read for a zone after any I/O error on it, so the
+ * device stays the truth.  Data goes through pread/pwrite on libzbd's
+ * descriptor, with O_DIRECT and aligned bounce buffers where the
+ * device allows.  The descriptor is read-only until the first
+ * writable connection (so nbdkit -r never opens the device for
+ * writing).
+ */
+
+#define _GNU_SOURCE 1          /* O_DIRECT */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#ifdef HAVE_LIBZBD
+#include <libzbd/zbd.h>
+#endif
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "zbd-internal.h"
+
+
+#ifdef HAVE_LIBZBD
+
+static int dev_fd = -1;
+static bool dev_rw, dev_direct;
+
+static enum zone_cond
+cond_from_zbd (const struct zbd_zone *zz)
+{
+  switch (zbd_zone_cond (zz)) {
+  case ZBD_ZONE_COND_NOT_WP: return COND_NOT_WP;
+  case ZBD_ZONE_COND_EMPTY: return COND_EMPTY;
+  case ZBD_ZONE_COND_IMP_OPEN: return COND_IMP_OPEN;
+  case ZBD_ZONE_COND_EXP_OPEN: return COND_EXP_OPEN;
+  case ZBD_ZONE_COND_CLOSED: return COND_CLOSED;
+  case ZBD_ZONE_COND_FULL: return COND_FULL;
+  case ZBD_ZONE_COND_READONLY: return COND_READONLY;
+  default: return COND_OFFLINE;
+  }
+}
+
+static void
+zone_from_zbd (struct zone *z, const struct zbd_zone *zz)
+{
+  z->start = zbd_zone_start (zz);
+  z->len = zbd_zone_len (zz);
+  z->cap = zbd_zone_capacity (zz) ? zbd_zone_capacity (zz) : z->len;
+  z->conventional = zbd_zone_cnv (zz);
+  z->cond = cond_from_zbd (zz);
+  if (z->conventional)
+    z->wp = z->start;
+  else if (z->cond == COND_FULL)
+    z->wp = zone_cap_end (z);
+  else if (z->cond == COND_READONLY || z->cond == COND_OFFLINE)
+    z->wp = z->start;
+  else
+    z->wp = zbd_zone_wp (zz);
+}
+
+/* O_DIRECT needs aligned memory: copy through a bounce buffer. */
+static void *
+bounce_alloc (size_t n)
+{
+  void *p;
+  size_t align = phys_block_size > 4096 ? phys_block_size : 4096;
+
+  if (posix_memalign (&p, align, n ? n : align) != 0) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return p;
+}
+
+static int
+dev_pread (void *buf, uint32_t n, uint64_t off)
+{
+  void *b = dev_direct ? bounce_alloc (n) : buf;
+  int r;
+
+  if (!b) {
+    nbdkit_error ("device=%s: no memory for a %" PRIu32 "-byte read",
+                  device_path, n);
+    return -1;
+  }
+  r = full_pread (dev_fd, b, n, off);
+  if (r == -1)
+    nbdkit_error ("device=%s: read of %" PRIu32 " bytes at %" PRIu64 ": %m",
+                  device_path, n, off);
+  else if (b != buf)
+    memcpy (buf, b, n);
+  if (b != buf)
+    free (b);
+  return r;
+}
+
+static int
+dev_pwrite (const void *buf, uint32_t n, uint64_t off)
+{
+  void *b = dev_direct ? bounce_alloc (n) : (void *) buf;
+  int r;
+
+  if (!b) {
+    nbdkit_error ("device=%s: no memory for a %" PRIu32 "-byte write",
+                  device_path, n);
+    return -1;
+  }
+  if (b != buf)
+    memcpy (b, buf, n);
+  r = full_pwrite (dev_fd, b, n, off);
+  if (r == -1)
+    nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64 ": %m",
+                  device_path, n, off);
+  if (b != buf)
+    free (b);
+  return r;
+}
+
+/* Conventional zones: write zeros (the device has no discard promise). */
+static int
+dev_discard (uint64_t n, uint64_t off)
+{
+  size_t chunk = 1024 * 1024;
+  void *z = bounce_alloc (chunk);
+  int r = 0;
+
+  if (!z)
+    return -1;
+  memset (z, 0, chunk);
+  while (n > 0 && r == 0) {
+    size_t k = n < chunk ? n : chunk;
+    r = full_pwrite (dev_fd, z, k, off);
+    n -= k; off += k;
+  }
+  if (r == -1)
+    nbdkit_error ("device=%s: writing zeros at %" PRIu64 ": %m",
+                  device_path, off);
+  free (z);
+  return r;
+}
+
+static int
+dev_reset (struct zone *z)
+{
+  if (zbd_reset_zones (dev_fd, z->start, z->len) != 0) {
+    nbdkit_error ("device=%s: zone reset at %" PRIu64 " failed: %m",
+                  device_path, z->start);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+dev_finish (struct zone *z)
+{
+  if (zbd_finish_zones (dev_fd, z->start, z->len) != 0) {
+    nbdkit_error ("device=%s: zone finish at %" PRIu64 " failed: %m",
+                  device_path, z->start);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+dev_flush (void)
+{
+  if (fdatasync (dev_fd) == -1) {
+    nbdkit_error ("device=%s: flush: %m", device_path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Called with zones_lock held: the device is the truth. */
+static void
+dev_reload_zone (struct zone *z)
+{
+  struct zbd_zone zz;
+  unsigned int n = 1;
+  int saved = errno;
+
+  if (zbd_report_zones (dev_fd, z->start, z->len, ZBD_RO_ALL, &zz, &n) == 0
+      && n == 1) {
+    zone_from_zbd (z, &zz);
+    nbdkit_debug ("zone %" PRIu64 " re-read after an error: wp %" PRIu64,
+                  zone_index (z), z->wp);
+  }
+  else
+    nbdkit_error ("device=%s: cannot re-read zone %" PRIu64 ": %m",
+                  device_path, zone_index (z));
+  errno = saved;
+}
+
+/* Open with O_DIRECT where the device allows it; *DIRECT says so. */
+static int
+dev_open_fd (int mode, bool *direct)
+{
+  struct zbd_info info;
+  int fd;
+
+  fd = zbd_open (device_path, mode | O_DIRECT | O_CLOEXEC, &info);
+  *direct = fd >= 0;
+  if (fd < 0 && (errno == EINVAL || fd == -EINVAL))
+    fd = zbd_open (device_path, mode | O_CLOEXEC, &info);
+  return fd;
+}
+
+static int
+dev_open_rw (void)
+{
+  bool direct;
+  int fd;
+
+  if (dev_rw)
+    return 0;
+  fd = dev_open_fd (O_RDWR, &direct);
+  if (fd < 0) {
+    errno = fd < -1 ? -fd : errno;
+    nbdkit_error ("device=%s: cannot open for writing: %m", device_path);
+    return -1;
+  }
+  /* Bounce buffers suit either descriptor: keep them if either needs
+   * them, before other threads switch to the new descriptor.
+   */
+  if (direct)
+    __atomic_store_n (&dev_direct, true, __ATOMIC_SEQ_CST);
+  __atomic_store_n (&dev_fd, fd, __ATOMIC_SEQ_CST);
+  dev_rw = true;
+  return 0;
+}
+
+static const struct backend device_backend = {
+  .name = "device", .emulated = false,
+  .pread = dev_pread, .pwrite = dev_pwrite, .discard = dev_discard,
+  .zone_op_reset = dev_reset, .zone_op_finish = dev_finish,
+  .flush = dev_flush, .reload_zone = dev_reload_zone,
+  .open_rw = dev_open_rw,
+};
+
+/* A clear reason why PATH cannot be served, checked before libzbd. */
+static int
+check_device_path (void)
+{
+  struct stat st;
+
+  if (stat (device_path, &st) == -1) {
+    nbdkit_error ("device=%s: %m", device_path);
+    return -1;
+  }
+  if (S_ISREG (st.st_mode)) {
+    nbdkit_error ("device=%s: is a regular file, not a zoned block device; "
+                  "for an emulated zoned disk use emulate=%s", device_path,
+                  device_path);
+    return -1;
+  }
+  if (!S_ISBLK (st.st_mode)) {
+    nbdkit_error ("device=%s: is not a block device (zoned block devices "
+                  "are /dev/sdX, /dev/nvmeXnY, /dev/nullbX)", device_path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Read /sys/block/DEV/queue/ATTR into BUF ("" if there is none). */
+static void
+read_queue_attr (const char *attr, char *buf, size_t len)
+{
+  char path[PATH_MAX], *real = realpath (device_path, NULL);
+  const char *base;
+  FILE *fp;
+
+  buf[0] = '\0';
+  if (!real)
+    return;
+  base = strrchr (real, '/');
+  snprintf (path, sizeof path, "/sys/block/%s/queue/%s",
+            base ? base + 1 : real, attr);
+  free (real);
+  fp = fopen (path, "r");
+  if (fp) {
+    if (!fgets (buf, len, fp))
+      buf[0] = '\0';
+    buf[strcspn (buf, "\n")] = '\0';
+    fclose (fp);
+  }
+}
+
+int
+open_device (void)
+{
+  struct zbd_info info;
+  struct zbd_zone *zz = NULL;
+  unsigned int n = 0, i;
+  char model[64], rot[8];
+
+  if (check_device_path () == -1)
+    return -1;
+  zbd_set_log_level (ZBD_LOG_NONE);
+  /* zbd_open fails on a non-zoned device without a useful errno, so
+   * ask first, and name the model the kernel reports.
+   */
+  if (zbd_device_is_zoned (device_path) != 1) {
+    read_queue_attr ("zoned", model, sizeof model);
+    nbdkit_error ("device=%s: not a zoned block device (the kernel reports "
+                  "its zoned model as \"%s\"); this plugin serves "
+                  "host-managed or host-aware zoned devices", device_path,
+                  model[0] ? model : "unknown: no queue/zoned in sysfs");
+    return -1;
+  }
+  errno = 0;
+  dev_fd = dev_open_fd (O_RDONLY, &dev_direct);
+  if (dev_fd < 0) {
+    int e = dev_fd < -1 ? -dev_fd : errno;
+    nbdkit_error ("device=%s: cannot open: %s", device_path,
+                  e ? strerror (e) : "libzbd could not read its zone "
+                  "information");
+    return -1;
+  }
+  if (zbd_get_info (dev_fd, &info) != 0) {
+    nbdkit_error ("device=%s: cannot read zone information: %m",
+                  device_path);
+    return -1;
+  }
+  if (info.model != ZBD_DM_HOST_MANAGED && info.model != ZBD_DM_HOST_AWARE) {
+    nbdkit_error ("device=%s: not a zoned block device (zoned model \"%s\")",
+                  device_path, zbd_device_model_str (info.model, false));
+    return -1;
+  }
+  if (zbd_list_zones (dev_fd, 0, 0, ZBD_RO_ALL, &zz, &n) != 0 || n == 0) {
+    nbdkit_error ("device=%s: cannot report zones: %m", device_path);
+    return -1;
+  }
+  zones = calloc (n, sizeof *zones);
+  if (!zones) {
+    nbdkit_error ("calloc: %m");
+    free (zz);
+    return -1;
+  }
+  init_zone_conds (zones, n);
+  for (i = 0; i < n; i++)
+    zone_from_zbd (&zones[i], &zz[i]);
+  free (zz);
+  nr_zones = n;
+  zone_size = info.zone_size;
+  disk_size = zones[n - 1].start + zones[n - 1].len;
+  block_size = info.lblock_size;
+  phys_block_size = info.pblock_size;
+  max_open = info.max_nr_open_zones == (unsigned) -1 ? 0
+    : info.max_nr_open_zones;
+  max_active = info.max_nr_active_zones == (unsigned) -1 ? 0
+    : info.max_nr_active_zones;
+  host_aware = info.model == ZBD_DM_HOST_AWARE;
+  read_queue_attr ("rotational", rot, sizeof rot);
+  rotational = strcmp (rot, "1") == 0;
+  backend = &device_backend;
+  nbdkit_debug ("device=%s: %s, %u zones of %llu bytes, block %u/%u, "
+                "O_DIRECT %s", device_path, info.vendor_id, n, info.zone_size,
+                info.lblock_size, info.pblock_size, dev_direct ? "yes" : "no");
+  return 0;
+}
+
+#else /* !HAVE_LIBZBD */
+
+int
+open_device (void)
+{
+  nbdkit_error ("device=%s: this zbd plugin was built without libzbd, so it "
+                "cannot serve real zoned devices; use emulate=FILE|memory",
+                device_path);
+  return -1;
+}
+
+#endif /* !HAVE_LIBZBD */
+
