@@ -28,16 +28,19 @@ ZONED_DEVICES="nullb0 nullb1 $NVME_DEV"
 # ---- helpers for cases ---------------------------------------------------
 
 say () { echo "$*"; }
-# die MESSAGE: fail the running case, showing what nbdkit logged.
+# die MESSAGE: fail the running case, showing what nbdkit logged.  On
+# stderr, so that a die inside $(...) is seen too.
 die ()
 {
     local log
-    for log in $W/*.log; do
-        [ -s "$log" ] || continue
-        echo "---- last lines of nbdkit's log $(basename $log):"
-        tail -n 8 "$log"
-    done
-    echo "FAIL: $*"
+    {
+        for log in $W/*.log; do
+            [ -s "$log" ] || continue
+            echo "---- last lines of nbdkit's log $(basename $log):"
+            tail -n 8 "$log"
+        done
+        echo "FAIL: $*"
+    } >&2
     exit 1
 }
 
@@ -704,7 +707,7 @@ run ()
         tap_fail=$((tap_fail + 1))
         [ "$rc" = 124 ] && why="timed out after ${t}s" || why="exit status $rc"
         tap "not ok $tap_n - $name ($why)"
-        tail -n 5 /tmp/case.log | sed 's/^/# /' > $TAPDEV
+        tail -n 12 /tmp/case.log | sed 's/^/# /' > $TAPDEV
     fi
 }
 
