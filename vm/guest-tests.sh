@@ -539,6 +539,11 @@ dm_open ()
         # A passphrase on stdin is hashed (a key file would not be).
         timeout 60 cryptsetup open "$@" --hash sha256 /dev/$dev $name < $W/pass
     fi || die "cryptsetup open $dev ($how)"
+    # The format the filter implements: 4K sectors, IVs in 512-byte units.
+    dmsetup table $name > $W/table || die "dmsetup table $name"
+    grep -q ' crypt aes-xts-plain64 .* sector_size:4096' $W/table &&
+        ! grep -q iv_large_sectors $W/table ||
+        die "unexpected dm-crypt table: $(cat $W/table)"
 }
 dm_close () { timeout 60 cryptsetup close $1 || die "cryptsetup close $1"; }
 
