@@ -19,21 +19,20 @@ out="$cache/initramfs.img"
 
 # Programs the guest runs, at their paths on this machine (the guest has
 # the same layout, so nbdkit finds its own plugins where it expects).
-host_programs="
-  /usr/bin/busybox
-  /usr/bin/nbdkit
-  /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-memory-plugin.so
-  /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-file-plugin.so
-  /usr/sbin/nbd-client
-  /usr/sbin/cryptsetup
-  /usr/sbin/dmsetup
-  /usr/sbin/blkzone
-  /usr/sbin/blkdiscard
-  /usr/bin/nbdcopy
-  /usr/bin/nbdinfo
-  /usr/bin/dd
-  /usr/bin/timeout
-"
+PATH=$PATH:/usr/sbin:/sbin
+guest_commands="busybox nbdkit nbd-client cryptsetup dmsetup blkzone blkdiscard
+                nbdcopy nbdinfo dd timeout"
+nbdkit_plugins="memory file"
+host_programs=
+for c in $guest_commands; do
+    p=$(command -v "$c") || {
+        echo "build-initramfs: $c not found (run ./install-deps)" >&2; exit 1; }
+    host_programs="$host_programs $(readlink -f "$p")"
+done
+plugindir=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
+for p in $nbdkit_plugins; do
+    host_programs="$host_programs $plugindir/nbdkit-$p-plugin.so"
+done
 
 # This tree's modules and tools, installed in the guest under /opt/zoned.
 # Each is optional here: the guest test fails loudly when one it needs is

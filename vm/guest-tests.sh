@@ -28,16 +28,19 @@ ZONED_DEVICES="nullb0 nullb1 $NVME_DEV"
 # ---- helpers for cases ---------------------------------------------------
 
 say () { echo "$*"; }
-# die MESSAGE: fail the running case, showing what nbdkit logged.
+# die MESSAGE: fail the running case, showing what nbdkit logged.  On
+# stderr, so that a die inside $(...) is seen too.
 die ()
 {
     local log
-    for log in $W/*.log; do
-        [ -s "$log" ] || continue
-        echo "---- last lines of nbdkit's log $(basename $log):"
-        tail -n 8 "$log"
-    done
-    echo "FAIL: $*"
+    {
+        for log in $W/*.log; do
+            [ -s "$log" ] || continue
+            echo "---- last lines of nbdkit's log $(basename $log):"
+            tail -n 8 "$log"
+        done
+        echo "FAIL: $*"
+    } >&2
     exit 1
 }
 
@@ -536,6 +539,11 @@ dm_open ()
         # A passphrase on stdin is hashed (a key file would not be).
         timeout 60 cryptsetup open "$@" --hash sha256 /dev/$dev $name < $W/pass
     fi || die "cryptsetup open $dev ($how)"
+    # The format the filter implements: 4K sectors, IVs in 512-byte units.
+    dmsetup table $name > $W/table || die "dmsetup table $name"
+    grep -q ' crypt aes-xts-plain64 .* sector_size:4096' $W/table &&
+        ! grep -q iv_large_sectors $W/table ||
+        die "unexpected dm-crypt table: $(cat $W/table)"
 }
 dm_close () { timeout 60 cryptsetup close $1 || die "cryptsetup close $1"; }
 
@@ -606,7 +614,9 @@ case_crash ()
     len=$((cap / 2))
     serve srv $dev crypt
     : > $W/stream.out
-    timeout 300 $CLIENT stream "$(uri srv)" $start $len 61 65536 4 > $W/stream.out 2>&1 &
+    # 10 ms between 64K chunks: the stream lasts at least half a second
+    # even under KVM, so the kill lands mid-stream.
+    timeout 300 $CLIENT stream "$(uri srv)" $start $len 61 65536 4 10 > $W/stream.out 2>&1 &
     i=0
     while :; do
         flushed=$(sed -n 's/^flushed //p' $W/stream.out | tail -n 1)
@@ -702,7 +712,7 @@ run ()
         tap_fail=$((tap_fail + 1))
         [ "$rc" = 124 ] && why="timed out after ${t}s" || why="exit status $rc"
         tap "not ok $tap_n - $name ($why)"
-        tail -n 5 /tmp/case.log | sed 's/^/# /' > $TAPDEV
+        tail -n 12 /tmp/case.log | sed 's/^/# /' > $TAPDEV
     fi
 }
 

@@ -12,9 +12,10 @@
  *   zone-client shuffle URI OFFSET LENGTH SEED CHUNK CONNS WINDOW RSEED
  *       pipelined writes on CONNS connections; each WINDOW of consecutive
  *       chunks is issued at once in a shuffled order
- *   zone-client stream URI OFFSET LENGTH SEED CHUNK FLUSH_EVERY
+ *   zone-client stream URI OFFSET LENGTH SEED CHUNK FLUSH_EVERY [PAUSE_MS]
  *       in-order writes, a flush every FLUSH_EVERY chunks, printing
- *       "flushed END" after each flush returned
+ *       "flushed END" after each flush returned, PAUSE_MS between
+ *       chunks (so a test can kill the server mid-stream on any machine)
  *   zone-client trim URI OFFSET LENGTH
  *   zone-client flush URI
  *
@@ -35,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -187,9 +189,18 @@ do_gen (uint64_t seed, uint64_t offset, uint64_t length)
  * flush_every > 0 a flush every flush_every chunks (and at the end),
  * printing how far the flushed data reaches.
  */
+static void
+pause_ms (uint64_t ms)
+{
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+
+  while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
 static int
 do_write (const char *uri, uint64_t offset, uint64_t length, uint64_t seed,
-          uint64_t chunk, uint64_t flush_every)
+          uint64_t chunk, uint64_t flush_every, uint64_t pause)
 {
   struct nbd_handle *nbd = connect_to (uri);
   unsigned char *buf = xmalloc (chunk);
@@ -213,6 +224,8 @@ do_write (const char *uri, uint64_t offset, uint64_t length, uint64_t seed,
       printf ("flushed %" PRIu64 "\n", offset + done);
       fflush (stdout);
     }
+    if (pause)
+      pause_ms (pause);
   }
   free (buf);
   nbd_shutdown (nbd, 0);
@@ -421,7 +434,7 @@ usage (void)
            "       zone-client write URI OFFSET LENGTH SEED [CHUNK]\n"
            "       zone-client verify URI OFFSET LENGTH SEED|zero\n"
            "       zone-client shuffle URI OFFSET LENGTH SEED CHUNK CONNS WINDOW RSEED\n"
-           "       zone-client stream URI OFFSET LENGTH SEED CHUNK FLUSH_EVERY\n"
+           "       zone-client stream URI OFFSET LENGTH SEED CHUNK FLUSH_EVERY [PAUSE_MS]\n"
            "       zone-client trim URI OFFSET LENGTH\n"
            "       zone-client flush URI\n");
   exit (2);
@@ -438,16 +451,17 @@ main (int argc, char *argv[])
     return do_gen (N (2, "seed"), N (3, "offset"), N (4, "length"));
   if (strcmp (cmd, "write") == 0 && (argc == 6 || argc == 7))
     return do_write (argv[2], N (3, "offset"), N (4, "length"), N (5, "seed"),
-                     argc == 7 ? N (6, "chunk") : 256 * 1024, 0);
+                     argc == 7 ? N (6, "chunk") : 256 * 1024, 0, 0);
   if (strcmp (cmd, "verify") == 0 && argc == 6)
     return do_verify (argv[2], N (3, "offset"), N (4, "length"), argv[5]);
   if (strcmp (cmd, "shuffle") == 0 && argc == 10)
     return do_shuffle (argv[2], N (3, "offset"), N (4, "length"),
                        N (5, "seed"), N (6, "chunk"), N (7, "connections"),
                        N (8, "window"), N (9, "shuffle seed"));
-  if (strcmp (cmd, "stream") == 0 && argc == 8)
+  if (strcmp (cmd, "stream") == 0 && (argc == 8 || argc == 9))
     return do_write (argv[2], N (3, "offset"), N (4, "length"), N (5, "seed"),
-                     N (6, "chunk"), N (7, "flush interval"));
+                     N (6, "chunk"), N (7, "flush interval"),
+                     argc == 9 ? N (8, "pause") : 0);
   if (strcmp (cmd, "trim") == 0 && argc == 5)
     return do_simple (cmd, argv[2], N (3, "offset"), N (4, "length"));
   if (strcmp (cmd, "flush") == 0 && argc == 3)
