@@ -1,0 +1,264 @@
+/* bench-io: drive an NBD export with a fixed number of requests in
+ * flight and report how long the requests took.
+ *
+ *   bench-io [options] URI
+ *
+ *   -o read|write      operation (default read)
+ *   -p seq|rand        access pattern (default seq)
+ *   -b SIZE            request size in bytes (suffix k/M/G allowed)
+ *   -q N               requests in flight (queue depth)
+ *   -s OFFSET          first byte of the region (default 0)
+ *   -l LENGTH          length of the region (default: export size - offset)
+ *   -n COUNT           number of requests (default: LENGTH / SIZE)
+ *   -t SECONDS         stop submitting after this long (default: no limit),
+ *                      so a slow configuration cannot stall the suite
+ *
+ * Sequential requests are submitted in ascending offset order on one
+ * connection, so the server receives them in that order: this is what
+ * lets a zoned export accept a pipelined stream into one zone.
+ *
+ * The clock starts just before the first request is submitted and stops
+ * when the last reply has arrived; connecting and the handshake are not
+ * counted.  The result is one line of key=value words for the harness.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+struct options {
+  bool write;
+  bool random;
+  uint64_t request_size;
+  unsigned queue_depth;
+  uint64_t offset;
+  uint64_t length;              /* 0 = to the end of the export */
+  uint64_t count;               /* 0 = length / request_size */
+  double time_limit;            /* 0 = none */
+  const char *uri;
+};
+
+/* Shared by the completion callbacks (libnbd calls them on this thread). */
+static uint64_t completed;
+static int first_error;
+
+static void
+usage (void)
+{
+  fprintf (stderr,
+           "usage: bench-io [-o read|write] [-p seq|rand] [-b SIZE] [-q N]\n"
+           "                [-s OFFSET] [-l LENGTH] [-n COUNT] [-t SECONDS] URI\n");
+  exit (EXIT_FAILURE);
+}
+
+/* Parse "4096", "64k", "1M", "2G" (powers of 1024). */
+static uint64_t
+parse_size (const char *s)
+{
+  char *end;
+  uint64_t v;
+
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno || end == s) {
+    fprintf (stderr, "bench-io: cannot parse size: %s\n", s);
+    exit (EXIT_FAILURE);
+  }
+  switch (*end) {
+  case 'k': case 'K': v <<= 10; end++; break;
+  case 'm': case 'M': v <<= 20; end++; break;
+  case 'g': case 'G': v <<= 30; end++; break;
+  }
+  if (*end != '\0') {
+    fprintf (stderr, "bench-io: cannot parse size: %s\n", s);
+    exit (EXIT_FAILURE);
+  }
+  return v;
+}
+
+static void
+parse_options (int argc, char *argv[], struct options *o)
+{
+  int c;
+
+  *o = (struct options) { .request_size = 1 << 20, .queue_depth = 16 };
+  while ((c = getopt (argc, argv, "o:p:b:q:s:l:n:t:")) != -1) {
+    switch (c) {
+    case 'o':
+      if (strcmp (optarg, "write") == 0) o->write = true;
+      else if (strcmp (optarg, "read") == 0) o->write = false;
+      else usage ();
+      break;
+    case 'p':
+      if (strcmp (optarg, "rand") == 0) o->random = true;
+      else if (strcmp (optarg, "seq") == 0) o->random = false;
+      else usage ();
+      break;
+    case 'b': o->request_size = parse_size (optarg); break;
+    case 'q': o->queue_depth = (unsigned) parse_size (optarg); break;
+    case 's': o->offset = parse_size (optarg); break;
+    case 'l': o->length = parse_size (optarg); break;
+    case 'n': o->count = parse_size (optarg); break;
+    case 't': o->time_limit = atof (optarg); break;
+    default: usage ();
+    }
+  }
+  if (optind != argc - 1 || o->request_size == 0 || o->queue_depth == 0)
+    usage ();
+  o->uri = argv[optind];
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* xorshift64*: cheap, and the same sequence every run so that every
+ * configuration reads the same offsets.
+ */
+static uint64_t
+next_random (uint64_t *state)
+{
+  *state ^= *state >> 12;
+  *state ^= *state << 25;
+  *state ^= *state >> 27;
+  return *state * UINT64_C (2685821657736338717);
+}
+
+static int
+request_done (void *user_data, int *error)
+{
+  if (*error && !first_error)
+    first_error = *error;
+  completed++;
+  return 1;                     /* retire the command */
+}
+
+static uint64_t
+request_offset (const struct options *o, uint64_t i, uint64_t *rng)
+{
+  uint64_t slots = o->length / o->request_size;
+
+  if (o->random)
+    return o->offset + (next_random (rng) % slots) * o->request_size;
+  return o->offset + (i % slots) * o->request_size;
+}
+
+static int
+submit (struct nbd_handle *nbd, const struct options *o, void *buf,
+        uint64_t offset)
+{
+  nbd_completion_callback cb = { .callback = request_done };
+
+  if (o->write)
+    return nbd_aio_pwrite (nbd, buf, o->request_size, offset, cb, 0) == -1
+      ? -1 : 0;
+  return nbd_aio_pread (nbd, buf, o->request_size, offset, cb, 0) == -1
+    ? -1 : 0;
+}
+
+/* Keep queue_depth requests in flight until count have completed (or
+ * the time limit has passed and the requests in flight have completed).
+ * Returns the number of requests submitted, or -1.
+ */
+static int64_t
+run (struct nbd_handle *nbd, const struct options *o, void *buf,
+     double start)
+{
+  uint64_t submitted = 0, rng = UINT64_C (0x9e3779b97f4a7c15);
+  uint64_t target = o->count;
+
+  while (completed < target && !first_error) {
+    if (o->time_limit > 0 && target > submitted &&
+        now () - start > o->time_limit)
+      target = submitted;       /* stop submitting; drain what is in flight */
+    while (submitted < target &&
+           nbd_aio_in_flight (nbd) < (int) o->queue_depth) {
+      if (submit (nbd, o, buf, request_offset (o, submitted, &rng)) == -1)
+        return -1;
+      submitted++;
+    }
+    if (completed < target && nbd_poll (nbd, -1) == -1)
+      return -1;
+  }
+  return submitted;
+}
+
+/* Data that no layer can mistake for zeroes or compress away. */
+static void *
+make_buffer (size_t size)
+{
+  unsigned char *buf = malloc (size);
+  uint64_t rng = 1;
+  size_t i;
+
+  if (buf == NULL) {
+    perror ("malloc");
+    exit (EXIT_FAILURE);
+  }
+  for (i = 0; i < size; i++)
+    buf[i] = next_random (&rng) >> 56;
+  return buf;
+}
+
+int
+main (int argc, char *argv[])
+{
+  struct options o;
+  struct nbd_handle *nbd;
+  int64_t export_size;
+  void *buf;
+  double start, seconds;
+  int64_t done;
+
+  parse_options (argc, argv, &o);
+
+  nbd = nbd_create ();
+  if (nbd == NULL || nbd_connect_uri (nbd, o.uri) == -1 ||
+      (export_size = nbd_get_size (nbd)) == -1) {
+    fprintf (stderr, "bench-io: %s\n", nbd_get_error ());
+    exit (EXIT_FAILURE);
+  }
+  if (o.length == 0)
+    o.length = export_size - o.offset;
+  if (o.length < o.request_size) {
+    fprintf (stderr, "bench-io: region smaller than one request\n");
+    exit (EXIT_FAILURE);
+  }
+  if (o.count == 0)
+    o.count = o.length / o.request_size;
+  buf = make_buffer (o.request_size);
+
+  start = now ();
+  done = run (nbd, &o, buf, start);
+  if (done == -1) {
+    fprintf (stderr, "bench-io: %s\n", nbd_get_error ());
+    exit (EXIT_FAILURE);
+  }
+  seconds = now () - start;
+  if (first_error) {
+    fprintf (stderr, "bench-io: request failed: %s\n", strerror (first_error));
+    exit (EXIT_FAILURE);
+  }
+
+  printf ("ops=%" PRIu64 " bytes=%" PRIu64 " seconds=%.6f\n",
+          (uint64_t) done, (uint64_t) done * o.request_size, seconds);
+  nbd_shutdown (nbd, 0);
+  nbd_close (nbd);
+  free (buf);
+  return EXIT_SUCCESS;
+}

@@ -1,0 +1,192 @@
+/* Parse and format the zone geometry of the export description
+ * (see zoned-geometry.h for the format).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zoned-geometry.h"
+
+static int
+parse_u64 (const char *s, uint64_t *v)
+{
+  char *end;
+
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  *v = strtoull (s, &end, 10);
+  return errno || *end ? -1 : 0;
+}
+
+static int
+parse_ranges (const char *s, struct zoned_geometry *g)
+{
+  char *copy, *tok, *save = NULL;
+  int r = 0;
+
+  if (strcmp (s, "none") == 0)
+    return 0;
+  copy = strdup (s);
+  if (!copy)
+    return -1;
+  for (tok = strtok_r (copy, ",", &save); tok;
+       tok = strtok_r (NULL, ",", &save)) {
+    struct zoned_range rg, *p;
+    char *dash = strchr (tok, '-');
+
+    if (dash)
+      *dash = '\0';
+    if (parse_u64 (tok, &rg.first) == -1 ||
+        parse_u64 (dash ? dash + 1 : tok, &rg.last) == -1 ||
+        rg.last < rg.first) {
+      r = -1;
+      break;
+    }
+    p = realloc (g->conventional,
+                 (g->nr_conventional_ranges + 1) * sizeof *p);
+    if (!p) {
+      r = -1;
+      break;
+    }
+    g->conventional = p;
+    g->conventional[g->nr_conventional_ranges++] = rg;
+  }
+  free (copy);
+  return r;
+}
+
+/* Store the value of one key=value word; unknown keys are ignored. */
+static int
+parse_word (const char *key, const char *val, struct zoned_geometry *g)
+{
+  static const struct { const char *key; size_t off; } nums[] = {
+    { "zone-size", offsetof (struct zoned_geometry, zone_size) },
+    { "zone-capacity", offsetof (struct zoned_geometry, zone_capacity) },
+    { "zones", offsetof (struct zoned_geometry, nr_zones) },
+    { "max-open", offsetof (struct zoned_geometry, max_open) },
+    { "max-active", offsetof (struct zoned_geometry, max_active) },
+    { "block-size", offsetof (struct zoned_geometry, block_size) },
+  };
+  size_t i;
+
+  if (strcmp (key, "zoned") == 0) {
+    snprintf (g->model, sizeof g->model, "%s", val);
+    return 0;
+  }
+  if (strcmp (key, "conventional") == 0)
+    return parse_ranges (val, g);
+  for (i = 0; i < sizeof nums / sizeof nums[0]; i++)
+    if (strcmp (key, nums[i].key) == 0)
+      return parse_u64 (val, (uint64_t *) ((char *) g + nums[i].off));
+  return 0;
+}
+
+int
+zoned_geometry_parse (const char *description, struct zoned_geometry *g,
+                      char *err, size_t errlen)
+{
+  char *copy, *word, *save = NULL;
+
+  memset (g, 0, sizeof *g);
+  if (!description || !*description) {
+    snprintf (err, errlen, "the export has no description");
+    return -1;
+  }
+  copy = strdup (description);
+  if (!copy) {
+    snprintf (err, errlen, "out of memory");
+    return -1;
+  }
+  for (word = strtok_r (copy, " \t\n", &save); word;
+       word = strtok_r (NULL, " \t\n", &save)) {
+    char *eq = strchr (word, '=');
+
+    if (!eq)
+      continue;
+    *eq = '\0';
+    if (parse_word (word, eq + 1, g) == -1) {
+      snprintf (err, errlen, "bad value for %s in the export description: "
+                "\"%s\"", word, eq + 1);
+      free (copy);
+      zoned_geometry_free (g);
+      return -1;
+    }
+  }
+  free (copy);
+
+  if (!g->model[0]) {
+    snprintf (err, errlen, "the export description has no zoned= word "
+              "(description: \"%s\")", description);
+    zoned_geometry_free (g);
+    return -1;
+  }
+  if (g->zone_size == 0 || g->nr_zones == 0) {
+    snprintf (err, errlen, "the export description lacks zone-size= or "
+              "zones= (description: \"%s\")", description);
+    zoned_geometry_free (g);
+    return -1;
+  }
+  if (g->zone_capacity == 0 || g->zone_capacity > g->zone_size)
+    g->zone_capacity = g->zone_size;
+  if (g->block_size == 0)
+    g->block_size = 512;
+  return 0;
+}
+
+void
+zoned_geometry_free (struct zoned_geometry *g)
+{
+  free (g->conventional);
+  g->conventional = NULL;
+  g->nr_conventional_ranges = 0;
+}
+
+bool
+zoned_geometry_is_conventional (const struct zoned_geometry *g, uint64_t zone)
+{
+  size_t i;
+
+  for (i = 0; i < g->nr_conventional_ranges; i++)
+    if (zone >= g->conventional[i].first && zone <= g->conventional[i].last)
+      return true;
+  return false;
+}
+
+int
+zoned_format_ranges (const bool *is_conv, uint64_t n, char *buf, size_t buflen)
+{
+  uint64_t i = 0;
+  size_t used = 0;
+
+  buf[0] = '\0';
+  while (i < n) {
+    uint64_t first;
+    int len;
+
+    if (!is_conv[i]) {
+      i++;
+      continue;
+    }
+    first = i;
+    while (i + 1 < n && is_conv[i + 1])
+      i++;
+    if (first == i)
+      len = snprintf (buf + used, buflen - used, "%s%" PRIu64,
+                      used ? "," : "", first);
+    else
+      len = snprintf (buf + used, buflen - used, "%s%" PRIu64 "-%" PRIu64,
+                      used ? "," : "", first, i);
+    if (len < 0 || (size_t) len >= buflen - used)
+      return -1;
+    used += len;
+    i++;
+  }
+  if (used == 0)
+    snprintf (buf, buflen, "none");
+  return 0;
+}

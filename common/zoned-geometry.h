@@ -1,0 +1,51 @@
+/* Zone geometry carried in the export description of the zbd plugin.
+ *
+ * The plugin describes its zones as space-separated key=value words in
+ * NBD_INFO_DESCRIPTION, for example:
+ *
+ *   zoned=host-managed zone-size=67108864 zone-capacity=67108864 zones=16
+ *   conventional=0-1 max-open=0 max-active=0 block-size=512
+ *
+ * Sizes are bytes, zone numbers count from 0, ranges are inclusive and
+ * comma-separated ("none" when there is none), 0 means "no limit".
+ * Unknown keys are ignored so the format can grow.  This parser is
+ * shared by nbdzone and the tests.
+ */
+#ifndef ZONED_GEOMETRY_H
+#define ZONED_GEOMETRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct zoned_range { uint64_t first, last; };
+
+struct zoned_geometry {
+  char model[32];               /* host-managed, host-aware */
+  uint64_t zone_size;
+  uint64_t zone_capacity;
+  uint64_t nr_zones;
+  uint64_t max_open;
+  uint64_t max_active;
+  uint64_t block_size;
+  struct zoned_range *conventional;  /* malloc'd */
+  size_t nr_conventional_ranges;
+};
+
+/* Parse DESCRIPTION into *G.  Returns 0, or -1 with a one-line reason
+ * in ERR (size ERRLEN).  A description without "zoned=" is not zoned.
+ */
+extern int zoned_geometry_parse (const char *description,
+                                 struct zoned_geometry *g,
+                                 char *err, size_t errlen);
+extern void zoned_geometry_free (struct zoned_geometry *g);
+extern bool zoned_geometry_is_conventional (const struct zoned_geometry *g,
+                                            uint64_t zone);
+
+/* Format zone numbers of the array IS_CONV[N] as ranges ("0-1,7" or
+ * "none") into BUF.  Returns 0, or -1 if BUF is too small.
+ */
+extern int zoned_format_ranges (const bool *is_conv, uint64_t n,
+                                char *buf, size_t buflen);
+
+#endif /* ZONED_GEOMETRY_H */

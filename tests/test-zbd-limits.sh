@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Open/active zone limits (null_blk semantics): implicit close at the
+# open limit, ENOSPC with a log line at the active limit.
+source "$srcdir/functions.sh"
+requires "$PYTHON3" -c 'import nbd'
+requires nbdkit --version
+
+log="$(mktemp)"
+cleanup_fn rm -f "$log"
+nbdkit -U - zbd emulate=memory size=16M zone-size=1M max-open-zones=2 \
+       max-active-zones=3 \
+       --run 'timeout 60 "$PYTHON3" "$srcdir/zbd-limits.py" "$uri"' 2>"$log" \
+    || { cat "$log"; fail "zone limits"; }
+cat "$log"
+grep -q 'write at 3145728 to zone 3: too many active zones (3, max-active-zones=3): ENOSPC' "$log" \
+    || fail "no log line for the active-zone limit"

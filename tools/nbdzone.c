@@ -1,0 +1,375 @@
+/* nbdzone: report, reset and finish the zones of a zoned NBD export.
+ *
+ * NBD has no zone commands; the zbd plugin maps zones onto standard
+ * requests (see nbdkit-zbd-plugin(1), "THE ZONED NBD PROFILE").  This
+ * tool reads the geometry from the export description and each write
+ * pointer from block status (the first hole in a sequential zone),
+ * resets zones with trim and finishes them with write-zeroes from the
+ * write pointer to the zone end.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libnbd.h>
+
+#include "zoned-geometry.h"
+
+static const char *progname = "nbdzone";
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+           "usage: %s report URI [OFFSET [LENGTH]]\n"
+           "       %s reset URI OFFSET|all\n"
+           "       %s finish URI OFFSET\n"
+           "OFFSET and LENGTH are bytes (suffixes K, M, G, T allowed).\n",
+           progname, progname, progname);
+}
+
+struct disk {
+  struct nbd_handle *nbd;
+  const char *uri;
+  struct zoned_geometry g;
+  uint64_t size;
+};
+
+static void
+die_nbd (const struct disk *d, const char *what)
+{
+  fprintf (stderr, "%s: %s %s: %s\n", progname, what, d->uri,
+           nbd_get_error () ? nbd_get_error () : "unknown error");
+  exit (EXIT_FAILURE);
+}
+
+static int
+parse_bytes (const char *s, uint64_t *v)
+{
+  char *end;
+  unsigned long long n;
+  int shift = 0;
+
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  n = strtoull (s, &end, 0);
+  if (errno)
+    return -1;
+  switch (*end) {
+  case '\0': break;
+  case 'K': case 'k': shift = 10; end++; break;
+  case 'M': case 'm': shift = 20; end++; break;
+  case 'G': case 'g': shift = 30; end++; break;
+  case 'T': case 't': shift = 40; end++; break;
+  default: return -1;
+  }
+  if (*end || (shift && n > (UINT64_MAX >> shift)))
+    return -1;
+  *v = (uint64_t) n << shift;
+  return 0;
+}
+
+static uint64_t
+arg_bytes (const char *what, const char *s)
+{
+  uint64_t v;
+
+  if (parse_bytes (s, &v) == -1) {
+    fprintf (stderr, "%s: %s \"%s\" is not a byte count (use e.g. 0, "
+             "268435456, 256M)\n", progname, what, s);
+    exit (EXIT_FAILURE);
+  }
+  return v;
+}
+
+static void
+connect_disk (struct disk *d, const char *uri)
+{
+  char err[512];
+  const char *desc;
+  int64_t size;
+
+  d->uri = uri;
+  d->nbd = nbd_create ();
+  if (!d->nbd)
+    die_nbd (d, "cannot create a handle for");
+  if (nbd_set_full_info (d->nbd, true) == -1 ||
+      nbd_add_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
+    die_nbd (d, "cannot set up a connection to");
+  if (nbd_connect_uri (d->nbd, uri) == -1)
+    die_nbd (d, "cannot connect to");
+  size = nbd_get_size (d->nbd);
+  if (size == -1)
+    die_nbd (d, "cannot get the size of");
+  d->size = size;
+  desc = nbd_get_export_description (d->nbd);
+  if (zoned_geometry_parse (desc, &d->g, err, sizeof err) == -1) {
+    fprintf (stderr, "%s: %s is not a zoned export: %s\n", progname, uri,
+             err);
+    exit (EXIT_FAILURE);
+  }
+  if (nbd_can_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
+    fprintf (stderr, "%s: %s does not offer block status "
+             "(base:allocation), so its write pointers cannot be read\n",
+             progname, uri);
+    exit (EXIT_FAILURE);
+  }
+}
+
+static uint64_t
+zone_start (const struct disk *d, uint64_t z)
+{
+  return z * d->g.zone_size;
+}
+
+static uint64_t
+zone_len (const struct disk *d, uint64_t z)
+{
+  uint64_t s = zone_start (d, z);
+
+  return s + d->g.zone_size <= d->size ? d->g.zone_size : d->size - s;
+}
+
+static uint64_t
+zone_cap (const struct disk *d, uint64_t z)
+{
+  uint64_t len = zone_len (d, z);
+
+  if (zoned_geometry_is_conventional (&d->g, z))
+    return len;
+  return d->g.zone_capacity < len ? d->g.zone_capacity : len;
+}
+
+/* Block status callback: find the first hole at or after *cursor. */
+struct wp_search { uint64_t pos; bool found; };
+
+static int
+find_hole (void *opaque, const char *metacontext, uint64_t offset,
+           uint32_t *entries, size_t nr_entries, int *error)
+{
+  struct wp_search *s = opaque;
+  size_t i;
+
+  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  for (i = 0; i + 1 < nr_entries && !s->found; i += 2) {
+    if (entries[i + 1] & LIBNBD_STATE_HOLE)
+      s->found = true;
+    else
+      s->pos += entries[i];
+  }
+  return 0;
+}
+
+/* The WP of sequential zone Z: the first hole below its capacity end. */
+static uint64_t
+zone_wp (const struct disk *d, uint64_t z)
+{
+  uint64_t end = zone_start (d, z) + zone_cap (d, z);
+  struct wp_search s = { .pos = zone_start (d, z), .found = false };
+  int rounds;
+
+  for (rounds = 0; rounds < 1000000 && !s.found && s.pos < end; rounds++) {
+    uint64_t before = s.pos;
+    uint64_t n = end - s.pos;
+
+    if (n > 1U << 30)
+      n = 1U << 30;
+    if (nbd_block_status (d->nbd, n, s.pos,
+                          (nbd_extent_callback) { .callback = find_hole,
+                                                  .user_data = &s }, 0) == -1)
+      die_nbd (d, "block status failed on");
+    if (s.pos == before && !s.found) {
+      fprintf (stderr, "%s: %s: block status made no progress at %" PRIu64
+               "\n", progname, d->uri, s.pos);
+      exit (EXIT_FAILURE);
+    }
+  }
+  return s.pos < end ? s.pos : end;
+}
+
+/* Condition, as NBD shows it: open and closed cannot be told apart. */
+static void
+print_zone (const struct disk *d, uint64_t z)
+{
+  uint64_t start = zone_start (d, z), len = zone_len (d, z);
+  uint64_t cap = zone_cap (d, z), wp;
+  bool conv = zoned_geometry_is_conventional (&d->g, z);
+  const char *cond;
+  int cond_no;
+
+  if (conv) {
+    wp = start;   /* blkzone shows conventional WPs at the start */
+    cond = "nw"; cond_no = 0;
+  }
+  else {
+    wp = zone_wp (d, z);
+    if (wp == start) { cond = "em"; cond_no = 1; }
+    else if (wp >= start + cap) { cond = "fu"; cond_no = 14; }
+    else { cond = "ac"; cond_no = 2; }
+  }
+  printf ("  start: 0x%09" PRIx64 ", len 0x%06" PRIx64 ", cap 0x%06" PRIx64
+          ", wptr 0x%06" PRIx64 " reset:0 non-seq:0, zcond:%2d(%s) "
+          "[type: %d(%s)]\n", start / 512, len / 512, cap / 512,
+          (wp - start) / 512, cond_no, cond, conv ? 1 : 2,
+          conv ? "CONVENTIONAL" : "SEQ_WRITE_REQUIRED");
+}
+
+static uint64_t
+zone_at_start (const struct disk *d, uint64_t offset)
+{
+  uint64_t z = offset / d->g.zone_size;
+
+  if (offset >= d->size) {
+    fprintf (stderr, "%s: offset %" PRIu64 " is beyond the end of the "
+             "export (%" PRIu64 " bytes)\n", progname, offset, d->size);
+    exit (EXIT_FAILURE);
+  }
+  if (offset % d->g.zone_size) {
+    fprintf (stderr, "%s: offset %" PRIu64 " is not at a zone start (zones "
+             "are %" PRIu64 " bytes; the nearest zone starts are %" PRIu64
+             " and %" PRIu64 ")\n", progname, offset, d->g.zone_size,
+             zone_start (d, z), zone_start (d, z + 1));
+    exit (EXIT_FAILURE);
+  }
+  return z;
+}
+
+static int
+do_report (struct disk *d, int argc, char **argv)
+{
+  uint64_t offset = argc > 0 ? arg_bytes ("OFFSET", argv[0]) : 0;
+  uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->size;
+  uint64_t z;
+
+  if (offset >= d->size) {
+    fprintf (stderr, "%s: offset %" PRIu64 " is beyond the end of the "
+             "export (%" PRIu64 " bytes)\n", progname, offset, d->size);
+    return EXIT_FAILURE;
+  }
+  for (z = offset / d->g.zone_size;
+       z < d->g.nr_zones && zone_start (d, z) < d->size &&
+         zone_start (d, z) < offset + length;
+       z++)
+    print_zone (d, z);
+  return EXIT_SUCCESS;
+}
+
+/* Trim whole zones, at most 1 GiB (rounded to zones) per request. */
+static void
+trim_zones (struct disk *d, uint64_t start, uint64_t end)
+{
+  uint64_t step = (1ULL << 30) / d->g.zone_size * d->g.zone_size;
+
+  if (step == 0)
+    step = d->g.zone_size;
+  while (start < end) {
+    uint64_t n = end - start < step ? end - start : step;
+    if (n > UINT32_MAX) {
+      fprintf (stderr, "%s: zones of %" PRIu64 " bytes are too large for "
+               "one NBD request\n", progname, d->g.zone_size);
+      exit (EXIT_FAILURE);
+    }
+    if (nbd_trim (d->nbd, n, start, 0) == -1)
+      die_nbd (d, "reset (trim) failed on");
+    start += n;
+  }
+}
+
+static int
+do_reset (struct disk *d, int argc, char **argv)
+{
+  uint64_t z;
+
+  if (argc != 1) {
+    usage (stderr);
+    return EXIT_FAILURE;
+  }
+  if (strcmp (argv[0], "all") == 0) {
+    trim_zones (d, 0, d->size);
+    return EXIT_SUCCESS;
+  }
+  z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));
+  if (zoned_geometry_is_conventional (&d->g, z)) {
+    fprintf (stderr, "%s: zone %" PRIu64 " at offset %" PRIu64 " is "
+             "conventional: it has no write pointer to reset\n", progname,
+             z, zone_start (d, z));
+    return EXIT_FAILURE;
+  }
+  trim_zones (d, zone_start (d, z), zone_start (d, z) + zone_len (d, z));
+  return EXIT_SUCCESS;
+}
+
+static int
+do_finish (struct disk *d, int argc, char **argv)
+{
+  uint64_t z, wp, end;
+
+  if (argc != 1) {
+    usage (stderr);
+    return EXIT_FAILURE;
+  }
+  z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));
+  if (zoned_geometry_is_conventional (&d->g, z)) {
+    fprintf (stderr, "%s: zone %" PRIu64 " at offset %" PRIu64 " is "
+             "conventional: it cannot be finished\n", progname, z,
+             zone_start (d, z));
+    return EXIT_FAILURE;
+  }
+  wp = zone_wp (d, z);
+  end = zone_start (d, z) + zone_cap (d, z);
+  if (wp >= end)
+    return EXIT_SUCCESS;        /* already full */
+  if (end - wp > UINT32_MAX) {
+    fprintf (stderr, "%s: zone %" PRIu64 " has more than 4 GiB left, too "
+             "much for one NBD request\n", progname, z);
+    return EXIT_FAILURE;
+  }
+  if (nbd_zero (d->nbd, end - wp, wp, 0) == -1)
+    die_nbd (d, "finish (write zeroes) failed on");
+  return EXIT_SUCCESS;
+}
+
+int
+main (int argc, char *argv[])
+{
+  struct disk d = { 0 };
+  const char *cmd;
+  int r;
+
+  if (argc == 2 && (strcmp (argv[1], "--help") == 0 ||
+                    strcmp (argv[1], "-h") == 0)) {
+    usage (stdout);
+    return EXIT_SUCCESS;
+  }
+  if (argc < 3) {
+    usage (stderr);
+    return EXIT_FAILURE;
+  }
+  cmd = argv[1];
+  if (strcmp (cmd, "report") != 0 && strcmp (cmd, "reset") != 0 &&
+      strcmp (cmd, "finish") != 0) {
+    fprintf (stderr, "%s: unknown command \"%s\" (use report, reset or "
+             "finish)\n", progname, cmd);
+    return EXIT_FAILURE;
+  }
+  connect_disk (&d, argv[2]);
+  if (strcmp (cmd, "report") == 0)
+    r = do_report (&d, argc - 3, argv + 3);
+  else if (strcmp (cmd, "reset") == 0)
+    r = do_reset (&d, argc - 3, argv + 3);
+  else
+    r = do_finish (&d, argc - 3, argv + 3);
+  if (nbd_shutdown (d.nbd, 0) == -1 && r == EXIT_SUCCESS)
+    die_nbd (&d, "cannot shut down the connection to");
+  nbd_close (d.nbd);
+  zoned_geometry_free (&d.g);
+  return r;
+}
