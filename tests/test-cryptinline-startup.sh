@@ -37,6 +37,8 @@ expect_refusal "use exactly one of crypt-key-file and crypt-passphrase" \
     crypt-passphrase=+"$tmp/pass" "$k64"
 expect_refusal "crypt-key-file $tmp/missing cannot be read: No such file" \
     crypt-key-file="$tmp/missing"
+expect_refusal "crypt-key-file $tmp cannot be read: Is a directory" \
+    crypt-key-file="$tmp"
 if [ "$(id -u)" != 0 ]; then        # root reads mode-000 files
     expect_refusal "cannot be read: Permission denied" \
         crypt-key-file="$tmp/unreadable"
