@@ -23,8 +23,11 @@ xts_library_init (void)
    * memory unlocked and would print a warning on stderr at every start.
    */
   gcry_control (GCRYCTL_DISABLE_SECMEM_WARN);
-  if (gcry_control (GCRYCTL_INIT_SECMEM, SECMEM_BYTES, 0))
-    return "libgcrypt could not set up secure memory";
+  /* This reports an error when the pool could not be locked into RAM
+   * (RLIMIT_MEMLOCK); the pool is still there and used, only swappable,
+   * which is no reason to refuse to start.
+   */
+  gcry_control (GCRYCTL_INIT_SECMEM, SECMEM_BYTES, 0);
   gcry_control (GCRYCTL_AUTO_EXPAND_SECMEM, SECMEM_BYTES, 0);
   gcry_control (GCRYCTL_INITIALIZATION_FINISHED, 0);
   return NULL;

@@ -184,4 +184,5 @@ def main():
         fail("unknown command " + cmd)
 
 
-main()
+if __name__ == "__main__":
+    main()

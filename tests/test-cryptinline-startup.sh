@@ -37,6 +37,8 @@ expect_refusal "use exactly one of crypt-key-file and crypt-passphrase" \
     crypt-passphrase=+"$tmp/pass" "$k64"
 expect_refusal "crypt-key-file $tmp/missing cannot be read: No such file" \
     crypt-key-file="$tmp/missing"
+expect_refusal "crypt-key-file $tmp cannot be read: Is a directory" \
+    crypt-key-file="$tmp"
 if [ "$(id -u)" != 0 ]; then        # root reads mode-000 files
     expect_refusal "cannot be read: Permission denied" \
         crypt-key-file="$tmp/unreadable"
@@ -86,6 +88,23 @@ for good in "$k64" "crypt-key-file=$tmp/k32" "crypt-passphrase=+$tmp/pass" \
     [ "$(cat "$tmp/out")" = 1048576 ] || fail "wrong size served: $(cat "$tmp/out")"
     [ ! -s "$tmp/err" ] || { cat "$tmp/err"; fail "a good configuration printed on stderr: $good"; }
 done
+
+# An unprivileged user who may not lock memory (ulimit -l 0) still
+# starts, without libgcrypt's "using insecure memory" warning.
+if [ "$(id -u)" = 0 ]; then
+    requires setpriv --version
+    chmod 755 "$tmp"; chmod 644 "$tmp/k64"
+    setpriv --reuid=nobody --regid=nogroup --clear-groups \
+        bash -c 'ulimit -l 0; exec "$0" "$@"' \
+        "$(command -v nbdkit)" -U - \
+        --filter="${CRYPTINLINE_FILTER:-cryptinline}" memory 1M \
+        crypt-key-file="$tmp/k64" crypt-mode=pool \
+        --run 'nbdinfo --size "$uri"' > "$tmp/out" 2> "$tmp/err" ||
+        { cat "$tmp/err"; fail "refused to start without lockable memory"; }
+    [ "$(cat "$tmp/out")" = 1048576 ] || fail "unprivileged: wrong size"
+    [ ! -s "$tmp/err" ] || { cat "$tmp/err"; fail "unprivileged start printed on stderr"; }
+    chmod 700 "$tmp"
+fi
 
 # --help lists every parameter.
 nbdkit --filter=cryptinline memory --help > "$tmp/help"

@@ -7,10 +7,12 @@ source "$srcdir/cryptinline-lib.sh"
 
 make_key "$tmp/key" 64
 cat > "$tmp/zero.py" <<'PY'
-import errno, hashlib, sys
+import errno, hashlib, os, sys
 import nbd
 
-uri, img, sector = sys.argv[1], sys.argv[2], int(sys.argv[3])
+uri, img, sector, keyfile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, os.environ["srcdir"])
+from cryptinline_check import xts
 h = nbd.NBD()
 h.connect_uri(uri)
 K = 1024
@@ -95,6 +97,19 @@ if h.pread(64 * K, 0) != bytes(64 * K):
     fail("trimmed range does not read as zeros")
 h.pwrite(pattern, 0)
 
+# Zeros written to the image directly (allocated, not a hole) are stored
+# data: they decrypt as dm-crypt decrypts them, not to zeros.
+with open(img, "r+b") as f:
+    f.seek(512 * K)
+    f.write(bytes(64 * K))
+    f.flush()
+    os.fsync(f.fileno())
+with open(keyfile, "rb") as f:
+    key = f.read()
+want = xts(key, sector, 0, False, 512 * K, False, bytes(64 * K))
+if h.pread(64 * K, 512 * K) != want:
+    fail("raw zeros that are data did not decrypt as dm-crypt would")
+
 # Misaligned requests: EINVAL, and the image is untouched.
 h.set_strict_mode(0)            # let the server judge alignment
 before = image_sum()
@@ -122,7 +137,7 @@ for mode in $CRYPT_MODES; do
         rm -f "$tmp/img"; truncate -s $((4*1024*1024 + 1000)) "$tmp/img"
         crypt_nbdkit -U - --filter=cryptinline file "$tmp/img" \
             crypt-key-file="$tmp/key" crypt-sector-size=$ss crypt-mode=$mode \
-            --run "$PYTHON3 $tmp/zero.py \"\$uri\" $tmp/img $ss" \
+            --run "$PYTHON3 $tmp/zero.py \"\$uri\" $tmp/img $ss $tmp/key" \
             2> "$tmp/err" || { cat "$tmp/err"; fail "mode=$mode sector=$ss"; }
         cat "$tmp/err"
         # One line per misaligned request, naming offset, length and sector.

@@ -8,7 +8,9 @@
  * request thread, after all encryption is done: the filter never reorders
  * writes, which zoned devices below depend on.  A read is read from below
  * in one call and decrypted in place; sectors the layer below reports as
- * zero (holes, the area above a write pointer) are returned as zeros.
+ * zero (holes, the area above a write pointer) are returned as zeros.  As
+ * such sectors always read as zeros from below, the layer below is asked
+ * only when some sector's ciphertext is all zeros.
  * Write-zeroes writes encrypted zeros in bounded chunks, in ascending
  * order, each after the previous one completed.
  *
@@ -742,32 +744,111 @@ decrypt_read (nbdkit_next *next, void *buf, uint32_t count, uint64_t offset,
   return 0;
 }
 
+/* True if the sector's ciphertext is all zeros.  Real ciphertext never
+ * is (odds 2^-4096 and less); unwritten space below usually is.
+ */
+static bool
+zero_ciphertext (const unsigned char *sector)
+{
+  return sector[0] == 0 && memcmp (sector, sector + 1, fmt.sector_size - 1) == 0;
+}
+
+static bool
+any_zero_ciphertext (const unsigned char *buf, uint32_t count)
+{
+  uint32_t i;
+
+  for (i = 0; i < count; i += fmt.sector_size)
+    if (zero_ciphertext (buf + i))
+      return true;
+  return false;
+}
+
+/* True if some all-zero sector of buf is not wholly inside a run of
+ * extents flagged zero: the layer below says it holds data.
+ */
+static bool
+zeros_not_explained (const unsigned char *buf, uint32_t count,
+                     uint64_t offset, const struct nbdkit_extents *extents)
+{
+  size_t n = nbdkit_extents_count (extents), e = 0;
+  uint64_t run_start = 0, run_end = 0;   /* current run of zero extents */
+  uint32_t i;
+
+  for (i = 0; i < count; i += fmt.sector_size) {
+    uint64_t s = offset + i, t = s + fmt.sector_size;
+    if (!zero_ciphertext (buf + i))
+      continue;
+    /* Extend the zero run past s, walking extents in order. */
+    while (run_end < t && e < n) {
+      struct nbdkit_extent x = nbdkit_get_extent (extents, e++);
+      if (!(x.type & NBDKIT_EXTENT_ZERO))
+        run_start = run_end = x.offset + x.length;
+      else if (x.offset == run_end && run_end > run_start)
+        run_end += x.length;
+      else {
+        run_start = x.offset;
+        run_end = x.offset + x.length;
+      }
+    }
+    if (!(run_start <= s && t <= run_end))
+      return true;
+  }
+  return false;
+}
+
+static struct nbdkit_extents *
+get_extents (nbdkit_next *next, uint32_t count, uint64_t offset, int *err)
+{
+  struct nbdkit_extents *extents = nbdkit_extents_new (offset, offset + count);
+
+  if (extents == NULL) {
+    *err = errno;
+    return NULL;
+  }
+  if (next->extents (next, count, offset, 0, extents, err) == -1) {
+    nbdkit_extents_free (extents);
+    return NULL;
+  }
+  return extents;
+}
+
 static int
 cryptinline_pread (nbdkit_next *next, void *handle,
                    void *buf, uint32_t count, uint64_t offset,
                    uint32_t flags, int *err)
 {
-  struct nbdkit_extents *extents = NULL;
-  int r = -1;
+  struct nbdkit_extents *extents;
+  int r;
 
   if (!aligned ("read", count, offset, err))
     return -1;
-  /* Ask which sectors are unwritten before reading, so that a write racing
-   * with this read yields old or new data, never decrypted zeros.
+  if (next->pread (next, buf, count, offset, flags, err) == -1)
+    return -1;
+  /* Only a sector whose ciphertext is all zeros can be unwritten space;
+   * only then is the layer below asked, so most reads cost one call.
    */
-  if (next->can_extents (next) == 1) {
-    extents = nbdkit_extents_new (offset, offset + count);
-    if (extents == NULL) {
-      *err = errno;
+  if (!any_zero_ciphertext (buf, count) || next->can_extents (next) != 1)
+    return decrypt_read (next, buf, count, offset, NULL, err);
+
+  if ((extents = get_extents (next, count, offset, err)) == NULL)
+    return -1;
+  if (zeros_not_explained (buf, count, offset, extents)) {
+    /* Zeros where the layer below now reports data: a write raced with
+     * this read (or the disk really holds zeros there).  Ask first and
+     * read after, so that a sector reported unwritten reads as zeros and
+     * any other as what is stored: old or new data, never decrypted
+     * zeros of a hole.
+     */
+    nbdkit_extents_free (extents);
+    if ((extents = get_extents (next, count, offset, err)) == NULL)
+      return -1;
+    if (next->pread (next, buf, count, offset, flags, err) == -1) {
+      nbdkit_extents_free (extents);
       return -1;
     }
-    if (next->extents (next, count, offset, 0, extents, err) == -1)
-      goto out;
   }
-  if (next->pread (next, buf, count, offset, flags, err) == -1)
-    goto out;
   r = decrypt_read (next, buf, count, offset, extents, err);
- out:
   nbdkit_extents_free (extents);
   return r;
 }
