@@ -554,18 +554,34 @@ def case5():
 
 # ---------------------------------------------------------------- output
 
+def package_version(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", name],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else "unknown"
+
+
 def machine():
-    model = "unknown"
+    model, flags = "unknown", []
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
                 break
+    # What libgcrypt's AES-XTS can use on this CPU.
+    cipher_flags = [f for f in ("aes", "vaes", "vpclmulqdq", "avx2", "avx512f")
+                    if f in flags]
     nbdkit_version = subprocess.run(["nbdkit", "--version"], capture_output=True,
                                     text=True).stdout.strip()
     return [
+        "command: " + " ".join(["%s=%s" % kv for kv in sorted(os.environ.items())
+                                if kv[0].startswith("BENCH_") and kv[0] != "BENCH_OUT"]
+                               + ["make bench"]),
         "date: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu: %s, %d online" % (model, os.cpu_count()),
+        "cpu: %s, %d online, flags: %s" % (model, os.cpu_count(),
+                                           " ".join(cipher_flags)),
+        "libgcrypt: " + package_version("libgcrypt20"),
         "kernel: " + os.uname().release,
         "nbdkit: " + nbdkit_version,
         "load average at start: %.2f %.2f %.2f" % os.getloadavg(),
