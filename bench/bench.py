@@ -554,6 +554,11 @@ def case5():
 
 # ---------------------------------------------------------------- output
 
+def filesystem_type(path):
+    r = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown file system"
+
+
 def package_version(name):
     r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", name],
                        capture_output=True, text=True)
@@ -586,7 +591,7 @@ def machine():
         "nbdkit: " + nbdkit_version,
         "load average at start: %.2f %.2f %.2f" % os.getloadavg(),
         "runs: %d (+1 warm-up) per configuration, export %d MiB, data on %s"
-        % (RUNS, SIZE // MiB, TMPBASE or "the default temporary directory"),
+        % (RUNS, SIZE // MiB, filesystem_type(TMPBASE or tempfile.gettempdir())),
     ]
 
 
