@@ -62,10 +62,15 @@ xts_open (gcry_cipher_hd_t *hd, const void *key, size_t key_len)
 uint64_t
 xts_iv_sector (const struct xts_format *fmt, uint64_t offset)
 {
-  uint64_t unit = fmt->iv_large_sectors ? fmt->sector_size : 512;
+  /* dm-crypt: the 512-byte sector number plus iv_offset (always in
+   * 512-byte units), modulo 2^64; with iv_large_sectors that sum is then
+   * shifted down to crypt-sector units.
+   */
+  uint64_t sector = offset / 512 + fmt->iv_offset;
 
-  /* Wraps modulo 2^64, as dm-crypt's u64 arithmetic does. */
-  return offset / unit + fmt->iv_offset;
+  if (fmt->iv_large_sectors && fmt->sector_size > 512)
+    sector /= fmt->sector_size / 512;
+  return sector;
 }
 
 static void
@@ -83,8 +88,6 @@ xts_crypt (gcry_cipher_hd_t hd, const struct xts_format *fmt, bool encrypt,
            void *out, const void *in, size_t len, uint64_t offset)
 {
   const uint32_t ss = fmt->sector_size;
-  const uint64_t iv_step = fmt->iv_large_sectors ? 1 : ss / 512;
-  uint64_t sector = xts_iv_sector (fmt, offset);
   unsigned char *o = out;
   const unsigned char *i = in;
   bool in_place = out == in;
@@ -95,8 +98,8 @@ xts_crypt (gcry_cipher_hd_t hd, const struct xts_format *fmt, bool encrypt,
   if (len % ss != 0 || offset % ss != 0)
     return gcry_error (GPG_ERR_INV_LENGTH);
 
-  for (done = 0; done < len; done += ss, sector += iv_step) {
-    plain64_iv (iv, sector);
+  for (done = 0; done < len; done += ss) {
+    plain64_iv (iv, xts_iv_sector (fmt, offset + done));
     err = gcry_cipher_setiv (hd, iv, sizeof iv);
     if (err)
       return err;

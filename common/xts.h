@@ -6,10 +6,11 @@
  *
  * Format: the disk is cut into crypt sectors of sector_size bytes; each
  * sector is one XTS data unit whose tweak (IV) is the little-endian 64-bit
- * sector number padded with zeros to 16 bytes (plain64).  The sector number
- * counts 512-byte units (dm-crypt's default) or whole crypt sectors
- * (iv_large_sectors), plus iv_offset.  Ciphertext sits at the same byte
- * offset as plaintext.
+ * sector number padded with zeros to 16 bytes (plain64).  As in dm-crypt,
+ * the sector number is the byte offset in 512-byte units plus iv_offset
+ * (also in 512-byte units); with iv_large_sectors that sum is divided by
+ * sector_size / 512, so it counts crypt sectors.  Ciphertext sits at the
+ * same byte offset as plaintext.
  */
 
 #ifndef ZONED_XTS_H
@@ -28,7 +29,7 @@
 struct xts_format {
   uint32_t sector_size;         /* 512, 1024, 2048 or 4096 */
   bool iv_large_sectors;        /* IV counts crypt sectors, not 512 B units */
-  uint64_t iv_offset;           /* added to every IV sector number */
+  uint64_t iv_offset;           /* dm-crypt iv_offset, in 512-byte units */
 };
 
 /* Initialise libgcrypt once per process, before any other use: checks the

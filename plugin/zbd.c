@@ -587,6 +587,11 @@ load_table (const char *path)
 /* Write the WP snapshot W as the next table slot and sync it.  The
  * caller holds persist_lock and has already synced the data.
  */
+/* The WPs of the newest durable table slot: a flush that would write
+ * the same table only syncs the data.
+ */
+static uint64_t *persisted_wps;
+
 static int
 write_table (const uint64_t *w)
 {
@@ -605,6 +610,8 @@ write_table (const uint64_t *w)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", emulate);
   else {
     img_seq = seq;
+    if (persisted_wps)
+      memcpy (persisted_wps, w, nr_zones * sizeof *w);
     r = 0;
   }
   free (s);
@@ -635,7 +642,10 @@ persist_locked (void)
     free (w);
     return -1;
   }
-  r = write_table (w);
+  if (persisted_wps && memcmp (persisted_wps, w, nr_zones * sizeof *w) == 0)
+    r = 0;
+  else
+    r = write_table (w);
   free (w);
   return r;
 }
@@ -929,8 +939,19 @@ open_file (void)
     r = open_image ();
   else
     r = create_image ();
-  if (r == 0)
+  if (r == 0) {
+    uint64_t i;
+
+    persisted_wps = malloc (nr_zones * sizeof *persisted_wps);
+    if (!persisted_wps) {
+      nbdkit_error ("malloc: %m");
+      return -1;
+    }
+    /* What is in the table now: the WPs just loaded or created. */
+    for (i = 0; i < nr_zones; i++)
+      persisted_wps[i] = zones[i].wp;
     backend = &file_backend;
+  }
   return r;
 }
 
@@ -1546,6 +1567,7 @@ finish_zone (struct zone *z)
 static void
 zbd_unload (void)
 {
+  free (persisted_wps);
   free (zones);
 }
 
@@ -1657,6 +1679,9 @@ zbd_dump_plugin (void)
   printf ("zbd_libzbd=no\n");
 #endif
   printf ("zbd_emulate=yes\n");
+  printf ("zbd_parameters=device,emulate,size,zone-size,zone-capacity,"
+          "conventional-zones,max-open-zones,max-active-zones,block-size,"
+          "reorder-timeout\n");
   printf ("zbd_reorder_timeout_default=5s\n");
 }
 
@@ -1755,6 +1780,21 @@ current_wp (struct zone *z)
   return wp;
 }
 
+/* After a failed read the device is asked for the zone again. */
+static void
+reload_after_error (struct zone *z)
+{
+  if (z->conventional || !backend->reload_zone)
+    return;
+  pthread_mutex_lock (&zones_lock);
+  /* A write in flight re-reads the zone itself when it ends. */
+  if (!z->busy) {
+    backend->reload_zone (z);
+    pthread_cond_broadcast (&z->changed);
+  }
+  pthread_mutex_unlock (&zones_lock);
+}
+
 /* Reads above the WP, or past capacity, are zeros without device I/O. */
 static int
 zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
@@ -1772,8 +1812,10 @@ zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
     uint32_t d = valid > offset ? (valid - offset < n ? valid - offset : n)
       : 0;
 
-    if (d > 0 && backend->pread (p, d, offset) == -1)
+    if (d > 0 && backend->pread (p, d, offset) == -1) {
+      reload_after_error (z);
       return -1;
+    }
     memset (p + d, 0, n - d);
     p += n; offset += n; count -= n;
   }
@@ -1827,12 +1869,9 @@ zone_ops_begin (void)
 static int
 zone_ops_end (bool changed, int r)
 {
-  if (r == 0 && changed) {
-    if (backend->persist)
-      r = persist_locked ();
-    else if (!backend->emulated)
-      r = backend->flush ();
-  }
+  /* A real device executes zone management commands durably. */
+  if (r == 0 && changed && backend->persist)
+    r = persist_locked ();
   if (backend->persist)
     pthread_mutex_unlock (&persist_lock);
   return r;

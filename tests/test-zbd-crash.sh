@@ -12,7 +12,7 @@ cleanup_fn rm -rf "$tmp"
 pid=
 cleanup_fn 'if [ -n "$pid" ]; then kill -9 $pid 2>/dev/null; fi'
 
-for delay in 0.2 0.5 0.9 1.5; do
+for delay in 0 0.2 0.5 1.2; do
     img="$tmp/img-$delay"
     log="$tmp/log-$delay"
     sock="$tmp/sock"
@@ -27,6 +27,10 @@ for delay in 0.2 0.5 0.9 1.5; do
 
     timeout 60 "$PYTHON3" "$srcdir/zbd-stream.py" write "$uri" "$log" 6 &
     writer=$!
+    # Count the delay from the first write sent, not from start-up.
+    for _ in $(seq 300); do
+        grep -q '^sent' "$log" 2>/dev/null && break; sleep 0.1
+    done
     sleep "$delay"
     kill -9 "$pid"
     wait "$pid" 2>/dev/null || :

@@ -1,13 +1,14 @@
 /* zone-writer: the ordering stress test of the zbd plugin's write gate.
  *
- *   zone-writer URI FIRST-ZONE NR-ZONES [CONNECTIONS [WINDOW [SEED]]]
+ *   zone-writer URI FIRST-ZONE NR-ZONES [CONNECTIONS [WINDOW [SEED [BYTES]]]]
  *
  * Fills NR-ZONES sequential zones from FIRST-ZONE (geometry from the
  * export description) with writes of 4-16 KiB.  The writes of all
  * zones are interleaved into one global list in write-pointer order,
  * dealt round robin to CONNECTIONS libnbd handles (default 4); each
  * connection keeps up to WINDOW (default 8) writes in flight and sends
- * them shuffled within blocks of WINDOW.  So writes reach the server
+ * them shuffled within blocks of WINDOW.  BYTES (default: the zone
+ * capacity) limits how much of each zone is written.  So writes reach the server
  * out of order, across connections, and the plugin must put them back
  * in order.  Then every byte is read back and compared, and every
  * zone must be full.  Exits 0 only if all writes succeeded and all
@@ -44,6 +45,7 @@ struct conn {
 };
 
 static const char *uri;
+static uint64_t fill_bytes;      /* per zone */
 static time_t deadline;
 
 static void
@@ -158,20 +160,20 @@ static int
 verify (struct nbd_handle *nbd, const struct zoned_geometry *g,
         uint64_t first, uint64_t nzones)
 {
-  char *got = malloc (g->zone_capacity), *want = malloc (g->zone_capacity);
+  char *got = malloc (fill_bytes), *want = malloc (fill_bytes);
   uint64_t z;
   int r = 0;
 
   for (z = first; z < first + nzones && r == 0; z++) {
     uint64_t start = z * g->zone_size;
-    if (nbd_pread (nbd, got, g->zone_capacity, start, 0) == -1) {
+    if (nbd_pread (nbd, got, fill_bytes, start, 0) == -1) {
       fprintf (stderr, "zone-writer: read zone %" PRIu64 ": %s\n", z,
                nbd_get_error ());
       r = -1;
       break;
     }
-    fill_pattern (want, start, g->zone_capacity);
-    if (memcmp (got, want, g->zone_capacity) != 0) {
+    fill_pattern (want, start, fill_bytes);
+    if (memcmp (got, want, fill_bytes) != 0) {
       uint64_t i = 0;
       while (got[i] == want[i])
         i++;
@@ -200,7 +202,7 @@ main (int argc, char *argv[])
 
   if (argc < 4) {
     fprintf (stderr, "usage: zone-writer URI FIRST-ZONE NR-ZONES "
-             "[CONNECTIONS [WINDOW [SEED]]]\n");
+             "[CONNECTIONS [WINDOW [SEED [BYTES]]]]\n");
     return EXIT_FAILURE;
   }
   uri = argv[1];
@@ -234,14 +236,20 @@ main (int argc, char *argv[])
   /* Global write list: round robin over the zones, each zone's writes
    * in WP order, sizes 4-16 KiB.
    */
-  cap_writes = g.zone_capacity / 4096 * nzones;
+  fill_bytes = argc > 7 ? strtoull (argv[7], NULL, 0) : g.zone_capacity;
+  if (fill_bytes == 0 || fill_bytes > g.zone_capacity || fill_bytes % 4096) {
+    fprintf (stderr, "zone-writer: BYTES must be a multiple of 4096 up to "
+             "the zone capacity %" PRIu64 "\n", g.zone_capacity);
+    return EXIT_FAILURE;
+  }
+  cap_writes = fill_bytes / 4096 * nzones;
   all = malloc (cap_writes * sizeof *all);
   for (z = 0; z < nzones; z++)
     pos[z] = (first + z) * g.zone_size;
   for (;;) {
     bool any = false;
     for (z = 0; z < nzones; z++) {
-      uint64_t end = (first + z) * g.zone_size + g.zone_capacity;
+      uint64_t end = (first + z) * g.zone_size + fill_bytes;
       uint32_t len = 4096 * (1 + rand_r (&seed) % 4);
       if (pos[z] >= end)
         continue;
@@ -275,6 +283,10 @@ main (int argc, char *argv[])
   if (failed) {
     fprintf (stderr, "zone-writer: FAIL: some of %zu writes failed\n",
              nr_all);
+    return EXIT_FAILURE;
+  }
+  if (nbd_flush (nbd, 0) == -1) {
+    fprintf (stderr, "zone-writer: flush: %s\n", nbd_get_error ());
     return EXIT_FAILURE;
   }
   if (verify (nbd, &g, first, nzones) == -1)

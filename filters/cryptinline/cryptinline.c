@@ -47,7 +47,7 @@
 /* crypt-mode=auto uses the pool for requests of at least this size; chosen
  * by measurement on a 2-core machine (see the man page).
  */
-#define DEFAULT_POOL_THRESHOLD (128 * 1024)
+#define DEFAULT_POOL_THRESHOLD (1024 * 1024)
 
 /* The pool never cuts a request into chunks smaller than this: below it
  * the hand-over costs more than the cipher work saved.
@@ -496,11 +496,11 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "crypt-cipher=aes-xts-plain64  The cipher (the only one accepted).\n" \
   "crypt-sector-size=512|1024|2048|4096  Encryption sector (default 4096).\n" \
   "crypt-iv-large-sectors=true|false  IV counts crypt sectors (default false).\n" \
-  "crypt-iv-offset=N           Added to the IV sector number (default 0).\n" \
+  "crypt-iv-offset=N           dm-crypt iv_offset (cryptsetup --skip), 512-byte units (default 0).\n" \
   "crypt-mode=inline|pool|auto Where the cipher work runs (default auto).\n" \
   "crypt-threads=N             Threads sharing one request's cipher work\n" \
   "                            (default: online CPUs).\n" \
-  "crypt-pool-threshold=SIZE   auto: use the pool from this request size (default 128k)."
+  "crypt-pool-threshold=SIZE   auto: use the pool from this request size (default 1M)."
 
 static int
 cryptinline_after_fork (nbdkit_backend *nxdata)

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Every bad configuration is refused before anything is served: exit
+# status 1 and exactly one error line naming the problem.
+source "$srcdir/cryptinline-lib.sh"
+
+make_key "$tmp/k64" 64
+make_key "$tmp/k32" 32
+make_key "$tmp/k33" 33
+make_key "$tmp/k1000" 1000
+printf 'secret' > "$tmp/pass"
+touch "$tmp/unreadable"; chmod 000 "$tmp/unreadable"
+
+# expect_refusal "expected message" params...
+expect_refusal ()
+{
+    local want="$1"; shift
+    local status=0
+    rm -f "$tmp/served"
+    crypt_nbdkit -U - --filter=cryptinline memory 1M "$@" \
+        --run "touch $tmp/served" 2> "$tmp/err" || status=$?
+    echo "refusal of: $*"
+    cat "$tmp/err"
+    [ $status -eq 1 ] || fail "exit status $status, expected 1, for: $*"
+    [ ! -e "$tmp/served" ] || fail "served despite a bad configuration: $*"
+    [ "$(grep -c 'error' "$tmp/err")" -eq 1 ] ||
+        fail "expected exactly one error line for: $*"
+    grep -qF -- "$want" "$tmp/err" || fail "message lacks \"$want\" for: $*"
+    ! grep -q -- 'insecure memory' "$tmp/err" ||
+        fail "libgcrypt's secure memory warning leaked for: $*"
+}
+
+k64=crypt-key-file="$tmp/k64"
+expect_refusal "no key given" crypt-sector-size=512
+expect_refusal "use exactly one of crypt-key-file and crypt-passphrase" \
+    "$k64" crypt-passphrase=+"$tmp/pass"
+expect_refusal "use exactly one of crypt-key-file and crypt-passphrase" \
+    crypt-passphrase=+"$tmp/pass" "$k64"
+expect_refusal "crypt-key-file $tmp/missing cannot be read: No such file" \
+    crypt-key-file="$tmp/missing"
+if [ "$(id -u)" != 0 ]; then        # root reads mode-000 files
+    expect_refusal "cannot be read: Permission denied" \
+        crypt-key-file="$tmp/unreadable"
+fi
+expect_refusal "crypt-key-file $tmp/k33 is 33 bytes: a raw key must be exactly 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)" \
+    crypt-key-file="$tmp/k33"
+expect_refusal "is 1000 bytes" crypt-key-file="$tmp/k1000"
+expect_refusal "crypt-key-file /dev/null gave 0 bytes" crypt-key-file=/dev/null
+expect_refusal "crypt-key-size=256 does not match crypt-key-file $tmp/k64, which holds a 512-bit key" \
+    "$k64" crypt-key-size=256
+expect_refusal "crypt-key-size=128 is not accepted: use 256 (AES-128-XTS) or 512 (AES-256-XTS)" \
+    crypt-passphrase=+"$tmp/pass" crypt-key-size=128
+expect_refusal "crypt-cipher=aes-cbc-essiv:sha256 is not supported: the only accepted value is aes-xts-plain64" \
+    "$k64" crypt-cipher=aes-cbc-essiv:sha256
+for bad in 0 256 8192 4k 4096x ""; do
+    expect_refusal "crypt-sector-size=$bad is not accepted: use 512, 1024, 2048 or 4096" \
+        "$k64" crypt-sector-size="$bad"
+done
+expect_refusal "crypt-iv-large-sectors=maybe is not a boolean: use true or false" \
+    "$k64" crypt-iv-large-sectors=maybe
+for bad in -1 18446744073709551616 1.5 0x10 ""; do
+    expect_refusal "crypt-iv-offset=$bad is not accepted: use a whole number from 0 to 18446744073709551615" \
+        "$k64" crypt-iv-offset="$bad"
+done
+expect_refusal "crypt-mode=fast is not accepted: use inline, pool or auto" \
+    "$k64" crypt-mode=fast
+for bad in 0 -2 1025 many; do
+    expect_refusal "crypt-threads=$bad is not accepted: use a whole number from 1 to 1024" \
+        "$k64" crypt-threads="$bad"
+done
+expect_refusal "crypt-pool-threshold=lots is not accepted" \
+    "$k64" crypt-pool-threshold=lots
+expect_refusal "crypt-sector-size was given twice" \
+    "$k64" crypt-sector-size=512 crypt-sector-size=4096
+expect_refusal "unknown parameter crypt-sectorsize" \
+    "$k64" crypt-sectorsize=512
+
+# And the good configurations start.
+for good in "$k64" "crypt-key-file=$tmp/k32" "crypt-passphrase=+$tmp/pass" \
+            "crypt-passphrase=secret crypt-key-size=256"; do
+    # shellcheck disable=SC2086
+    crypt_nbdkit -U - --filter=cryptinline memory 1M $good \
+        crypt-iv-large-sectors=on crypt-iv-offset=18446744073709551615 \
+        crypt-mode=pool crypt-threads=1024 crypt-pool-threshold=1M \
+        --run 'nbdinfo --size "$uri"' > "$tmp/out" 2> "$tmp/err" ||
+        fail "a good configuration was refused: $good"
+    [ "$(cat "$tmp/out")" = 1048576 ] || fail "wrong size served: $(cat "$tmp/out")"
+    [ ! -s "$tmp/err" ] || { cat "$tmp/err"; fail "a good configuration printed on stderr: $good"; }
+done
+
+# --help lists every parameter.
+nbdkit --filter=cryptinline memory --help > "$tmp/help"
+for p in crypt-key-file crypt-passphrase crypt-key-size crypt-cipher \
+         crypt-sector-size crypt-iv-large-sectors crypt-iv-offset \
+         crypt-mode crypt-threads crypt-pool-threshold; do
+    grep -q "^$p=" "$tmp/help" || fail "--help does not list $p"
+done
+echo "startup checks passed"

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Unwritten regions read as zeros; write-zeroes stores encrypted zeros and
+# reads back zeros; fast zero is refused with ENOTSUP; trim passes through;
+# misaligned requests fail with EINVAL, one log line, and nothing written;
+# the block size advertised and the size rounding.  All crypt modes.
+source "$srcdir/cryptinline-lib.sh"
+
+make_key "$tmp/key" 64
+cat > "$tmp/zero.py" <<'PY'
+import errno, hashlib, sys
+import nbd
+
+uri, img, sector = sys.argv[1], sys.argv[2], int(sys.argv[3])
+h = nbd.NBD()
+h.connect_uri(uri)
+K = 1024
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+def raw(off, n):
+    with open(img, "rb") as f:
+        f.seek(off)
+        return f.read(n)
+
+def image_sum():
+    with open(img, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+def expect_errno(what, err, fn, *args):
+    try:
+        fn(*args)
+    except nbd.Error as e:
+        # libnbd gives the errno name (or number on older versions).
+        got = getattr(errno, e.errno, None) if isinstance(e.errno, str) \
+            else e.errno
+        if got != err:
+            fail("%s: errno %s, expected %s" % (what, e.errno, err))
+        return
+    fail("%s succeeded" % what)
+
+# The image is 4 MiB + 1000 bytes: only whole crypt sectors are served.
+served = (4 * K * K + 1000) // sector * sector
+if h.get_size() != served:
+    fail("size %d, expected %d (rounded down to whole sectors)"
+         % (h.get_size(), served))
+if h.get_block_size(nbd.SIZE_MINIMUM) != sector or \
+   h.get_block_size(nbd.SIZE_PREFERRED) < sector:
+    fail("block size minimum %d preferred %d, expected >= %d"
+         % (h.get_block_size(nbd.SIZE_MINIMUM),
+            h.get_block_size(nbd.SIZE_PREFERRED), sector))
+
+# A fresh sparse image reads as zeros, not decrypted zeros.
+if h.pread(4 * K * K, 0) != bytes(4 * K * K):
+    fail("unwritten image does not read as zeros")
+
+# Data between holes.
+pattern = b"\xa5" * (64 * K)
+h.pwrite(pattern, 64 * K)
+got = h.pread(256 * K, 0)
+if got != bytes(64 * K) + pattern + bytes(128 * K):
+    fail("hole / data / hole did not read back")
+if raw(64 * K, 64 * K) == pattern:
+    fail("plaintext on the image")
+
+# Write-zeroes over data: reads zeros, stored encrypted (not a hole of
+# zeros, which could not be told from noise by dm-crypt).
+h.zero(32 * K, 64 * K)
+if h.pread(64 * K, 64 * K) != bytes(32 * K) + pattern[:32 * K]:
+    fail("write-zeroes did not read back as zeros")
+stored = raw(64 * K, 32 * K)
+if stored == bytes(32 * K):
+    fail("write-zeroes stored plaintext zeros")
+# Encrypted zeros of different sectors differ (the IV is in the tweak).
+if stored[:sector] == stored[sector:2 * sector]:
+    fail("two sectors of encrypted zeros are equal")
+
+# A large write-zeroes, cut into chunks below: 3 MiB over written data.
+h.pwrite(b"\x5a" * (3 * K * K), K * K)
+h.zero(3 * K * K, K * K, nbd.CMD_FLAG_FUA)
+if h.pread(3 * K * K, K * K) != bytes(3 * K * K):
+    fail("large write-zeroes did not read back as zeros")
+
+# Fast zero cannot be fast here: ENOTSUP, nothing changed.
+h.pwrite(pattern, 0)
+expect_errno("fast zero", errno.ENOTSUP, h.zero, 64 * K, 0,
+             nbd.CMD_FLAG_FAST_ZERO)
+if h.pread(64 * K, 0) != pattern:
+    fail("a refused fast zero changed data")
+
+# Trim passes through: the file plugin punches a hole, which reads zeros.
+h.trim(64 * K, 0)
+if h.pread(64 * K, 0) != bytes(64 * K):
+    fail("trimmed range does not read as zeros")
+h.pwrite(pattern, 0)
+
+# Misaligned requests: EINVAL, and the image is untouched.
+h.set_strict_mode(0)            # let the server judge alignment
+before = image_sum()
+half = sector // 2
+for what, fn, args in [
+        ("read", h.pread, (sector, half)),
+        ("read", h.pread, (half, 0)),
+        ("write", h.pwrite, (b"x" * sector, half)),
+        ("write", h.pwrite, (b"x" * (sector + half), 0)),
+        ("zero", h.zero, (sector, half)),
+        ("zero", h.zero, (100, 0)),
+        ("trim", h.trim, (sector, half)),
+        ("trim", h.trim, (half, sector))]:
+    expect_errno("misaligned " + what, errno.EINVAL, fn, *args)
+if image_sum() != before:
+    fail("a misaligned request changed the image")
+if h.pread(64 * K, 0) != pattern:
+    fail("data changed by misaligned requests")
+h.shutdown()
+PY
+
+for mode in $CRYPT_MODES; do
+    for ss in 4096 512; do
+        echo "zero/sparse/alignment: mode=$mode sector=$ss"
+        rm -f "$tmp/img"; truncate -s $((4*1024*1024 + 1000)) "$tmp/img"
+        crypt_nbdkit -U - --filter=cryptinline file "$tmp/img" \
+            crypt-key-file="$tmp/key" crypt-sector-size=$ss crypt-mode=$mode \
+            --run "$PYTHON3 $tmp/zero.py \"\$uri\" $tmp/img $ss" \
+            2> "$tmp/err" || { cat "$tmp/err"; fail "mode=$mode sector=$ss"; }
+        cat "$tmp/err"
+        # One line per misaligned request, naming offset, length and sector.
+        half=$((ss / 2))
+        for line in \
+            "misaligned read rejected: offset $half length $ss must both be multiples of the crypt sector size $ss" \
+            "misaligned write rejected: offset 0 length $((ss + half)) must both be multiples of the crypt sector size $ss" \
+            "misaligned zero rejected: offset 0 length 100 must both be multiples of the crypt sector size $ss" \
+            "misaligned trim rejected: offset $ss length $half must both be multiples of the crypt sector size $ss"
+        do
+            grep -qF "$line" "$tmp/err" || fail "log lacks: $line"
+        done
+        [ "$(grep -c misaligned "$tmp/err")" -eq 8 ] ||
+            fail "expected 8 misaligned log lines"
+    done
+done
+
+# The memory plugin: unwritten reads as zeros too; the size is rounded.
+for mode in $CRYPT_MODES; do
+    crypt_nbdkit -U - --filter=cryptinline memory $((1024*1024 + 4095)) \
+        crypt-key-file="$tmp/key" crypt-mode=$mode \
+        --run 'nbdsh -u "$uri" -c "
+assert h.get_size() == 1024 * 1024, h.get_size()
+assert h.pread(1024 * 1024, 0) == bytes(1024 * 1024)
+"' || fail "memory plugin: size rounding / zeros, mode=$mode"
+done
+echo "zero, sparse and alignment checks passed"

@@ -1,0 +1,151 @@
+#!/bin/bash -
+# Build the test VM's initramfs from this machine's installed binaries,
+# this build tree's plugin, filter and tools, and the kernel modules the
+# tests need (with their dependencies).
+#
+#   build-initramfs.sh CACHE SRCDIR BUILDDIR
+#
+# Writes CACHE/initramfs.img (cpio newc, gzip).  The image is rebuilt only
+# when an input changed: the list of input files with their sizes and
+# modification times is the stamp.
+set -euo pipefail
+
+cache="${1:?usage: build-initramfs.sh CACHE SRCDIR BUILDDIR}"
+srcdir="${2:?}"
+builddir="${3:?}"
+kdir="$cache/kernel"
+release=$(cat "$kdir/release")
+out="$cache/initramfs.img"
+
+# Programs the guest runs, at their paths on this machine (the guest has
+# the same layout, so nbdkit finds its own plugins where it expects).
+host_programs="
+  /usr/bin/busybox
+  /usr/bin/nbdkit
+  /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-memory-plugin.so
+  /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-file-plugin.so
+  /usr/sbin/nbd-client
+  /usr/sbin/cryptsetup
+  /usr/sbin/dmsetup
+  /usr/sbin/blkzone
+  /usr/sbin/blkdiscard
+  /usr/bin/nbdcopy
+  /usr/bin/nbdinfo
+  /usr/bin/dd
+  /usr/bin/timeout
+"
+
+# This tree's modules and tools, installed in the guest under /opt/zoned.
+# Each is optional here: the guest test fails loudly when one it needs is
+# absent, which is clearer than a build error about a part not built yet.
+tree_programs="
+  plugin/.libs/nbdkit-zbd-plugin.so:lib/nbdkit-zbd-plugin.so
+  filters/cryptinline/.libs/nbdkit-cryptinline-filter.so:lib/nbdkit-cryptinline-filter.so
+  tools/.libs/nbdzone:bin/nbdzone
+  tools/nbdzone:bin/nbdzone
+  vm/.libs/zone-client:bin/zone-client
+  vm/zone-client:bin/zone-client
+"
+
+# Kernel modules loaded at boot, in this order, each after its
+# dependencies.  Crypto modules first: dm-crypt asks for xts(aes) when a
+# table is loaded, and nvme-core's T10 PI support for the CRC
+# implementations, and the guest has no udev to load them on demand.
+modules="
+  crc64-rocksoft-generic crct10dif-generic
+  xts ecb aesni-intel crypto_simd cryptd af_alg algif_skcipher
+  configfs null_blk nbd nvme dm-mod dm-crypt
+"
+
+guest_files="init guest-tests.sh"
+
+# Is a file an ELF object (and not a libtool wrapper script)?
+is_elf () { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
+
+inputs=()
+for p in $host_programs; do
+    [ -e "$p" ] || { echo "build-initramfs: $p is missing (./install-deps)" >&2; exit 1; }
+    inputs+=("$p")
+done
+declare -A tree_dest=()
+for e in $tree_programs; do
+    src="$builddir/${e%%:*}" dest="${e#*:}"
+    [ -n "${tree_dest[$dest]:-}" ] && continue
+    if [ -f "$src" ] && is_elf "$src"; then
+        tree_dest[$dest]="$src"
+        inputs+=("$src")
+    fi
+done
+for f in $guest_files; do inputs+=("$srcdir/vm/$f"); done
+inputs+=("$kdir/stamp" "$0")
+
+# Shared-library closure of every ELF input.
+libs=$(for p in "${inputs[@]}"; do
+           if is_elf "$p"; then
+               ldd "$p" 2>/dev/null | awk '/=> \// { print $3 } /^\t\// { print $1 }'
+           fi
+       done | sort -u)
+
+# Module files in load order: for each module, its dependencies (which
+# modules.dep lists last-needed-first) then itself.
+modpath=$(
+    for m in $modules; do
+        pattern="/${m//[-_]/[-_]}\\.ko(\\.[a-z]+)?:"
+        line=$(grep -E "$pattern" "$kdir/modules/modules.dep" || :)
+        if [ -z "$line" ]; then
+            # Built into this kernel: nothing to load.
+            grep -qE "/${m//[-_]/[-_]}\\.ko\$" "$kdir/modules/modules.builtin" && continue
+            echo "build-initramfs: no module $m in $release" >&2
+            exit 1
+        fi
+        deps=${line#*:}
+        for d in $(echo $deps | tr ' ' '\n' | tac); do echo "$d"; done
+        echo "${line%%:*}"
+    done | awk '!seen[$0]++')
+for m in $modpath; do inputs+=("$kdir/modules/$m"); done
+
+stamp=$(for f in "${inputs[@]}" $libs; do stat -L -c '%n %s %Y' "$f"; done)
+if [ -f "$out" ] && [ -f "$out.stamp" ] && [ "$(cat "$out.stamp")" = "$stamp" ]; then
+    exit 0
+fi
+
+echo "build-initramfs: building $out"
+stage="$cache/initramfs.d"
+rm -rf "$stage"
+mkdir -p "$stage"/{usr/bin,usr/sbin,usr/lib64,proc,sys,dev,tmp,run,mnt,etc} \
+         "$stage/opt/zoned/bin" "$stage/opt/zoned/lib"
+# Debian's merged /usr layout.
+ln -s usr/bin "$stage/bin"; ln -s usr/sbin "$stage/sbin"
+ln -s usr/lib "$stage/lib"; ln -s usr/lib64 "$stage/lib64"
+
+copy () { mkdir -p "$stage$(dirname "$2")"; cp -L "$1" "$stage$2"; }
+for p in $host_programs $libs; do copy "$p" "$p"; done
+for dest in "${!tree_dest[@]}"; do copy "${tree_dest[$dest]}" "/opt/zoned/$dest"; done
+strip --strip-unneeded "$stage"/opt/zoned/*/* 2>/dev/null || :
+
+# busybox provides every command the real programs above do not.
+for applet in $(busybox --list); do
+    for d in usr/bin usr/sbin; do
+        [ -e "$stage/$d/$applet" ] && continue 2
+    done
+    ln -s busybox "$stage/usr/bin/$applet"
+done
+
+mdir="/usr/lib/modules/$release"
+: > "$stage/etc/modules-load"
+for m in $modpath; do
+    copy "$kdir/modules/$m" "$mdir/$m"
+    echo "$mdir/$m" >> "$stage/etc/modules-load"
+done
+cp "$kdir/modules"/modules.{order,builtin,builtin.modinfo} "$stage$mdir/" 2>/dev/null || :
+depmod -b "$stage" "$release"
+
+install -m 0755 "$srcdir/vm/init" "$stage/init"
+install -m 0755 "$srcdir/vm/guest-tests.sh" "$stage/guest-tests.sh"
+echo "$release" > "$stage/etc/kernel-release"
+
+( cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet ) |
+    gzip -1 > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "$stamp" > "$out.stamp"
+echo "build-initramfs: $(du -h "$out" | cut -f1) $out"

@@ -1,0 +1,743 @@
+#!/bin/sh
+# The tests that run inside the VM on real kernel zoned devices.
+#
+# Run by /init as "sh /guest-tests.sh": creates the devices, runs every
+# case in its own process under a timeout, prints one TAP line per case
+# on the second serial port (/dev/ttyS1, read by the host) and
+# everything, case output included, on the console.
+#
+# "sh /guest-tests.sh case FUNCTION ARGS..." runs one case; a case
+# succeeds when its function returns 0.
+
+ZONED=/opt/zoned
+PLUGIN=$ZONED/lib/nbdkit-zbd-plugin.so
+FILTER=$ZONED/lib/nbdkit-cryptinline-filter.so
+NBDZONE=$ZONED/bin/nbdzone
+CLIENT=$ZONED/bin/zone-client
+W=/tmp/work
+TAPDEV=/dev/ttyS1
+
+# The devices and their geometry (null_blk sizes are in MiB).
+NULLB0_ZONE_MB=8       # 16 zones, 2 conventional, 4K blocks
+NULLB1_ZONE_MB=8       # 8 zones, capacity 6 MiB, at most 2 open
+NULLB1_CAP_MB=6
+NULLB1_MAX_OPEN=2
+NVME_DEV=nvme0n1       # QEMU ZNS: 16 MiB zones, capacity 12 MiB (run-vm.sh)
+ZONED_DEVICES="nullb0 nullb1 $NVME_DEV"
+
+# ---- helpers for cases ---------------------------------------------------
+
+say () { echo "$*"; }
+# die MESSAGE: fail the running case, showing what nbdkit logged.
+die ()
+{
+    local log
+    for log in $W/*.log; do
+        [ -s "$log" ] || continue
+        echo "---- last lines of nbdkit's log $(basename $log):"
+        tail -n 8 "$log"
+    done
+    echo "FAIL: $*"
+    exit 1
+}
+
+# Zone geometry from sysfs, in bytes.
+zone_bytes () { echo $(( $(cat /sys/block/$1/queue/chunk_sectors) * 512 )); }
+nr_zones () { cat /sys/block/$1/queue/nr_zones; }
+
+# zone_field DEV ZONE FIELD: one field of blkzone's report of zone number
+# ZONE, in bytes for start/len/cap/wptr (wptr relative to the zone start),
+# as printed for cond and type.
+zone_field ()
+{
+    local dev=$1 zone=$2 field=$3 zs line v
+    zs=$(cat /sys/block/$dev/queue/chunk_sectors)
+    line=$(blkzone report -o $((zone * zs)) -c 1 /dev/$dev) ||
+        die "blkzone report $dev zone $zone"
+    case $field in
+        start|len|cap|wptr)
+            v=$(echo "$line" | sed -n "s/.*$field:\{0,1\} \(0x[0-9a-f]*\).*/\1/p")
+            [ -n "$v" ] || die "no $field in: $line"
+            echo $((v * 512)) ;;
+        cond) echo "$line" | sed -n 's/.*zcond: *\([0-9]*\).*/\1/p' ;;
+        type) echo "$line" | sed -n 's/.*type: *\([0-9]*\).*/\1/p' ;;
+    esac
+}
+
+# The first sequential zone's number (after the conventional ones).
+first_seq_zone ()
+{
+    local z=0 n
+    n=$(nr_zones $1)
+    while [ $z -lt $n ]; do
+        [ "$(zone_field $1 $z type)" = 2 ] && { echo $z; return 0; }
+        z=$((z + 1))
+    done
+    die "$1 has no sequential zone"
+}
+
+# gen_file FILE BYTES: random data.
+gen_file () { dd if=/dev/urandom of="$1" bs=4096 count=$(($2 / 4096)) status=none; }
+
+# start_nbdkit NAME NBDKIT-ARGS...: start nbdkit in the background on the
+# socket $W/NAME.sock, logging to $W/NAME.log; its pid goes to $W/NAME.pid.
+start_nbdkit ()
+{
+    local name=$1 i=0
+    shift
+    rm -f $W/$name.sock
+    nbdkit -f --exit-with-parent -U $W/$name.sock -P $W/$name.pid "$@" \
+        2>>$W/$name.log &
+    while [ ! -S $W/$name.sock ] || [ ! -s $W/$name.pid ]; do
+        i=$((i + 1))
+        if [ $i -gt 300 ] || ! kill -0 $! 2>/dev/null; then
+            tail -n 20 $W/$name.log
+            die "nbdkit $name did not start"
+        fi
+        sleep 0.1
+    done
+}
+uri () { echo "nbd+unix:///?socket=$W/$1.sock"; }
+stop_nbdkit ()
+{
+    local pid i=0
+    [ -s $W/$1.pid ] || return 0
+    pid=$(cat $W/$1.pid)
+    kill $pid 2>/dev/null || :
+    while kill -0 $pid 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 100 ] && { kill -9 $pid; break; }
+        sleep 0.1
+    done
+    rm -f $W/$1.pid
+}
+
+# nbd_attach NAME [ARGS]: attach /dev/nbd0 to nbdkit NAME.
+nbd_attach ()
+{
+    local name=$1
+    shift
+    timeout 30 nbd-client -unix $W/$name.sock /dev/nbd0 -b 4096 -N zoned "$@" ||
+        die "nbd-client could not attach /dev/nbd0"
+    [ "$(cat /sys/block/nbd0/size)" -gt 0 ] || die "/dev/nbd0 has no size"
+}
+nbd_detach () { timeout 30 nbd-client -d /dev/nbd0 >/dev/null 2>&1 || :; }
+
+# dm_sysfs NAME: the sysfs directory of device-mapper device NAME (no
+# udev here, so /dev/mapper/NAME is a plain device node, not a link).
+dm_sysfs ()
+{
+    local mm
+    mm=$(stat -L -c '%t %T' /dev/mapper/$1) || die "no /dev/mapper/$1"
+    set -- $mm
+    echo /sys/dev/block/$((0x$1)):$((0x$2))
+}
+
+# ---- infrastructure cases --------------------------------------------------
+
+case_modules ()
+{
+    local m
+    for m in configfs null_blk nbd nvme nvme_core dm_mod dm_crypt xts; do
+        [ -d /sys/module/$m ] || die "module $m not loaded"
+    done
+    [ -d /sys/kernel/config/nullb ] || die "no null_blk configfs"
+}
+
+# make_nullb NAME ATTR=VALUE...: a null_blk device through configfs.
+make_nullb ()
+{
+    local d=/sys/kernel/config/nullb/$1 kv
+    shift
+    mkdir $d || die "mkdir $d"
+    for kv in "$@"; do
+        echo "${kv#*=}" > $d/${kv%%=*} || die "$d: ${kv%%=*}=${kv#*=}"
+    done
+    echo 1 > $d/power || die "$d: power on"
+}
+
+case_create_devices ()
+{
+    make_nullb nullb0 blocksize=4096 memory_backed=1 size=128 \
+        zoned=1 zone_size=$NULLB0_ZONE_MB zone_nr_conv=2
+    make_nullb nullb1 blocksize=512 memory_backed=1 size=64 \
+        zoned=1 zone_size=$NULLB1_ZONE_MB zone_capacity=$NULLB1_CAP_MB \
+        zone_nr_conv=0 zone_max_open=$NULLB1_MAX_OPEN zone_max_active=3
+    local dev
+    for dev in $ZONED_DEVICES; do
+        [ -b /dev/$dev ] || die "no /dev/$dev"
+        [ "$(cat /sys/block/$dev/queue/zoned)" = host-managed ] ||
+            die "$dev is $(cat /sys/block/$dev/queue/zoned), not host-managed"
+        say "$dev: $(nr_zones $dev) zones of $(zone_bytes $dev) bytes," \
+            "block $(cat /sys/block/$dev/queue/logical_block_size)," \
+            "max open $(cat /sys/block/$dev/queue/max_open_zones)"
+    done
+}
+
+# The geometry each device was given shows in blkzone's report.
+case_geometry ()
+{
+    local dev=$1 zones conv cap len max_open
+    zones=$(nr_zones $dev)
+    blkzone report /dev/$dev > $W/report || die "blkzone report /dev/$dev"
+    [ "$(wc -l < $W/report)" = "$zones" ] || die "report has not $zones lines"
+    conv=$(grep -c 'CONVENTIONAL' $W/report || :)
+    len=$(zone_field $dev $((zones - 1)) len)
+    cap=$(zone_field $dev $((zones - 1)) cap)
+    max_open=$(cat /sys/block/$dev/queue/max_open_zones)
+    say "$dev: $zones zones, $conv conventional, len $len cap $cap max_open $max_open"
+    case $dev in
+        nullb0) [ $zones = 16 ] && [ $conv = 2 ] && [ $cap = $len ] ;;
+        nullb1) [ $zones = 8 ] && [ $conv = 0 ] && [ $cap = $((NULLB1_CAP_MB << 20)) ] &&
+                [ $max_open = $NULLB1_MAX_OPEN ] ;;
+        $NVME_DEV) [ $zones = 8 ] && [ $len = $((16 << 20)) ] && [ $cap = $((12 << 20)) ] &&
+                [ $max_open = 4 ] ;;
+    esac || die "$dev: unexpected geometry"
+}
+
+# Direct writes at the write pointer advance it; a reset rewinds it.
+case_raw_zone_io ()
+{
+    local dev=$1 z zs start wp
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    gen_file $W/data 65536
+    dd if=$W/data of=/dev/$dev bs=65536 seek=$((start / 65536)) oflag=direct conv=notrunc status=none ||
+        die "write at the WP of zone $z failed"
+    wp=$(zone_field $dev $z wptr)
+    [ "$wp" = 65536 ] || die "wptr $wp after a 64K write, expected 65536"
+    dd if=/dev/$dev of=$W/back bs=65536 skip=$((start / 65536)) count=1 iflag=direct status=none
+    cmp $W/data $W/back || die "read back differs"
+    if dd if=$W/data of=/dev/$dev bs=65536 seek=$((start / 65536)) oflag=direct conv=notrunc status=none 2>/dev/null; then
+        die "a write below the WP succeeded on the raw device"
+    fi
+    # Ahead of the WP is refused too: this is why the plugin must order
+    # writes that reach it out of order.
+    if dd if=$W/data of=/dev/$dev bs=65536 seek=$((start / 65536 + 2)) oflag=direct conv=notrunc status=none 2>/dev/null; then
+        die "a write ahead of the WP succeeded on the raw device"
+    fi
+    wp=$(zone_field $dev $z wptr)
+    [ "$wp" = 65536 ] || die "wptr $wp after refused writes, expected 65536"
+    blkzone reset -o $((start / 512)) -c 1 /dev/$dev || die "blkzone reset"
+    wp=$(zone_field $dev $z wptr)
+    [ "$wp" = 0 ] || die "wptr $wp after reset"
+}
+
+# The kernel NBD client attaches an nbdkit export over a Unix socket.
+case_nbd_client_memory ()
+{
+    start_nbdkit mem memory 64M
+    nbd_attach mem
+    [ "$(cat /sys/block/nbd0/queue/logical_block_size)" = 4096 ] ||
+        die "nbd0 block size is not 4096"
+    gen_file $W/data 1048576
+    dd if=$W/data of=/dev/nbd0 bs=1M seek=4 oflag=direct status=none || die "write to /dev/nbd0"
+    dd if=/dev/nbd0 of=$W/back bs=1M skip=4 count=1 iflag=direct status=none || die "read /dev/nbd0"
+    cmp $W/data $W/back || die "/dev/nbd0 read back differs"
+    nbd_detach
+    # The data is in nbdkit, not only in the kernel's cache.
+    nbdcopy "$(uri mem)" $W/whole || die "nbdcopy"
+    dd if=$W/whole of=$W/back bs=1M skip=4 count=1 status=none
+    cmp $W/data $W/back || die "nbdkit holds other data than was written"
+    stop_nbdkit mem
+}
+
+# dm-crypt maps a zoned device and round-trips data written at a WP.
+case_dmcrypt_available ()
+{
+    local dev=$1 z zs start
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    dd if=/dev/urandom of=$W/key bs=64 count=1 status=none
+    timeout 60 cryptsetup open --type plain --cipher aes-xts-plain64 \
+        --key-file $W/key --key-size 512 --sector-size 4096 \
+        --disable-locks /dev/$dev zt-check || die "cryptsetup open $dev"
+    [ "$(cat "$(dm_sysfs zt-check)/queue/zoned")" = host-managed ] ||
+        die "the dm-crypt device is not host-managed"
+    gen_file $W/data 65536
+    dd if=$W/data of=/dev/mapper/zt-check bs=65536 seek=$((start / 65536)) oflag=direct status=none ||
+        die "write through dm-crypt"
+    dd if=/dev/mapper/zt-check of=$W/back bs=65536 skip=$((start / 65536)) count=1 iflag=direct status=none
+    cmp $W/data $W/back || die "dm-crypt read back differs"
+    dd if=/dev/$dev of=$W/raw bs=65536 skip=$((start / 65536)) count=1 iflag=direct status=none
+    cmp -s $W/data $W/raw && die "the raw device holds plaintext"
+    timeout 60 cryptsetup close zt-check || die "cryptsetup close"
+    blkzone reset -o $((start / 512)) -c 1 /dev/$dev
+}
+
+# ---- the product on real zoned devices --------------------------------------
+
+# need_product: the plugin, filter and tools built into this image.
+need_product ()
+{
+    local f
+    for f in $PLUGIN $FILTER $NBDZONE $CLIENT; do
+        [ -e $f ] || die "$f is not in the VM image (not built?)"
+    done
+}
+
+# A fresh raw AES-256-XTS key for the filter and dm-crypt.
+make_key () { dd if=/dev/urandom of=$W/key bs=64 count=1 status=none; }
+
+# serve NAME DEV [crypt] [NBDKIT-ARGS...]: nbdkit with the zbd plugin on
+# /dev/DEV, through the filter with $W/key when the third word is "crypt".
+serve ()
+{
+    local name=$1 dev=$2
+    shift 2
+    [ $# -gt 0 ] && [ -z "$1" ] && shift
+    need_product
+    if [ "${1:-}" = crypt ]; then
+        shift
+        [ -s $W/key ] || make_key
+        start_nbdkit $name "$@" --filter=$FILTER $PLUGIN device=/dev/$dev \
+            crypt-key-file=$W/key crypt-sector-size=4096
+    else
+        start_nbdkit $name "$@" $PLUGIN device=/dev/$dev
+    fi
+}
+
+# The expected-error check of case 4: "expect_error ERRNOS LOGWORD CMD..."
+# runs CMD, which must fail with one of ERRNOS (e.g. "EIO ENOSPC"), and
+# the nbdkit log must have gained an error line containing LOGWORD.
+expect_error ()
+{
+    local errnos=$1 word=$2 log=$W/srv.log before e
+    shift 2
+    before=$(grep -c 'error' $log || :)
+    if "$@" > $W/err.out 2>&1; then
+        cat $W/err.out
+        die "expected $errnos, but it succeeded: $*"
+    fi
+    cat $W/err.out
+    for e in $errnos; do
+        grep -q "errno=$e)" $W/err.out && break
+        e=
+    done
+    [ -n "$e" ] ||
+        die "expected one of $errnos, got $(sed -n 's/.*(errno=\(.*\))$/\1/p' $W/err.out) from: $*"
+    [ "$(grep -c 'error' $log || :)" -gt "$before" ] &&
+        grep 'error' $log | tail -n 1 | grep -q -- "$word" ||
+        die "no nbdkit error line mentioning \"$word\" (log: $(tail -n 2 $log))"
+    say "got $e; log: $(grep 'error' $log | tail -n 1)"
+}
+
+# assert_zone DEV ZONE WP [COND]: blkzone's write pointer (bytes from the
+# zone start) and condition number of a zone.
+assert_zone ()
+{
+    local wp cond
+    wp=$(zone_field $1 $2 wptr)
+    [ "$wp" = "$3" ] || die "$1 zone $2: device WP $wp, expected $3"
+    if [ -n "${4:-}" ]; then
+        cond=$(zone_field $1 $2 cond)
+        [ "$cond" = "$4" ] || die "$1 zone $2: condition $cond, expected $4"
+    fi
+}
+
+# normalise_report: blkzone-style lines to "start len cap wptr cond type"
+# in decimal bytes.  What NBD cannot show, or the zone model leaves
+# undefined, is folded: an open (implicitly or explicitly) and a closed
+# zone are both "partial"; conventional and full zones have no valid write
+# pointer (Linux reports a full zone's as the zone end, nbdzone as the
+# capacity end).
+normalise_report ()
+{
+    local start len cap wp cond type
+    sed -n 's/.*start: *\(0x[0-9a-f]*\), len \(0x[0-9a-f]*\), cap \(0x[0-9a-f]*\), wptr \(0x[0-9a-f]*\).*zcond: *\([0-9]*\).*type: *\([0-9]*\).*/\1 \2 \3 \4 \5 \6/p' |
+    while read -r start len cap wp cond type; do
+        case $cond in 2|3|4) cond=partial ;; esac
+        if [ "$type" = 1 ] || [ "$cond" = 14 ]; then wp=-; else wp=$((wp * 512)); fi
+        echo "$((start * 512)) $((len * 512)) $((cap * 512)) $wp $cond $type"
+    done
+}
+
+# compare_reports DEV URI: nbdzone's report equals the device's.
+compare_reports ()
+{
+    local dev=$1 uri=$2
+    timeout 60 $NBDZONE report "$uri" > $W/nbd.raw || die "nbdzone report failed"
+    blkzone report /dev/$dev > $W/dev.raw || die "blkzone report failed"
+    normalise_report < $W/nbd.raw > $W/nbd.norm
+    normalise_report < $W/dev.raw > $W/dev.norm
+    [ "$(wc -l < $W/dev.norm)" = "$(nr_zones $dev)" ] ||
+        die "could not read blkzone's report"
+    if ! cmp -s $W/dev.norm $W/nbd.norm; then
+        echo "device (blkzone):"; cat $W/dev.raw
+        echo "nbdzone:"; cat $W/nbd.raw
+        diff $W/dev.norm $W/nbd.norm
+        die "nbdzone report differs from blkzone report"
+    fi
+}
+
+# Put zones of DEV into every state a report can show, on the raw device:
+# ZONE partly written (open), ZONE+1 full (finished), ZONE+2 partly
+# written then closed; the rest empty.
+shape_zones ()
+{
+    local dev=$1 z=$2 zs
+    zs=$(zone_bytes $dev)
+    gen_file $W/shape 131072
+    dd if=$W/shape of=/dev/$dev bs=65536 seek=$((z * zs / 65536)) oflag=direct status=none ||
+        die "shaping zone $z"
+    blkzone finish -o $(((z + 1) * zs / 512)) -c 1 /dev/$dev || die "finish zone $((z + 1))"
+    dd if=$W/shape of=/dev/$dev bs=65536 count=1 seek=$(((z + 2) * zs / 65536)) oflag=direct status=none ||
+        die "shaping zone $((z + 2))"
+    blkzone close -o $(((z + 2) * zs / 512)) -c 1 /dev/$dev || die "close zone $((z + 2))"
+}
+
+# Case 1: nbdzone report through nbdkit (with or without the filter)
+# equals blkzone report, before and after a write through NBD.
+case_report ()
+{
+    local dev=$1 mode=${2:-} z zs wp
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    shape_zones $dev $z
+    serve srv $dev $mode
+    compare_reports $dev "$(uri srv)"
+    wp=$(zone_field $dev $z wptr)
+    $CLIENT write "$(uri srv)" $((z * zs + wp)) 65536 11 || die "write at the WP"
+    assert_zone $dev $z $((wp + 65536))
+    compare_reports $dev "$(uri srv)"
+    say "reports equal: $(wc -l < $W/nbd.norm) zones"
+}
+
+# Case 2: the kernel NBD client on the encrypted export.
+case_nbd_kernel ()
+{
+    local dev=$1 z zs start
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    serve srv $dev crypt
+    nbd_attach srv
+    gen_file $W/data 1048576
+    # Sequential direct writes, 64K each, from the zone start.
+    dd if=$W/data of=/dev/nbd0 bs=65536 seek=$((start / 65536)) oflag=direct status=none ||
+        die "dd to /dev/nbd0"
+    assert_zone $dev $z 1048576
+    # More at the new write pointer.
+    dd if=$W/data of=/dev/nbd0 bs=65536 count=4 seek=$(((start + 1048576) / 65536)) oflag=direct status=none ||
+        die "dd at the new WP"
+    assert_zone $dev $z $((1048576 + 262144))
+    dd if=/dev/nbd0 of=$W/back bs=65536 count=16 skip=$((start / 65536)) iflag=direct status=none ||
+        die "dd from /dev/nbd0"
+    cmp $W/data $W/back || die "/dev/nbd0 read back differs"
+    dd if=/dev/$dev of=$W/raw bs=65536 count=16 skip=$((start / 65536)) iflag=direct status=none
+    cmp -s $W/data $W/raw && die "the device holds plaintext"
+    timeout 60 blkdiscard -o $start -l $zs /dev/nbd0 || die "blkdiscard on /dev/nbd0"
+    assert_zone $dev $z 0 1
+    # Above the WP reads as zeros through the filter, not decrypted noise.
+    dd if=/dev/nbd0 of=$W/back bs=65536 count=1 skip=$((start / 65536)) iflag=direct status=none
+    dd if=/dev/zero of=$W/zero bs=65536 count=1 status=none
+    cmp $W/zero $W/back || die "a reset zone does not read as zeros"
+    nbd_detach
+}
+
+# Case 3: pipelined, shuffled writes on several connections land in WP
+# order on the device.
+case_pipelined ()
+{
+    local dev=$1 z zs start len=4194304
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    serve srv $dev crypt --threads 16
+    timeout 300 $CLIENT shuffle "$(uri srv)" $start $len 21 65536 4 16 7 ||
+        die "shuffled writes failed"
+    assert_zone $dev $z $len
+    $CLIENT verify "$(uri srv)" $start $len 21 || die "data differs"
+    # And a second zone at once, interleaved windows of another order.
+    timeout 300 $CLIENT shuffle "$(uri srv)" $((start + zs)) 1048576 22 16384 3 12 8 ||
+        die "shuffled small writes failed"
+    assert_zone $dev $((z + 1)) 1048576
+    $CLIENT verify "$(uri srv)" $((start + zs)) 1048576 22 || die "data differs (zone 2)"
+}
+
+# Case 4: errors reach the client and leave the device untouched.
+case_errors ()
+{
+    local dev=$1 z zs start cap lim i
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    cap=$(zone_field $dev $z cap)
+    # Zone z+1 is filled on the raw device up to 64K below its capacity
+    # before nbdkit starts (it reads the zone table then).
+    dd if=/dev/zero of=/dev/$dev bs=65536 count=$(((cap - 65536) / 65536)) \
+        seek=$(((start + zs) / 65536)) oflag=direct status=none || die "filling zone $((z + 1))"
+    serve srv $dev crypt
+    $CLIENT write "$(uri srv)" $start 131072 31 || die "write at the WP"
+
+    say "-- below the write pointer"
+    expect_error "EIO ENOSPC" $start $CLIENT write "$(uri srv)" $start 65536 32
+    assert_zone $dev $z 131072
+    $CLIENT verify "$(uri srv)" $start 131072 31 || die "data below the WP changed"
+
+    if [ $cap -lt $zs ]; then
+        say "-- past the zone capacity"
+        expect_error "ENOSPC EIO" $((start + zs + cap - 65536)) \
+            $CLIENT write "$(uri srv)" $((start + zs + cap - 65536)) 131072 33
+        assert_zone $dev $((z + 1)) $((cap - 65536))
+    else
+        # A write past the end of a zone whose capacity is its size is a
+        # write into the next zone, which is not an error in itself.
+        say "-- $dev: zone capacity is the zone size"
+    fi
+
+    say "-- misaligned to the 4096-byte crypt sector"
+    expect_error "EINVAL" misaligned env ZONE_CLIENT_UNALIGNED=1 \
+        $CLIENT write "$(uri srv)" $((start + 131072)) 2048 34
+    expect_error "EINVAL" misaligned env ZONE_CLIENT_UNALIGNED=1 \
+        $CLIENT write "$(uri srv)" $((start + 131072 + 512)) 4096 34
+    assert_zone $dev $z 131072
+
+    lim=$(cat /sys/block/$dev/queue/max_active_zones)
+    [ "$lim" -gt 0 ] || lim=$(cat /sys/block/$dev/queue/max_open_zones)
+    if [ "$lim" -gt 0 ]; then
+        say "-- beyond the device's active-zone limit ($lim)"
+        # z and z+1 are active already; open more up to the limit.
+        i=2
+        while [ $i -lt $lim ]; do
+            $CLIENT write "$(uri srv)" $((start + i * zs)) 4096 35 ||
+                die "write to zone $((z + i)) within the limit"
+            i=$((i + 1))
+        done
+        # ENOSPC, as the plugin's own emulated zones answer.  The kernel
+        # reports the device's refusal as EOVERFLOW
+        # (BLK_STS_ZONE_ACTIVE_RESOURCE), which nbdkit would send as
+        # EINVAL, the answer to a malformed request: the plugin must
+        # translate it.
+        expect_error "ENOSPC EIO" $((start + lim * zs)) \
+            $CLIENT write "$(uri srv)" $((start + lim * zs)) 4096 36
+        assert_zone $dev $((z + lim)) 0 1
+        # Resetting an active zone makes room again.
+        $CLIENT trim "$(uri srv)" $((start + 2 * zs)) $zs || die "reset zone $((z + 2))"
+        $CLIENT write "$(uri srv)" $((start + lim * zs)) 4096 36 ||
+            die "write after a reset made room"
+        assert_zone $dev $((z + lim)) 4096
+    else
+        say "-- $dev has no open or active zone limit"
+    fi
+}
+
+# dm_open DEV NAME key|passphrase: dm-crypt on the raw device, the same
+# format the filter writes.
+dm_open ()
+{
+    local dev=$1 name=$2 how=$3
+    set -- --type plain --cipher aes-xts-plain64 --key-size 512 \
+        --sector-size 4096 --disable-locks
+    if [ "$how" = key ]; then
+        timeout 60 cryptsetup open "$@" --key-file $W/key /dev/$dev $name
+    else
+        # A passphrase on stdin is hashed (a key file would not be).
+        timeout 60 cryptsetup open "$@" --hash sha256 /dev/$dev $name < $W/pass
+    fi || die "cryptsetup open $dev ($how)"
+}
+dm_close () { timeout 60 cryptsetup close $1 || die "cryptsetup close $1"; }
+
+# serve_with NAME DEV key|passphrase: the filter keyed the same way.
+serve_with ()
+{
+    if [ "$3" = key ]; then
+        serve $1 $2 crypt
+    else
+        need_product
+        start_nbdkit $1 --filter=$FILTER $PLUGIN device=/dev/$2 \
+            crypt-passphrase=+$W/pass crypt-key-size=512 crypt-sector-size=4096
+    fi
+}
+
+# Case 5: dm-crypt reads what the filter wrote, and the filter reads
+# what dm-crypt wrote, on the zoned device itself.
+case_dmcrypt_interop ()
+{
+    local dev=$1 how=$2 z zs a b len=1048576
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    a=$((z * zs)) b=$(((z + 1) * zs))
+    make_key
+    printf '%s' "correct horse battery staple $dev" > $W/pass
+
+    serve_with srv $dev $how
+    $CLIENT write "$(uri srv)" $a $len 51 || die "write through the filter"
+    if [ "$(zone_field $dev 0 type)" = 1 ]; then
+        # A conventional zone too: any aligned offset.
+        $CLIENT write "$(uri srv)" 65536 $len 52 || die "write to a conventional zone"
+    fi
+    $CLIENT flush "$(uri srv)" || die "flush"
+    stop_nbdkit srv
+
+    dm_open $dev zt-interop $how
+    $CLIENT gen 51 $a $len > $W/want
+    dd if=/dev/mapper/zt-interop of=$W/got bs=65536 count=$((len / 65536)) \
+        skip=$((a / 65536)) iflag=direct status=none || die "read through dm-crypt"
+    cmp $W/want $W/got || die "dm-crypt reads other data than the filter wrote"
+    if [ "$(zone_field $dev 0 type)" = 1 ]; then
+        $CLIENT gen 52 65536 $len > $W/want
+        dd if=/dev/mapper/zt-interop of=$W/got bs=65536 count=$((len / 65536)) \
+            skip=1 iflag=direct status=none
+        cmp $W/want $W/got || die "dm-crypt differs in the conventional zone"
+    fi
+    $CLIENT gen 53 $b $len > $W/dmdata
+    dd if=$W/dmdata of=/dev/mapper/zt-interop bs=65536 seek=$((b / 65536)) \
+        oflag=direct status=none || die "write through dm-crypt"
+    dm_close zt-interop
+    assert_zone $dev $((z + 1)) $len
+
+    serve_with srv $dev $how
+    $CLIENT verify "$(uri srv)" $b $len 53 || die "the filter reads other data than dm-crypt wrote"
+    # The filter continues at the WP dm-crypt left.
+    $CLIENT write "$(uri srv)" $((b + len)) 65536 53 || die "write after dm-crypt's data"
+    $CLIENT verify "$(uri srv)" $b $((len + 65536)) 53 || die "mixed zone differs"
+}
+
+# Case 6: kill -9 during a write stream; restart; the device is the truth.
+case_crash ()
+{
+    local dev=$1 z zs start cap len flushed i wp
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    cap=$(zone_field $dev $z cap)
+    len=$((cap / 2))
+    serve srv $dev crypt
+    : > $W/stream.out
+    timeout 300 $CLIENT stream "$(uri srv)" $start $len 61 65536 4 > $W/stream.out 2>&1 &
+    i=0
+    while :; do
+        flushed=$(sed -n 's/^flushed //p' $W/stream.out | tail -n 1)
+        [ -n "$flushed" ] && [ "$flushed" -ge $((start + 524288)) ] && break
+        i=$((i + 1))
+        [ $i -gt 1200 ] && die "the stream flushed nothing in 120s"
+        sleep 0.1
+    done
+    kill -9 "$(cat $W/srv.pid)"
+    wait $! || :
+    rm -f $W/srv.pid
+    flushed=$(sed -n 's/^flushed //p' $W/stream.out | tail -n 1)
+    cat $W/stream.out | tail -n 3
+    [ "$flushed" -lt $((start + len)) ] || die "the stream ended before the kill"
+    say "killed with $((flushed - start)) bytes flushed"
+
+    serve srv $dev crypt
+    # The restarted server's zone table comes from the device.
+    compare_reports $dev "$(uri srv)"
+    wp=$(awk -v s=$start '$1 == s { print $4 }' $W/nbd.norm)
+    case "$wp" in
+        ''|*[!0-9]*) die "nbdzone reports no write pointer for the zone at $start" ;;
+    esac
+    [ $((start + wp)) -ge $flushed ] || die "WP $wp is below the flushed $((flushed - start))"
+    [ $wp -le $len ] || die "WP $wp beyond what was written"
+    # Everything the device holds, not only the flushed part, decrypts.
+    $CLIENT verify "$(uri srv)" $start $wp 61 || die "data below the WP differs"
+    $CLIENT write "$(uri srv)" $((start + wp)) 65536 61 || die "write at the reported WP"
+    assert_zone $dev $z $((wp + 65536))
+    $CLIENT verify "$(uri srv)" $start $((wp + 65536)) 61 || die "data differs after restart"
+}
+
+# ---- running cases -----------------------------------------------------------
+
+if [ "${1:-}" = case ]; then
+    shift
+    set -e
+    mkdir -p $W
+    "$@"
+    exit 0
+fi
+
+export PATH=/usr/sbin:/usr/bin
+tap_n=0
+tap_fail=0
+tap () { echo "$*"; echo "$*" > $TAPDEV; }
+
+# Cases chosen on the kernel command line (zoned.cases=PATTERN,...).
+selected=$(sed -n 's/.*zoned\.cases=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+wanted ()
+{
+    local p
+    [ -z "$selected" ] && return 0
+    for p in $selected; do
+        case "$1" in $p) return 0 ;; esac
+    done
+    return 1
+}
+
+# Leave nothing behind a case for the next one: nbdkit, nbd, dm devices.
+cleanup_case ()
+{
+    local p dev
+    for p in $W/*.pid; do
+        [ -s "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null
+    done
+    [ -e /sys/block/nbd0/pid ] && timeout 30 nbd-client -d /dev/nbd0 >/dev/null 2>&1
+    timeout 30 dmsetup remove_all >/dev/null 2>&1
+    rm -rf $W
+    # Every case starts from empty sequential zones.
+    for dev in $ZONED_DEVICES; do
+        [ -b /dev/$dev ] && timeout 60 blkzone reset /dev/$dev
+    done
+}
+
+# run SECONDS NAME FUNCTION ARGS...: one TAP line.
+run ()
+{
+    local t=$1 name=$2 rc began
+    shift 2
+    wanted "$name" || return 0
+    began=$(date +%s)
+    echo "==== $name"
+    rm -rf $W; mkdir -p $W
+    { timeout -k 5 $t sh /guest-tests.sh case "$@" 2>&1; echo $? > /tmp/rc; } |
+        tee /tmp/case.log | sed 's/^/    /'
+    rc=$(cat /tmp/rc)
+    cleanup_case
+    tap_n=$((tap_n + 1))
+    if [ "$rc" = 0 ]; then
+        tap "ok $tap_n - $name # $(( $(date +%s) - began ))s"
+    else
+        tap_fail=$((tap_fail + 1))
+        [ "$rc" = 124 ] && why="timed out after ${t}s" || why="exit status $rc"
+        tap "not ok $tap_n - $name ($why)"
+        tail -n 5 /tmp/case.log | sed 's/^/# /' > $TAPDEV
+    fi
+}
+
+run 30 "kernel modules loaded" case_modules
+run 60 "zoned devices created" case_create_devices
+for dev in $ZONED_DEVICES; do
+    run 60 "$dev: geometry in blkzone report" case_geometry $dev
+    run 60 "$dev: raw writes at the WP, reset" case_raw_zone_io $dev
+done
+run 120 "nbd-client attaches nbdkit memory over a Unix socket" case_nbd_client_memory
+for dev in $ZONED_DEVICES; do
+    run 120 "$dev: dm-crypt maps the zoned device" case_dmcrypt_available $dev
+done
+
+for dev in $ZONED_DEVICES; do
+    run 120 "$dev: case 1: nbdzone report equals blkzone (plugin)" case_report $dev
+    run 120 "$dev: case 1: nbdzone report equals blkzone (filter)" case_report $dev crypt
+done
+for dev in $ZONED_DEVICES; do
+    run 180 "$dev: case 2: nbd-client, dd at the WP, blkdiscard resets" case_nbd_kernel $dev
+done
+for dev in $ZONED_DEVICES; do
+    run 400 "$dev: case 3: pipelined shuffled writes land in WP order" case_pipelined $dev
+done
+for dev in $ZONED_DEVICES; do
+    run 180 "$dev: case 4: errors reach the client, device untouched" case_errors $dev
+done
+for dev in $ZONED_DEVICES; do
+    run 180 "$dev: case 5: dm-crypt interoperability (raw key)" case_dmcrypt_interop $dev key
+    run 180 "$dev: case 5: dm-crypt interoperability (passphrase, sha256)" case_dmcrypt_interop $dev passphrase
+done
+for dev in $ZONED_DEVICES; do
+    run 400 "$dev: case 6: kill -9 during a write stream, restart" case_crash $dev
+done
+
+tap "1..$tap_n"
+echo "guest-tests: $tap_fail of $tap_n failed"
+[ $tap_fail = 0 ]

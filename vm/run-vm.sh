@@ -1,0 +1,137 @@
+#!/bin/bash -
+# make check-vm: boot Debian's kernel under QEMU with this tree's
+# initramfs, run the guest tests on real kernel zoned devices (null_blk,
+# NVMe ZNS), and turn the guest's TAP lines into a pass or a failure.
+#
+#   run-vm.sh SRCDIR BUILDDIR
+#
+# Environment:
+#   VM_ACCEL=auto|tcg|kvm  accelerator (default auto: KVM only when a
+#                          probe boot under KVM finishes in VM_PROBE_TIMEOUT)
+#   VM_TIMEOUT=SECONDS     the whole guest run (default 1200)
+#   VM_PROBE_TIMEOUT=SECONDS  the KVM probe boot (default 30)
+#   VM_CASES="PATTERN..."  run only guest cases whose name matches one of
+#                          these shell patterns (default: all)
+#
+# Outputs in BUILDDIR/vm: console.log (the guest's whole serial console),
+# tap.log (the guest's TAP lines), test-suite.log (the verdict, failing
+# lines and the console's tail).
+set -euo pipefail
+
+srcdir="${1:?usage: run-vm.sh SRCDIR BUILDDIR}"
+builddir="${2:?}"
+vmdir="$builddir/vm"
+cache="$vmdir/cache"
+console="$vmdir/console.log"
+taplog="$vmdir/tap.log"
+suitelog="$vmdir/test-suite.log"
+accel="${VM_ACCEL:-auto}"
+vm_timeout="${VM_TIMEOUT:-1200}"
+probe_timeout="${VM_PROBE_TIMEOUT:-30}"
+
+mkdir -p "$cache"
+rm -f "$console" "$taplog" "$suitelog"
+started=$(date +%s)
+
+for tool in qemu-system-x86_64 timeout cpio gzip depmod apt-get dpkg-deb; do
+    command -v "$tool" >/dev/null || {
+        echo "check-vm: $tool not found (run ./install-deps)" >&2; exit 1; }
+done
+
+"$srcdir/vm/fetch-kernel.sh" "$cache"
+"$srcdir/vm/build-initramfs.sh" "$cache" "$srcdir" "$builddir"
+
+# The NVMe ZNS namespace's backing store: fresh for every run, so zone
+# states never leak from one run into the next.  QEMU keeps the zone
+# state in memory only (no zoned.zone_state file), so all zones start empty.
+zns_img="$cache/zns.img"
+rm -f "$zns_img"
+truncate -s 128M "$zns_img"
+
+kernel="$cache/kernel/vmlinuz"
+initrd="$cache/initramfs.img"
+append="console=ttyS0 panic=-1 loglevel=4 quiet"
+
+# qemu ARGS... : QEMU with what every boot needs.
+qemu_base=(qemu-system-x86_64 -nographic -no-reboot -nodefaults
+           -m 2G -smp 2 -kernel "$kernel" -initrd "$initrd"
+           -nic none -serial stdio)
+
+accel_args=(-accel tcg -cpu max)
+if [ "$accel" = auto ] || [ "$accel" = kvm ]; then
+    if [ -w /dev/kvm ] &&
+       timeout -k 5 "$probe_timeout" "${qemu_base[@]}" -accel kvm -cpu host \
+           -append "$append zoned.probe=1" </dev/null 2>&1 |
+           grep -q ZONED-VM-PROBE-OK; then
+        accel_args=(-accel kvm -cpu host)
+        echo "check-vm: KVM probe booted within ${probe_timeout}s: using KVM"
+    elif [ "$accel" = kvm ]; then
+        echo "check-vm: VM_ACCEL=kvm but the KVM probe did not boot within ${probe_timeout}s" >&2
+        exit 1
+    else
+        echo "check-vm: KVM not usable here (no /dev/kvm or the probe did not boot): using TCG"
+    fi
+fi
+
+cases="${VM_CASES:-}"
+[ -n "$cases" ] && append="$append zoned.cases=$(echo "$cases" | tr ' ' ,)"
+
+echo "check-vm: booting (${accel_args[1]}); console: $console; timeout ${vm_timeout}s"
+status=0
+timeout -k 10 "$vm_timeout" "${qemu_base[@]}" "${accel_args[@]}" \
+    -append "$append" \
+    -chardev "file,id=tap,path=$taplog" -device isa-serial,chardev=tap \
+    -device nvme,id=nvme0,serial=zns0 \
+    -drive "file=$zns_img,id=zns,if=none,format=raw,cache=unsafe" \
+    -device nvme-ns,drive=zns,bus=nvme0,nsid=1,logical_block_size=4096,physical_block_size=4096,zoned=true,zoned.zone_size=16M,zoned.zone_capacity=12M,zoned.max_open=4,zoned.max_active=6 \
+    </dev/null >"$console" 2>&1 || status=$?
+elapsed=$(( $(date +%s) - started ))
+
+# Serial lines end in CR LF.
+tr -d '\r' < "${taplog}" > "$taplog.tmp" 2>/dev/null && mv "$taplog.tmp" "$taplog" || : > "$taplog"
+
+verdict ()
+{
+    local why=$1
+    {
+        echo "check-vm: $why"
+        echo "check-vm: ${elapsed}s, accelerator ${accel_args[1]}"
+        echo
+        echo "---- TAP"
+        cat "$taplog"
+        echo
+        echo "---- failing"
+        grep -E '^not ok' "$taplog" || echo "(none)"
+        echo
+        echo "---- last 80 lines of $console"
+        tail -n 80 "$console" | tr -d '\r'
+    } > "$suitelog"
+}
+
+if [ $status -eq 124 ] || [ $status -eq 137 ]; then
+    verdict "FAIL: the VM did not finish within ${vm_timeout}s"
+    cat "$suitelog" >&2; exit 1
+fi
+if [ $status -ne 0 ]; then
+    verdict "FAIL: qemu exited with status $status"
+    cat "$suitelog" >&2; exit 1
+fi
+
+planned=$(sed -n 's/^1\.\.\([0-9][0-9]*\)$/\1/p' "$taplog" | tail -n 1)
+passed=$(grep -cE '^ok [0-9]+' "$taplog" || :)
+failed=$(grep -cE '^not ok [0-9]+' "$taplog" || :)
+grep -E '^(not )?ok [0-9]+' "$taplog"
+
+if [ -z "$planned" ]; then
+    verdict "FAIL: the guest printed no TAP plan (it stopped early)"
+elif [ $((passed + failed)) -ne "$planned" ]; then
+    verdict "FAIL: plan 1..$planned but $((passed + failed)) results"
+elif [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
+    verdict "FAIL: $failed of $planned guest tests failed"
+else
+    verdict "PASS: $passed of $planned guest tests passed"
+    echo "check-vm: PASS: $passed of $planned guest tests passed in ${elapsed}s"
+    exit 0
+fi
+cat "$suitelog" >&2
+exit 1
