@@ -659,5 +659,31 @@ def main():
     write_chart()
 
 
+RESULTS_BEGIN = "<!-- bench.py --record: from here -->"
+RESULTS_END = "<!-- bench.py --record: to here -->"
+
+
+def record():
+    """Copy the last run's table and chart into RESULTS.md (between its
+    markers) and throughput.png, next to this script."""
+    with open(os.path.join(OUT, "table.md")) as f:
+        table_md = f.read()
+    results = os.path.join(SRCDIR, "RESULTS.md")
+    with open(results) as f:
+        text = f.read()
+    head, rest = text.split(RESULTS_BEGIN, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    info, table_rows = table_md.split("\n\n", 1)
+    block = "\n```\n" + info.strip() + "\n```\n\n" + table_rows.strip() + "\n\n"
+    with open(results, "w") as f:
+        f.write(head + RESULTS_BEGIN + block + RESULTS_END + tail)
+    shutil.copyfile(os.path.join(OUT, "throughput.png"),
+                    os.path.join(SRCDIR, "throughput.png"))
+    log("recorded the last run in RESULTS.md and throughput.png")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--record"]:
+        record()
+    else:
+        main()
