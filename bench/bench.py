@@ -12,7 +12,8 @@ the same runs, every figure the median of all runs.
 Environment:
   BENCH_RUNS=5           runs of every configuration (plus one warm-up)
   BENCH_SIZE=512M        size of the export
-  BENCH_CASES=1,2,3,4,5  which cases to run
+  BENCH_CASES=1,2,3,4,5  which cases to run; add "nbdcopy" for case 1's
+                         cross-check with nbdcopy (slow: whole-disk copies)
   BENCH_RANDREAD_OPS     4 KiB random reads per run (default 65536), or
   BENCH_RANDREAD_SECONDS as many as fit in this time (default 3)
   BENCH_CRYPT_SECTOR     the filter's crypt sector size (default 4096,
@@ -403,6 +404,57 @@ def case1():
     CHART["seq"] = panel
 
 
+def nbdcopy(src, dst):
+    """Wall time of one nbdcopy with its defaults (what a user gets)."""
+    start = time.monotonic()
+    r = subprocess.run(["nbdcopy", src, dst], capture_output=True, text=True,
+                       timeout=600)
+    seconds = time.monotonic() - start
+    if r.returncode != 0:
+        raise NotAvailable("nbdcopy: " + (r.stderr.strip().splitlines() or ["failed"])[-1])
+    return {"seconds": seconds, "bytes": SIZE}
+
+
+def case1_nbdcopy():
+    """Case 1 again with nbdcopy, an independent libnbd client, in its
+    default settings: a cross-check of bench-io's figures."""
+    if shutil.which("nbdcopy") is None:
+        row(1, "nbdcopy", "all", "not available", "", "", "nbdcopy not installed")
+        return
+    source = os.path.join(SETUP.dir, "source.img")
+    if not os.path.exists(source):
+        block = os.urandom(MiB)
+        with open(source, "wb") as f:
+            for _ in range(SIZE // MiB):
+                f.write(block)
+
+    def measure(name, srv):
+        nbdcopy(source, srv.uri)                  # warm-up and the data to read
+        w = nbdcopy(source, srv.uri)
+        rd = nbdcopy(srv.uri, "null:")
+        return {"write": w, "read": rd}
+
+    configs = [("baseline", lambda: file_config(SETUP)),
+               ("auto", lambda: file_config(SETUP, "auto"))]
+    log("case 1 cross-check: nbdcopy, default settings")
+    res = alternate(configs, measure)
+    base = res["baseline"]
+    for d in ("write", "read"):
+        what = "nbdcopy %s" % ("file to NBD" if d == "write" else "NBD to null:")
+        for name, _ in configs:
+            runs = res[name]
+            if isinstance(runs, NotAvailable):
+                na_row(1, what, name, runs)
+                continue
+            value = "%.0f MiB/s" % median_of(runs, lambda x: mibs(x[d]))
+            if name == "baseline" or isinstance(base, NotAvailable):
+                row(1, what, name, value)
+            else:
+                ratio_row(1, what, name, value,
+                          paired_ratio(runs, base, lambda x: x[d]["seconds"]),
+                          "<=", 1.15, "baseline time")
+
+
 def case2():
     """QD1 sequential 1 MiB writes filling one zone."""
     def measure(name, srv):
@@ -645,7 +697,8 @@ def main():
         log(line)
     SETUP = Setup()
     try:
-        for n, fn in (("1", case1), ("2", case2), ("3", case3), ("4", case4),
+        for n, fn in (("1", case1), ("nbdcopy", case1_nbdcopy), ("2", case2),
+                      ("3", case3), ("4", case4),
                       ("5", case5)):
             if n in CASES:
                 fn()
