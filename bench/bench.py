@@ -382,7 +382,9 @@ def case1():
             if isinstance(runs, NotAvailable):
                 na_row(1, what, name, runs)
                 continue
-            value = "%.0f MiB/s" % median_of(runs, lambda x: mibs(x[d]))
+            value = "%.0f MiB/s, %.1f CPUs busy" % (
+                median_of(runs, lambda x: mibs(x[d])),
+                median_of(runs, lambda x: cores_busy(x[d])))
             if name == "baseline" or isinstance(base, NotAvailable):
                 row(1, what, name, value)
                 continue
