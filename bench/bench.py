@@ -12,7 +12,8 @@ the same runs, every figure the median of all runs.
 Environment:
   BENCH_RUNS=5           runs of every configuration (plus one warm-up)
   BENCH_SIZE=512M        size of the export
-  BENCH_CASES=1,2,3,4,5  which cases to run
+  BENCH_CASES=1,2,3,4,5  which cases to run; add "nbdcopy" for case 1's
+                         cross-check with nbdcopy (slow: whole-disk copies)
   BENCH_RANDREAD_OPS     4 KiB random reads per run (default 65536), or
   BENCH_RANDREAD_SECONDS as many as fit in this time (default 3)
   BENCH_CRYPT_SECTOR     the filter's crypt sector size (default 4096,
@@ -25,6 +26,7 @@ yet) is reported as "not available" and the rest still runs.
 
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -145,14 +147,24 @@ def bench_io(server, *args):
     """Run bench-io against the server; returns seconds, bytes, ops and
     the server's CPU seconds spent meanwhile."""
     cpu0 = server.cpu_seconds()
+    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([BENCH_IO] + [str(a) for a in args] + [server.uri],
                        capture_output=True, text=True, timeout=600)
+    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1 = server.cpu_seconds()
     if r.returncode != 0:
         raise NotAvailable("bench-io: " + (r.stderr.strip().splitlines() or ["failed"])[-1])
     kv = dict(w.split("=", 1) for w in r.stdout.split())
     return {"seconds": float(kv["seconds"]), "bytes": int(kv["bytes"]),
-            "ops": int(kv["ops"]), "cpu": cpu1 - cpu0}
+            "ops": int(kv["ops"]), "cpu": cpu1 - cpu0,
+            "client_cpu": (client1.ru_utime + client1.ru_stime
+                           - client0.ru_utime - client0.ru_stime)}
+
+
+def cores_busy(x):
+    """CPUs kept busy by the server and the client together: how close a
+    run came to the machine's limit."""
+    return (x["cpu"] + x["client_cpu"]) / x["seconds"]
 
 
 # ---------------------------------------------------------------- configurations
@@ -370,7 +382,9 @@ def case1():
             if isinstance(runs, NotAvailable):
                 na_row(1, what, name, runs)
                 continue
-            value = "%.0f MiB/s" % median_of(runs, lambda x: mibs(x[d]))
+            value = "%.0f MiB/s, %.1f CPUs busy" % (
+                median_of(runs, lambda x: mibs(x[d])),
+                median_of(runs, lambda x: cores_busy(x[d])))
             if name == "baseline" or isinstance(base, NotAvailable):
                 row(1, what, name, value)
                 continue
@@ -392,6 +406,57 @@ def case1():
     CHART["seq"] = panel
 
 
+def nbdcopy(src, dst):
+    """Wall time of one nbdcopy with its defaults (what a user gets)."""
+    start = time.monotonic()
+    r = subprocess.run(["nbdcopy", src, dst], capture_output=True, text=True,
+                       timeout=600)
+    seconds = time.monotonic() - start
+    if r.returncode != 0:
+        raise NotAvailable("nbdcopy: " + (r.stderr.strip().splitlines() or ["failed"])[-1])
+    return {"seconds": seconds, "bytes": SIZE}
+
+
+def case1_nbdcopy():
+    """Case 1 again with nbdcopy, an independent libnbd client, in its
+    default settings: a cross-check of bench-io's figures."""
+    if shutil.which("nbdcopy") is None:
+        row(1, "nbdcopy", "all", "not available", "", "", "nbdcopy not installed")
+        return
+    source = os.path.join(SETUP.dir, "source.img")
+    if not os.path.exists(source):
+        block = os.urandom(MiB)
+        with open(source, "wb") as f:
+            for _ in range(SIZE // MiB):
+                f.write(block)
+
+    def measure(name, srv):
+        nbdcopy(source, srv.uri)                  # warm-up and the data to read
+        w = nbdcopy(source, srv.uri)
+        rd = nbdcopy(srv.uri, "null:")
+        return {"write": w, "read": rd}
+
+    configs = [("baseline", lambda: file_config(SETUP)),
+               ("auto", lambda: file_config(SETUP, "auto"))]
+    log("case 1 cross-check: nbdcopy, default settings")
+    res = alternate(configs, measure)
+    base = res["baseline"]
+    for d in ("write", "read"):
+        what = "nbdcopy %s" % ("file to NBD" if d == "write" else "NBD to null:")
+        for name, _ in configs:
+            runs = res[name]
+            if isinstance(runs, NotAvailable):
+                na_row(1, what, name, runs)
+                continue
+            value = "%.0f MiB/s" % median_of(runs, lambda x: mibs(x[d]))
+            if name == "baseline" or isinstance(base, NotAvailable):
+                row(1, what, name, value)
+            else:
+                ratio_row(1, what, name, value,
+                          paired_ratio(runs, base, lambda x: x[d]["seconds"]),
+                          "<=", 1.15, "baseline time")
+
+
 def case2():
     """QD1 sequential 1 MiB writes filling one zone."""
     def measure(name, srv):
@@ -411,7 +476,8 @@ def case2():
             na_row(2, what, name, runs)
             panel.append((name, [float("nan")]))
             continue
-        value = "%.0f MiB/s" % median_of(runs, mibs)
+        value = "%.0f MiB/s, %.1f CPUs busy" % (median_of(runs, mibs),
+                                                median_of(runs, cores_busy))
         panel.append((name, [median_of(runs, mibs)]))
         if name in ("pool", "auto") and not isinstance(inline, NotAvailable):
             ratio_row(2, what, name, value, paired_ratio(runs, inline, mibs),
@@ -424,7 +490,8 @@ def case2():
 def case3():
     """4 KiB random reads, 16 in flight, over data written before."""
     def measure(name, srv):
-        bench_io(srv, "-o", "read", "-p", "rand", "-b", "4k", "-q", 16, "-n", 4096)
+        bench_io(srv, "-o", "read", "-p", "rand", "-b", "4k", "-q", 16, "-n", 4096,
+                 "-t", 0.5)
         return bench_io(srv, "-o", "read", "-p", "rand", "-b", "4k", "-q", 16,
                         "-n", RANDREAD_OPS, "-t", RANDREAD_SECONDS)
 
@@ -483,8 +550,10 @@ def case4():
             na_row(4, what, name, e)
             panel.append((name, [float("nan"), float("nan")]))
             continue
-        row(4, what, name + " QD1", "%.0f MiB/s" % median_of(q1, mibs))
-        ratio_row(4, what, name + " QD8", "%.0f MiB/s" % median_of(q8, mibs),
+        row(4, what, name + " QD1", "%.0f MiB/s, %.1f CPUs busy" %
+            (median_of(q1, mibs), median_of(q1, cores_busy)))
+        ratio_row(4, what, name + " QD8", "%.0f MiB/s, %.1f CPUs busy" %
+                  (median_of(q8, mibs), median_of(q8, cores_busy)),
                   paired_ratio(q8, q1, mibs), ">=", 3.0, "QD1 throughput")
         panel.append((name, [median_of(q1, mibs), median_of(q8, mibs)]))
     CHART["zone64k"] = panel
@@ -539,23 +608,44 @@ def case5():
 
 # ---------------------------------------------------------------- output
 
+def filesystem_type(path):
+    r = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown file system"
+
+
+def package_version(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", name],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else "unknown"
+
+
 def machine():
-    model = "unknown"
+    model, flags = "unknown", []
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
                 break
+    # What libgcrypt's AES-XTS can use on this CPU.
+    cipher_flags = [f for f in ("aes", "vaes", "vpclmulqdq", "avx2", "avx512f")
+                    if f in flags]
     nbdkit_version = subprocess.run(["nbdkit", "--version"], capture_output=True,
                                     text=True).stdout.strip()
     return [
+        "command: " + " ".join(["%s=%s" % kv for kv in sorted(os.environ.items())
+                                if kv[0].startswith("BENCH_") and kv[0] != "BENCH_OUT"]
+                               + ["make bench"]),
         "date: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu: %s, %d online" % (model, os.cpu_count()),
+        "cpu: %s, %d online, flags: %s" % (model, os.cpu_count(),
+                                           " ".join(cipher_flags)),
+        "libgcrypt: " + package_version("libgcrypt20"),
         "kernel: " + os.uname().release,
         "nbdkit: " + nbdkit_version,
         "load average at start: %.2f %.2f %.2f" % os.getloadavg(),
         "runs: %d (+1 warm-up) per configuration, export %d MiB, data on %s"
-        % (RUNS, SIZE // MiB, TMPBASE or "the default temporary directory"),
+        % (RUNS, SIZE // MiB, filesystem_type(TMPBASE or tempfile.gettempdir())),
     ]
 
 
@@ -609,7 +699,8 @@ def main():
         log(line)
     SETUP = Setup()
     try:
-        for n, fn in (("1", case1), ("2", case2), ("3", case3), ("4", case4),
+        for n, fn in (("1", case1), ("nbdcopy", case1_nbdcopy), ("2", case2),
+                      ("3", case3), ("4", case4),
                       ("5", case5)):
             if n in CASES:
                 fn()
@@ -623,5 +714,31 @@ def main():
     write_chart()
 
 
+RESULTS_BEGIN = "<!-- bench.py --record: from here -->"
+RESULTS_END = "<!-- bench.py --record: to here -->"
+
+
+def record():
+    """Copy the last run's table and chart into RESULTS.md (between its
+    markers) and throughput.png, next to this script."""
+    with open(os.path.join(OUT, "table.md")) as f:
+        table_md = f.read()
+    results = os.path.join(SRCDIR, "RESULTS.md")
+    with open(results) as f:
+        text = f.read()
+    head, rest = text.split(RESULTS_BEGIN, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    info, table_rows = table_md.split("\n\n", 1)
+    block = "\n```\n" + info.strip() + "\n```\n\n" + table_rows.strip() + "\n\n"
+    with open(results, "w") as f:
+        f.write(head + RESULTS_BEGIN + block + RESULTS_END + tail)
+    shutil.copyfile(os.path.join(OUT, "throughput.png"),
+                    os.path.join(SRCDIR, "throughput.png"))
+    log("recorded the last run in RESULTS.md and throughput.png")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--record"]:
+        record()
+    else:
+        main()
