@@ -109,6 +109,31 @@ dev_pread (void *buf, uint32_t n, uint64_t off)
   return r;
 }
 
+/* Log a failed device write and set the errno the client will see.
+ * Linux fails a write that would open or activate one zone too many with
+ * ETOOMANYREFS (open limit) or EOVERFLOW (active limit).  NBD has no such
+ * errors (nbdkit would send EINVAL, which blames the client's request), so
+ * they become ENOSPC, as the emulated zones do at their limits.
+ */
+static void
+report_write_error (uint32_t n, uint64_t off)
+{
+  int e = errno;
+
+  if (e == EOVERFLOW || e == ETOOMANYREFS) {
+    nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64
+                  " refused by the device: too many %s zones (%s); "
+                  "finish or reset a zone first: ENOSPC",
+                  device_path, n, off,
+                  e == EOVERFLOW ? "active" : "open", strerror (e));
+    errno = ENOSPC;
+    return;
+  }
+  nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64 ": %s",
+                device_path, n, off, strerror (e));
+  errno = e;
+}
+
 static int
 dev_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
@@ -124,8 +149,7 @@ dev_pwrite (const void *buf, uint32_t n, uint64_t off)
     memcpy (b, buf, n);
   r = full_pwrite (dev_fd, b, n, off);
   if (r == -1)
-    nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64 ": %m",
-                  device_path, n, off);
+    report_write_error (n, off);
   if (b != buf)
     free (b);
   return r;
