@@ -534,8 +534,11 @@ def case4():
         return bench_io(srv, "-o", "write", "-b", "64k", "-q", qd,
                         "-s", 0, "-l", ZONE_SIZE)
 
+    # The file plugin has no gate: what pipelining gains on this machine
+    # when nothing waits for a write pointer, the reference for the others.
     servers = [("zbd", lambda: zbd_config(SETUP)),
-               ("auto+zbd", lambda: zbd_config(SETUP, "auto"))]
+               ("auto+zbd", lambda: zbd_config(SETUP, "auto")),
+               ("file, no gate", lambda: file_config(SETUP))]
     configs = []
     for name, fn in servers:
         configs += [(name + " QD1", fn), (name + " QD8", fn)]
@@ -552,9 +555,13 @@ def case4():
             continue
         row(4, what, name + " QD1", "%.0f MiB/s, %.1f CPUs busy" %
             (median_of(q1, mibs), median_of(q1, cores_busy)))
-        ratio_row(4, what, name + " QD8", "%.0f MiB/s, %.1f CPUs busy" %
-                  (median_of(q8, mibs), median_of(q8, cores_busy)),
-                  paired_ratio(q8, q1, mibs), ">=", 3.0, "QD1 throughput")
+        value = "%.0f MiB/s, %.1f CPUs busy" % (median_of(q8, mibs),
+                                                median_of(q8, cores_busy))
+        gain = paired_ratio(q8, q1, mibs)
+        if name.startswith("file"):
+            row(4, what, name + " QD8", value, "%.2fx QD1 throughput" % gain)
+        else:
+            ratio_row(4, what, name + " QD8", value, gain, ">=", 3.0, "QD1 throughput")
         panel.append((name, [median_of(q1, mibs), median_of(q8, mibs)]))
     CHART["zone64k"] = panel
 
