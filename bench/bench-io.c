@@ -12,14 +12,27 @@
  *   -n COUNT           number of requests (default: LENGTH / SIZE)
  *   -t SECONDS         stop submitting after this long (default: no limit),
  *                      so a slow configuration cannot stall the suite
+ *   -w LENGTH          first, untimed, the same operation over LENGTH bytes
+ *                      with 16 requests in flight (warm-up)
+ *   -x OFFSET          where the warm-up starts (default: -s); a zoned
+ *                      export is warmed up in another zone
+ *   -P PID             also report the CPU time process PID (the server)
+ *                      spent during the timed part
+ *
+ * The warm-up runs on the same connection as the timed part because
+ * nbdkit starts a connection's worker threads when it connects: a fresh
+ * thread's first requests pay for allocating and touching its buffers,
+ * which in a virtual machine can cost as much as the I/O itself.
  *
  * Sequential requests are submitted in ascending offset order on one
  * connection, so the server receives them in that order: this is what
  * lets a zoned export accept a pipelined stream into one zone.
  *
- * The clock starts just before the first request is submitted and stops
- * when the last reply has arrived; connecting and the handshake are not
- * counted.  The result is one line of key=value words for the harness.
+ * The clock starts just before the first timed request is submitted and
+ * stops when the last reply has arrived; connecting, the handshake and
+ * the warm-up are not counted.  The result is one line of key=value
+ * words for the harness: ops, bytes, seconds, client_cpu (this process)
+ * and, with -P, server_cpu.
  */
 
 #include <config.h>
@@ -32,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <libnbd.h>
@@ -45,6 +59,10 @@ struct options {
   uint64_t length;              /* 0 = to the end of the export */
   uint64_t count;               /* 0 = length / request_size */
   double time_limit;            /* 0 = none */
+  uint64_t warmup_length;       /* 0 = no warm-up */
+  uint64_t warmup_offset;
+  bool warmup_offset_set;
+  pid_t server_pid;             /* 0 = do not measure the server */
   const char *uri;
 };
 
@@ -57,7 +75,8 @@ usage (void)
 {
   fprintf (stderr,
            "usage: bench-io [-o read|write] [-p seq|rand] [-b SIZE] [-q N]\n"
-           "                [-s OFFSET] [-l LENGTH] [-n COUNT] [-t SECONDS] URI\n");
+           "                [-s OFFSET] [-l LENGTH] [-n COUNT] [-t SECONDS]\n"
+           "                [-w LENGTH] [-x OFFSET] [-P PID] URI\n");
   exit (EXIT_FAILURE);
 }
 
@@ -92,7 +111,7 @@ parse_options (int argc, char *argv[], struct options *o)
   int c;
 
   *o = (struct options) { .request_size = 1 << 20, .queue_depth = 16 };
-  while ((c = getopt (argc, argv, "o:p:b:q:s:l:n:t:")) != -1) {
+  while ((c = getopt (argc, argv, "o:p:b:q:s:l:n:t:w:x:P:")) != -1) {
     switch (c) {
     case 'o':
       if (strcmp (optarg, "write") == 0) o->write = true;
@@ -110,6 +129,12 @@ parse_options (int argc, char *argv[], struct options *o)
     case 'l': o->length = parse_size (optarg); break;
     case 'n': o->count = parse_size (optarg); break;
     case 't': o->time_limit = atof (optarg); break;
+    case 'w': o->warmup_length = parse_size (optarg); break;
+    case 'x':
+      o->warmup_offset = parse_size (optarg);
+      o->warmup_offset_set = true;
+      break;
+    case 'P': o->server_pid = atoi (optarg); break;
     default: usage ();
     }
   }
@@ -215,6 +240,47 @@ make_buffer (size_t size)
   return buf;
 }
 
+/* The CPU time (user + system, every thread) of process PID so far. */
+static double
+process_cpu (pid_t pid)
+{
+  clockid_t clock;
+  struct timespec ts;
+
+  if (pid == 0)
+    clock = CLOCK_PROCESS_CPUTIME_ID;
+  else if (clock_getcpuclockid (pid, &clock) != 0)
+    return -1;
+  if (clock_gettime (clock, &ts) == -1)
+    return -1;
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Untimed: the same operation with 16 in flight over the warm-up region. */
+static void
+warm_up (struct nbd_handle *nbd, const struct options *o, void *buf)
+{
+  struct options w = *o;
+
+  w.offset = o->warmup_offset_set ? o->warmup_offset : o->offset;
+  w.length = o->warmup_length;
+  w.count = w.length / w.request_size;
+  w.queue_depth = 16;
+  w.time_limit = 0;
+  if (w.count == 0)
+    return;
+  if (run (nbd, &w, buf, now ()) == -1) {
+    fprintf (stderr, "bench-io: warm-up: %s\n", nbd_get_error ());
+    exit (EXIT_FAILURE);
+  }
+  if (first_error) {
+    fprintf (stderr, "bench-io: warm-up request failed: %s\n",
+             strerror (first_error));
+    exit (EXIT_FAILURE);
+  }
+  completed = 0;
+}
+
 int
 main (int argc, char *argv[])
 {
@@ -222,7 +288,7 @@ main (int argc, char *argv[])
   struct nbd_handle *nbd;
   int64_t export_size;
   void *buf;
-  double start, seconds;
+  double start, seconds, client0, server0, client_cpu, server_cpu;
   int64_t done;
 
   parse_options (argc, argv, &o);
@@ -242,7 +308,10 @@ main (int argc, char *argv[])
   if (o.count == 0)
     o.count = o.length / o.request_size;
   buf = make_buffer (o.request_size);
+  warm_up (nbd, &o, buf);
 
+  server0 = o.server_pid ? process_cpu (o.server_pid) : 0;
+  client0 = process_cpu (0);
   start = now ();
   done = run (nbd, &o, buf, start);
   if (done == -1) {
@@ -250,13 +319,19 @@ main (int argc, char *argv[])
     exit (EXIT_FAILURE);
   }
   seconds = now () - start;
+  client_cpu = process_cpu (0) - client0;
+  server_cpu = o.server_pid ? process_cpu (o.server_pid) - server0 : 0;
   if (first_error) {
     fprintf (stderr, "bench-io: request failed: %s\n", strerror (first_error));
     exit (EXIT_FAILURE);
   }
 
-  printf ("ops=%" PRIu64 " bytes=%" PRIu64 " seconds=%.6f\n",
-          (uint64_t) done, (uint64_t) done * o.request_size, seconds);
+  printf ("ops=%" PRIu64 " bytes=%" PRIu64 " seconds=%.6f client_cpu=%.6f",
+          (uint64_t) done, (uint64_t) done * o.request_size, seconds,
+          client_cpu);
+  if (o.server_pid)
+    printf (" server_cpu=%.6f", server_cpu);
+  printf ("\n");
   nbd_shutdown (nbd, 0);
   nbd_close (nbd);
   free (buf);

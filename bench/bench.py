@@ -26,7 +26,6 @@ yet) is reported as "not available" and the rest still runs.
 
 import os
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -65,14 +64,14 @@ TMPBASE = os.environ.get("BENCH_TMPDIR", "/dev/shm" if os.path.isdir("/dev/shm")
 
 # One zone of the emulated device is the unit of the zoned cases.
 ZONE_SIZE = min(256 * MiB, SIZE // 2)
-# Every server is warmed up (untimed) with this much I/O first: a fresh
-# server's first requests pay for allocating and touching its buffers,
-# which in this virtual machine costs about as much as the I/O itself.
+# Every connection is warmed up (untimed, bench-io -w) with this much I/O
+# first: nbdkit starts a connection's threads when it connects, and a
+# fresh thread's first requests pay for allocating and touching its
+# buffers, which in this virtual machine costs about as much as the I/O.
 WARM = min(32 * MiB, ZONE_SIZE)
 SEQ_QD = 16          # "many requests in flight"
 LUKS_PASSPHRASE = "bench"
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class NotAvailable(Exception):
@@ -112,13 +111,6 @@ class Server:
         self.uri = "nbd+unix://?socket=" + sock
         return self
 
-    def cpu_seconds(self):
-        """User + system time of every thread of the server so far."""
-        with open("/proc/%d/stat" % self.proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        # Fields 14 and 15 of stat(5), counted after "pid (comm)".
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
     def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -145,20 +137,18 @@ def first_error_line(text):
 
 def bench_io(server, *args):
     """Run bench-io against the server; returns seconds, bytes, ops and
-    the server's CPU seconds spent meanwhile."""
-    cpu0 = server.cpu_seconds()
-    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run([BENCH_IO] + [str(a) for a in args] + [server.uri],
+    the CPU seconds the server and the client spent in the timed part
+    (bench-io reads the server's process CPU clock itself, so the
+    connection's warm-up and handshake stay outside)."""
+    r = subprocess.run([BENCH_IO, "-P", str(server.proc.pid)]
+                       + [str(a) for a in args] + [server.uri],
                        capture_output=True, text=True, timeout=600)
-    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu1 = server.cpu_seconds()
     if r.returncode != 0:
         raise NotAvailable("bench-io: " + (r.stderr.strip().splitlines() or ["failed"])[-1])
     kv = dict(w.split("=", 1) for w in r.stdout.split())
     return {"seconds": float(kv["seconds"]), "bytes": int(kv["bytes"]),
-            "ops": int(kv["ops"]), "cpu": cpu1 - cpu0,
-            "client_cpu": (client1.ru_utime + client1.ru_stime
-                           - client0.ru_utime - client0.ru_stime)}
+            "ops": int(kv["ops"]), "cpu": float(kv["server_cpu"]),
+            "client_cpu": float(kv["client_cpu"])}
 
 
 def cores_busy(x):
@@ -273,12 +263,9 @@ def rotated(items, r):
     return items[k:] + items[:k]
 
 
-def warm_zone(srv, request_size):
-    """Untimed writes into the second zone, many in flight, so that every
-    server thread has met its first request (buffers allocated, pages
-    touched) before the first zone is timed."""
-    bench_io(srv, "-o", "write", "-b", request_size, "-q", SEQ_QD,
-             "-s", ZONE_SIZE, "-l", WARM)
+def warm_zone():
+    """bench-io options for an untimed warm-up in the second zone."""
+    return ("-w", WARM, "-x", ZONE_SIZE)
 
 
 def alternate(configs, measure):
@@ -358,10 +345,8 @@ MODES = ["inline", "pool", "auto"]
 def case1():
     """Sequential 1 MiB writes then reads, SEQ_QD in flight."""
     def measure(name, srv):
-        bench_io(srv, "-o", "write", "-b", "1M", "-q", SEQ_QD, "-l", WARM)
-        bench_io(srv, "-o", "read", "-b", "1M", "-q", SEQ_QD, "-l", WARM)
-        w = bench_io(srv, "-o", "write", "-b", "1M", "-q", SEQ_QD)
-        rd = bench_io(srv, "-o", "read", "-b", "1M", "-q", SEQ_QD)
+        w = bench_io(srv, "-o", "write", "-b", "1M", "-q", SEQ_QD, "-w", WARM)
+        rd = bench_io(srv, "-o", "read", "-b", "1M", "-q", SEQ_QD, "-w", WARM)
         return {"write": w, "read": rd}
 
     configs = [("baseline", lambda: file_config(SETUP))]
@@ -460,8 +445,8 @@ def case1_nbdcopy():
 def case2():
     """QD1 sequential 1 MiB writes filling one zone."""
     def measure(name, srv):
-        warm_zone(srv, "1M")
-        return bench_io(srv, "-o", "write", "-b", "1M", "-q", 1, "-s", 0, "-l", ZONE_SIZE)
+        return bench_io(srv, "-o", "write", "-b", "1M", "-q", 1, "-s", 0, "-l", ZONE_SIZE,
+                        *warm_zone())
 
     configs = [("zbd alone", lambda: zbd_config(SETUP))]
     configs += [(m, lambda m=m: zbd_config(SETUP, m)) for m in MODES]
@@ -490,10 +475,8 @@ def case2():
 def case3():
     """4 KiB random reads, 16 in flight, over data written before."""
     def measure(name, srv):
-        bench_io(srv, "-o", "read", "-p", "rand", "-b", "4k", "-q", 16, "-n", 4096,
-                 "-t", 0.5)
         return bench_io(srv, "-o", "read", "-p", "rand", "-b", "4k", "-q", 16,
-                        "-n", RANDREAD_OPS, "-t", RANDREAD_SECONDS)
+                        "-n", RANDREAD_OPS, "-t", RANDREAD_SECONDS, "-w", 16 * MiB)
 
     if "1" not in CASES:        # make sure there is data to read
         with Server(SETUP.dir, file_config(SETUP)) as srv:
@@ -530,9 +513,8 @@ def case4():
     """64 KiB writes filling one zone: 8 in flight against 1."""
     def measure(name, srv):
         qd = int(name.rsplit("QD", 1)[1])     # the queue depth is in the name
-        warm_zone(srv, "64k")
         return bench_io(srv, "-o", "write", "-b", "64k", "-q", qd,
-                        "-s", 0, "-l", ZONE_SIZE)
+                        "-s", 0, "-l", ZONE_SIZE, *warm_zone())
 
     # The file plugin has no gate: what pipelining gains on this machine
     # when nothing waits for a write pointer, the reference for the others.
