@@ -469,6 +469,12 @@ def case2():
                       ">=", 1.4, "inline throughput")
         else:
             row(2, what, name, value)
+    alone = res["zbd alone"]
+    if not isinstance(alone, NotAvailable) and not isinstance(inline, NotAvailable):
+        # Even a filter that cost nothing could not beat the plugin alone:
+        # the most any mode can gain over inline at QD1.
+        row(2, what, "ceiling", "", "%.2fx inline throughput (zbd alone)"
+            % paired_ratio(alone, inline, mibs))
     CHART["zoneqd1"] = panel
 
 
