@@ -692,6 +692,8 @@ def main():
     info = machine()
     for line in info:
         log(line)
+    # Interrupted or killed, still remove the data from tmpfs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
     SETUP = Setup()
     try:
         for n, fn in (("1", case1), ("nbdcopy", case1_nbdcopy), ("2", case2),
