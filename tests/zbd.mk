@@ -29,6 +29,7 @@ EXTRA_DIST += \
 	zbd_helpers.py \
 	zbd-profile.py \
 	zbd-profile.sh \
+	zbd-ordering-lib.sh \
 	zbd-gate.py \
 	zbd-limits.py \
 	zbd-stream.py \
