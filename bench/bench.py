@@ -24,6 +24,7 @@ A configuration that cannot start (a module or mode that is not built
 yet) is reported as "not available" and the rest still runs.
 """
 
+import json
 import os
 import re
 import shutil
@@ -268,6 +269,9 @@ def warm_zone():
     return ("-w", WARM, "-x", ZONE_SIZE)
 
 
+RAW = {}      # every run of every configuration, for out/runs.json
+
+
 def alternate(configs, measure):
     """configs: [(name, args_fn)].  Runs measure(name, server) once per
     configuration as a warm-up, then RUNS times, rotating the order every
@@ -288,6 +292,9 @@ def alternate(configs, measure):
                 results[name].append(res)
         if r >= 0:
             log("  run %d/%d done" % (r + 1, RUNS))
+    for name, runs in results.items():
+        RAW.setdefault(measure.__qualname__.split(".")[0], {})[name] = (
+            str(runs) if isinstance(runs, NotAvailable) else runs)
     return results
 
 
@@ -708,6 +715,8 @@ def main():
     print(text)
     with open(os.path.join(OUT, "table.md"), "w") as f:
         f.write(text)
+    with open(os.path.join(OUT, "runs.json"), "w") as f:
+        json.dump(RAW, f, indent=1)
     write_chart()
 
 
