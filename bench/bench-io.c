@@ -50,6 +50,8 @@
 
 #include <libnbd.h>
 
+#include "monotonic.h"
+
 struct options {
   bool write;
   bool random;
@@ -143,15 +145,6 @@ parse_options (int argc, char *argv[], struct options *o)
   o->uri = argv[optind];
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* xorshift64*: cheap, and the same sequence every run so that every
  * configuration reads the same offsets.
  */
@@ -209,7 +202,7 @@ run (struct nbd_handle *nbd, const struct options *o, void *buf,
 
   while (completed < target && !first_error) {
     if (o->time_limit > 0 && target > submitted &&
-        now () - start > o->time_limit)
+        monotonic_seconds () - start > o->time_limit)
       target = submitted;       /* stop submitting; drain what is in flight */
     while (submitted < target &&
            nbd_aio_in_flight (nbd) < (int) o->queue_depth) {
@@ -269,7 +262,7 @@ warm_up (struct nbd_handle *nbd, const struct options *o, void *buf)
   w.time_limit = 0;
   if (w.count == 0)
     return;
-  if (run (nbd, &w, buf, now ()) == -1) {
+  if (run (nbd, &w, buf, monotonic_seconds ()) == -1) {
     fprintf (stderr, "bench-io: warm-up: %s\n", nbd_get_error ());
     exit (EXIT_FAILURE);
   }
@@ -312,13 +305,13 @@ main (int argc, char *argv[])
 
   server0 = o.server_pid ? process_cpu (o.server_pid) : 0;
   client0 = process_cpu (0);
-  start = now ();
+  start = monotonic_seconds ();
   done = run (nbd, &o, buf, start);
   if (done == -1) {
     fprintf (stderr, "bench-io: %s\n", nbd_get_error ());
     exit (EXIT_FAILURE);
   }
-  seconds = now () - start;
+  seconds = monotonic_seconds () - start;
   client_cpu = process_cpu (0) - client0;
   server_cpu = o.server_pid ? process_cpu (o.server_pid) - server0 : 0;
   if (first_error) {

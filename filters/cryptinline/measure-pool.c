@@ -21,6 +21,7 @@
 
 #include "xts.h"
 #include "pool.h"
+#include "monotonic.h"
 
 /* pool.c reports errors through nbdkit; outside nbdkit, to stderr. */
 void
@@ -52,15 +53,6 @@ encrypt_chunk (void *arg, size_t start, size_t len)
     return -1;
   return xts_encrypt (thread_hd, &format, t->out + start, t->in + start,
                       len, start) ? -1 : 0;
-}
-
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static size_t
@@ -109,7 +101,7 @@ main (int argc, char *argv[])
 
     for (round = 0; round < 5; ++round)
       for (mode = 0; mode < 2; ++mode) {
-        double start = now (), t;
+        double start = monotonic_seconds (), t;
         for (i = 0; i < reps; ++i)
           if ((mode == 0 ? encrypt_chunk (&task, 0, len)
                : pool_run (len, chunk_size (len, threads), encrypt_chunk,
@@ -117,7 +109,7 @@ main (int argc, char *argv[])
             fprintf (stderr, "measure-pool: encryption failed\n");
             return 1;
           }
-        t = (now () - start) / reps * 1e6;
+        t = (monotonic_seconds () - start) / reps * 1e6;
         if (t < best[mode])
           best[mode] = t;
       }
