@@ -22,7 +22,8 @@ struct zone {
   bool conventional;
   enum zone_cond cond;
   bool busy;                    /* a write or zone op is at the device */
-  pthread_cond_t changed;       /* wp, busy or cond changed */
+  pthread_cond_t changed;       /* for zone operations: busy changed */
+  struct gate_waiter *waiters;  /* writes waiting at the gate */
 };
 
 /* What a backend does; the zone table and the gate are common. */

@@ -184,17 +184,20 @@ full_pwrite (int fd, const void *buf, size_t n, off_t off)
   return 0;
 }
 
+/* Condition variables of the gate time out on the monotonic clock. */
+static pthread_condattr_t monotonic_condattr;
+
 void
 init_zone_conds (struct zone *z, size_t n)
 {
-  pthread_condattr_t attr;
   size_t i;
 
-  pthread_condattr_init (&attr);
-  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-  for (i = 0; i < n; i++)
-    pthread_cond_init (&z[i].changed, &attr);
-  pthread_condattr_destroy (&attr);
+  pthread_condattr_init (&monotonic_condattr);
+  pthread_condattr_setclock (&monotonic_condattr, CLOCK_MONOTONIC);
+  for (i = 0; i < n; i++) {
+    pthread_cond_init (&z[i].changed, &monotonic_condattr);
+    z[i].waiters = NULL;
+  }
 }
 
 /* ---------------------------------------------------------------- */
@@ -290,6 +293,76 @@ deadline_after (struct timespec *ts, uint64_t ms)
   }
 }
 
+/* A write waiting at a zone's gate.  Each has its own condition variable,
+ * so that a completed write wakes only the write that may go next (at the
+ * new write pointer) and those that must now fail (below it), not every
+ * write queued in the zone: with many writes in flight per zone, waking
+ * them all cost several context switches per write.
+ */
+struct gate_waiter {
+  uint64_t offset;
+  pthread_cond_t wake;
+  struct gate_waiter *next;
+};
+
+static void
+gate_register (struct zone *z, struct gate_waiter *w)
+{
+  pthread_cond_init (&w->wake, &monotonic_condattr);
+  w->next = z->waiters;
+  z->waiters = w;
+}
+
+static void
+gate_unregister (struct zone *z, struct gate_waiter *w)
+{
+  struct gate_waiter **p;
+
+  for (p = &z->waiters; *p; p = &(*p)->next)
+    if (*p == w) {
+      *p = w->next;
+      break;
+    }
+  pthread_cond_destroy (&w->wake);
+}
+
+/* Wake (zones_lock held) the writes waiting in zone Z that can now
+ * proceed or fail; ALL after a change that may affect any of them (a zone
+ * operation, a failed write, a re-read zone).  Zone operations waiting to
+ * claim the zone wait on Z->changed.
+ */
+static void
+gate_wake (struct zone *z, bool all)
+{
+  struct gate_waiter *w;
+
+  for (w = z->waiters; w; w = w->next)
+    if (all || w->offset <= z->wp)
+      pthread_cond_signal (&w->wake);
+  pthread_cond_broadcast (&z->changed);
+}
+
+/* Why the write [OFFSET, OFFSET+N) cannot run in zone Z now, ever, as an
+ * errno with a log line; 0 if it may still run, now or later.
+ */
+static int
+gate_refusal (struct zone *z, uint64_t offset)
+{
+  if (z->cond == COND_READONLY || z->cond == COND_OFFLINE) {
+    nbdkit_error ("write at %" PRIu64 ": zone %" PRIu64 " is %s",
+                  offset, zone_index (z),
+                  z->cond == COND_READONLY ? "read-only" : "offline");
+    return EIO;
+  }
+  if (offset < z->wp) {
+    nbdkit_error ("write at %" PRIu64 " is below the write pointer %"
+                  PRIu64 " of zone %" PRIu64 ": EIO",
+                  offset, z->wp, zone_index (z));
+    return EIO;
+  }
+  return 0;
+}
+
 /* Wait (zones_lock held) until the write [OFFSET, OFFSET+N) in
  * sequential zone Z may run.  Returns 0 with Z->busy set, or -1.
  */
@@ -297,7 +370,9 @@ static int
 gate_enter (struct zone *z, uint64_t offset, uint32_t n)
 {
   struct timespec deadline;
-  bool timed_out = false;
+  struct gate_waiter w = { .offset = offset };
+  bool waiting = false, timed_out = false;
+  int e;
 
   if (offset + n > zone_cap_end (z)) {
     nbdkit_error ("write of %" PRIu32 " bytes at %" PRIu64 " goes past the "
@@ -308,37 +383,34 @@ gate_enter (struct zone *z, uint64_t offset, uint32_t n)
   }
   deadline_after (&deadline, reorder_timeout_ms);
   for (;;) {
-    if (z->cond == COND_READONLY || z->cond == COND_OFFLINE) {
-      nbdkit_error ("write at %" PRIu64 ": zone %" PRIu64 " is %s",
-                    offset, zone_index (z),
-                    z->cond == COND_READONLY ? "read-only" : "offline");
-      errno = EIO;
-      return -1;
-    }
-    if (offset < z->wp) {
-      nbdkit_error ("write at %" PRIu64 " is below the write pointer %"
-                    PRIu64 " of zone %" PRIu64 ": EIO",
-                    offset, z->wp, zone_index (z));
-      errno = EIO;
-      return -1;
-    }
-    if (offset == z->wp && !z->busy)
+    e = gate_refusal (z, offset);
+    if (e || (offset == z->wp && !z->busy))
       break;
     if (timed_out) {
       nbdkit_error ("write at %" PRIu64 " waited %" PRIu64 " ms for zone %"
                     PRIu64 " whose write pointer stayed at %" PRIu64
                     " (reorder-timeout): EIO", offset, reorder_timeout_ms,
                     zone_index (z), z->wp);
-      errno = EIO;
-      return -1;
+      e = EIO;
+      break;
     }
     if (zbd_debug_gate)
       nbdkit_debug ("gate: write at %" PRIu64 " waits in zone %" PRIu64
                     " (WP %" PRIu64 "%s)", offset, zone_index (z), z->wp,
                     z->busy ? ", a write in flight" : "");
-    if (pthread_cond_timedwait (&z->changed, &zones_lock, &deadline)
+    if (!waiting) {
+      gate_register (z, &w);
+      waiting = true;
+    }
+    if (pthread_cond_timedwait (&w.wake, &zones_lock, &deadline)
         == ETIMEDOUT)
       timed_out = true;
+  }
+  if (waiting)
+    gate_unregister (z, &w);
+  if (e) {
+    errno = e;
+    return -1;
   }
   if (open_for_write (z, offset) == -1)
     return -1;
@@ -358,7 +430,7 @@ gate_leave (struct zone *z, uint32_t n, bool ok)
   }
   else if (backend->reload_zone)
     backend->reload_zone (z);
-  pthread_cond_broadcast (&z->changed);
+  gate_wake (z, !ok);
 }
 
 static int
@@ -404,7 +476,7 @@ release_zone (struct zone *z, bool ok, enum zone_cond c, uint64_t wp)
   }
   else if (backend->reload_zone)
     backend->reload_zone (z);
-  pthread_cond_broadcast (&z->changed);
+  gate_wake (z, true);
   pthread_mutex_unlock (&zones_lock);
 }
 
@@ -696,7 +768,7 @@ reload_after_error (struct zone *z)
   /* A write in flight re-reads the zone itself when it ends. */
   if (!z->busy) {
     backend->reload_zone (z);
-    pthread_cond_broadcast (&z->changed);
+    gate_wake (z, true);
   }
   pthread_mutex_unlock (&zones_lock);
 }
