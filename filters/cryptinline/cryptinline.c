@@ -22,6 +22,12 @@
  * Each thread has its own libgcrypt handle (handles are not thread-safe),
  * keyed once, and its own bounce buffer, kept between requests.  Key bytes
  * live only in libgcrypt secure memory and are wiped on unload.
+ *
+ * The key comes from a raw key file, from a passphrase hashed as
+ * cryptsetup's plain mode does, or (crypt-header) from a key slot of a
+ * LUKS1/LUKS2 header made by cryptsetup, unlocked with a passphrase or a
+ * key file (luks.c); the header then also sets the sector size and the
+ * IV offset.  Whichever way, the key enters the filter in take_key.
  */
 
 #include <config.h>
@@ -42,6 +48,7 @@
 
 #include "xts.h"
 #include "pool.h"
+#include "luks.h"
 
 /* Write-zeroes is done in chunks of at most this many bytes. */
 #define ZERO_CHUNK (1024 * 1024)
@@ -68,11 +75,12 @@ static char *passphrase;                /* secure memory until derived */
 static size_t passphrase_len;
 static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
 static const char *key_file;
+static const char *header_file;         /* crypt-header */
 static enum crypt_mode mode = MODE_AUTO;
 static unsigned crypt_threads;          /* 0 = online CPUs */
 static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
 static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
-  seen_mode, seen_threads, seen_threshold;
+  seen_mode, seen_threads, seen_threshold, seen_header;
 
 /* Per-thread cipher handle and bounce buffer. */
 struct thread_state {
@@ -103,6 +111,17 @@ wipe_secret (void *p, size_t len)
     explicit_bzero (p, len);
     gcry_free (p);
   }
+}
+
+/* The one place where a key enters the filter: it takes over k, which
+ * must be libgcrypt secure memory, and wipes it on unload.
+ */
+static void
+take_key (unsigned char *k, size_t len)
+{
+  wipe_secret (key, key_len);
+  key = k;
+  key_len = len;
 }
 
 static void
@@ -346,9 +365,7 @@ read_key_file (const char *file)
     goto err;
   }
   close (fd);
-  key = buf;
-  key_len = n;
-  key_file = file;
+  take_key (buf, n);
   return 0;
 
  err:
@@ -382,8 +399,19 @@ static int
 cryptinline_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                     const char *k, const char *value)
 {
-  if (strcmp (k, "crypt-key-file") == 0)
-    return check_one_key_source (k) == -1 ? -1 : read_key_file (value);
+  if (strcmp (k, "crypt-key-file") == 0) {
+    /* Read in config_complete: what it holds depends on crypt-header. */
+    if (check_one_key_source (k) == -1)
+      return -1;
+    key_file = value;
+    return 0;
+  }
+  if (strcmp (k, "crypt-header") == 0) {
+    if (once (&seen_header, k) == -1)
+      return -1;
+    header_file = value;
+    return 0;
+  }
   if (strcmp (k, "crypt-passphrase") == 0)
     return check_one_key_source (k) == -1 ? -1 : read_passphrase (value);
   if (strcmp (k, "crypt-key-size") == 0) {
@@ -430,19 +458,21 @@ derive_passphrase_key (void)
   size_t len = key_size_bits == 256 ? XTS_KEY_BYTES_128 : XTS_KEY_BYTES_256;
   gcry_error_t err;
 
-  key = gcry_malloc_secure (len);
-  if (key == NULL) {
+  unsigned char *k = gcry_malloc_secure (len);
+
+  if (k == NULL) {
     nbdkit_error ("no secure memory for the key: %m");
     return -1;
   }
-  key_len = len;
-  err = xts_plain_sha256_key (passphrase, passphrase_len, key, key_len);
+  err = xts_plain_sha256_key (passphrase, passphrase_len, k, len);
   wipe_secret (passphrase, passphrase_len);
   passphrase = NULL;
   if (err) {
+    wipe_secret (k, len);
     nbdkit_error ("hashing the passphrase failed: %s", gcry_strerror (err));
     return -1;
   }
+  take_key (k, len);
   return 0;
 }
 
@@ -464,23 +494,152 @@ check_key (void)
   return 0;
 }
 
+/* A key file for a key slot, read as cryptsetup --key-file does: the
+ * whole file, every byte (newlines too), up to cryptsetup's default
+ * limit.  Returns the bytes in secure memory.
+ */
+static int
+read_keyslot_file (const char *file, char **out, size_t *out_len)
+{
+  size_t cap = 4096, n = 0;
+  char *buf = gcry_malloc_secure (cap), *bigger;
+  ssize_t r;
+  int fd = open (file, O_RDONLY | O_CLOEXEC);
+
+  if (fd == -1) {
+    nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
+    wipe_secret (buf, 0);
+    return -1;
+  }
+  if (buf == NULL)
+    goto nomem;
+  for (;;) {
+    if (n == cap) {
+      if (cap > LUKS_KEYFILE_MAX) {
+        nbdkit_error ("crypt-key-file %s is larger than %d bytes, the most "
+                      "cryptsetup reads from a key file", file,
+                      LUKS_KEYFILE_MAX);
+        goto err;
+      }
+      /* Grow by copying, so no copy is left unwiped. */
+      if ((bigger = gcry_malloc_secure (cap * 2)) == NULL)
+        goto nomem;
+      memcpy (bigger, buf, n);
+      wipe_secret (buf, cap);
+      buf = bigger;
+      cap *= 2;
+    }
+    r = read (fd, buf + n, cap - n);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
+      goto err;
+    }
+    if (r == 0)
+      break;
+    n += r;
+  }
+  if (n > LUKS_KEYFILE_MAX) {
+    nbdkit_error ("crypt-key-file %s is larger than %d bytes, the most "
+                  "cryptsetup reads from a key file", file, LUKS_KEYFILE_MAX);
+    goto err;
+  }
+  if (n == 0) {
+    nbdkit_error ("crypt-key-file %s is empty", file);
+    goto err;
+  }
+  close (fd);
+  *out = buf;
+  *out_len = n;
+  return 0;
+
+ nomem:
+  nbdkit_error ("no secure memory for crypt-key-file %s: %m", file);
+ err:
+  wipe_secret (buf, cap);
+  close (fd);
+  return -1;
+}
+
+/* crypt-header: the key, sector size and IV offset come from the header,
+ * so the parameters that set them are refused with it.
+ */
+static int
+open_header (void)
+{
+  const char *clash =
+    key_size_bits ? "crypt-key-size" :
+    seen_cipher ? "crypt-cipher" :
+    seen_sector_size ? "crypt-sector-size" :
+    seen_iv_offset ? "crypt-iv-offset" :
+    seen_iv_large ? "crypt-iv-large-sectors" : NULL;
+  struct luks_volume vol;
+  char why[LUKS_WHY_LEN];
+  char *secret;
+  size_t secret_len;
+  int r;
+
+  if (clash) {
+    nbdkit_error ("%s cannot be used with crypt-header: the LUKS header "
+                  "sets it", clash);
+    return -1;
+  }
+  if (key_file) {
+    if (read_keyslot_file (key_file, &secret, &secret_len) == -1)
+      return -1;
+  }
+  else {
+    secret = passphrase;
+    secret_len = passphrase_len;
+    passphrase = NULL;
+  }
+  r = luks_open (header_file, secret, secret_len, &vol, why);
+  wipe_secret (secret, secret_len);
+  if (r == -1) {
+    nbdkit_error ("%s", why);
+    return -1;
+  }
+  if (vol.note[0])
+    nbdkit_debug ("%s", vol.note);
+  nbdkit_debug ("crypt-header %s: LUKS%u%s%s, key slot %d opened: "
+                "AES-%zu-XTS, sector size %" PRIu32 ", IV offset %" PRIu64,
+                header_file, vol.version, vol.copy ? ", " : "",
+                vol.copy ? vol.copy : "", vol.keyslot, vol.key_len * 4,
+                vol.sector_size, vol.iv_offset);
+  fmt.sector_size = vol.sector_size;
+  fmt.iv_offset = vol.iv_offset;
+  fmt.iv_large_sectors = false;
+  take_key (vol.key, vol.key_len);
+  return 0;
+}
+
 static int
 cryptinline_config_complete (nbdkit_next_config_complete *next,
                              nbdkit_backend *nxdata)
 {
   if (key_file == NULL && passphrase == NULL) {
     nbdkit_error ("no key given: use crypt-key-file=FILE (a raw 32 or "
-                  "64-byte key) or crypt-passphrase=PASSWORD|+FILE|-|-FD");
+                  "64-byte key) or crypt-passphrase=PASSWORD|+FILE|-|-FD%s",
+                  header_file ? " to open crypt-header" : "");
     return -1;
   }
-  if (key_file && key_size_bits && key_size_bits / 8 != key_len) {
-    nbdkit_error ("crypt-key-size=%u does not match crypt-key-file %s, "
-                  "which holds a %zu-bit key", key_size_bits, key_file,
-                  key_len * 8);
-    return -1;
+  if (header_file) {
+    if (open_header () == -1)
+      return -1;
   }
-  if (passphrase && derive_passphrase_key () == -1)
-    return -1;
+  else {
+    if (key_file && read_key_file (key_file) == -1)
+      return -1;
+    if (key_file && key_size_bits && key_size_bits / 8 != key_len) {
+      nbdkit_error ("crypt-key-size=%u does not match crypt-key-file %s, "
+                    "which holds a %zu-bit key", key_size_bits, key_file,
+                    key_len * 8);
+      return -1;
+    }
+    if (passphrase && derive_passphrase_key () == -1)
+      return -1;
+  }
   if (check_key () == -1)
     return -1;
   if (crypt_threads == 0) {
@@ -491,9 +650,15 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
 }
 
 #define cryptinline_config_help \
-  "crypt-key-file=FILE         Raw key: 32 bytes (AES-128-XTS) or 64 (AES-256-XTS).\n" \
+  "crypt-key-file=FILE         Raw key: 32 bytes (AES-128-XTS) or 64 (AES-256-XTS);\n" \
+  "                            with crypt-header: a key file of a key slot\n" \
+  "                            (cryptsetup --key-file: the whole file, up to 8 MiB).\n" \
   "crypt-passphrase=PASSWORD|+FILE|-|-FD\n" \
-  "                            Passphrase, hashed as cryptsetup --type plain --hash sha256.\n" \
+  "                            Passphrase, hashed as cryptsetup --type plain --hash sha256;\n" \
+  "                            with crypt-header: the passphrase of a key slot.\n" \
+  "crypt-header=FILE           LUKS2 or LUKS1 header made by cryptsetup luksFormat --header\n" \
+  "                            (aes-xts-plain64, data from offset 0): key, sector size\n" \
+  "                            and IV offset come from it.  Read only.\n" \
   "crypt-key-size=256|512      Key bits made from a passphrase (default 512).\n" \
   "crypt-cipher=aes-xts-plain64  The cipher (the only one accepted).\n" \
   "crypt-sector-size=512|1024|2048|4096  Encryption sector (default 4096).\n" \

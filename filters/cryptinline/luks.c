@@ -1,0 +1,1278 @@
+/* Opening a LUKS1 or LUKS2 header made by cryptsetup, read-only.
+ *
+ * How it works.  The header file (cryptsetup --header) holds key slots;
+ * each slot keeps the volume key split by the anti-forensic splitter
+ * (AF: stripes x key bytes, merged back by XOR and hash diffusion) and
+ * encrypted with a key derived from a passphrase.  For each usable slot,
+ * once: derive the slot key with the slot's KDF (PBKDF2, or Argon2i/id
+ * through libgcrypt's KDF API), read and decrypt the slot's key material
+ * (aes-xts-plain64, 512-byte sectors, IV from 0 at the start of the slot
+ * area), AF-merge it into a candidate volume key, and check the candidate
+ * against the header's digest (PBKDF2 of the key).  The first slot that
+ * matches gives the volume key; if none does, the passphrase is wrong.
+ * Priority "high" slots are tried first and "ignore" slots not at all,
+ * as cryptsetup does.
+ *
+ * LUKS2 keeps two copies of a 4096-byte binary header, each followed by
+ * a JSON area, both covered by the copy's checksum.  A copy counts if
+ * its magic, version, own offset, size, checksum and JSON are right;
+ * of two good copies the one with the higher sequence id wins (the
+ * primary on a tie), else the one good copy: cryptsetup's choice.
+ * cryptsetup would also rewrite the damaged copy; this code never writes.
+ *
+ * Only what the filter can serve bit-compatibly with dm-crypt is opened:
+ * one data segment of type crypt, aes-xts-plain64, starting at offset 0
+ * of the data device (a detached header) and covering the whole device.
+ * Everything else (another cipher, integrity, a reencryption in progress,
+ * several segments, other offsets, slots reachable only through a token)
+ * is refused with a one-line reason.
+ *
+ * Secrets (slot keys, decrypted key material, the volume key) live only
+ * in libgcrypt secure memory and are wiped before they are freed.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <gcrypt.h>
+#include <json.h>
+
+#include "xts.h"
+#include "luks.h"
+
+#define LUKS_MAGIC_LEN 6
+static const unsigned char magic_primary[LUKS_MAGIC_LEN] =
+  { 'L', 'U', 'K', 'S', 0xba, 0xbe };
+static const unsigned char magic_secondary[LUKS_MAGIC_LEN] =
+  { 'S', 'K', 'U', 'L', 0xba, 0xbe };
+
+/* LUKS2 binary header layout (big-endian numbers). */
+#define L2_BIN_LEN        4096
+#define L2_OFF_VERSION    6
+#define L2_OFF_HDR_SIZE   8
+#define L2_OFF_SEQID      16
+#define L2_OFF_CSUM_ALG   72
+#define L2_CSUM_ALG_LEN   32
+#define L2_OFF_HDR_OFFSET 256
+#define L2_OFF_CSUM       448
+#define L2_CSUM_LEN       64
+#define L2_HDR_MIN        0x4000        /* 16 KiB */
+#define L2_HDR_MAX        0x400000      /* 4 MiB */
+
+/* LUKS1 header layout. */
+#define L1_HDR_LEN        592
+#define L1_OFF_CIPHER     8
+#define L1_OFF_MODE       40
+#define L1_OFF_HASH       72
+#define L1_NAME_LEN       32
+#define L1_OFF_PAYLOAD    104
+#define L1_OFF_KEYBYTES   108
+#define L1_OFF_MKDIGEST   112
+#define L1_DIGEST_LEN     20
+#define L1_OFF_MKSALT     132
+#define L1_SALT_LEN       32
+#define L1_OFF_MKITER     164
+#define L1_OFF_SLOTS      208
+#define L1_SLOT_LEN       48
+#define L1_SLOTS          8
+#define L1_SLOT_ACTIVE    0x00AC71F3
+
+#define SECTOR 512
+#define MAX_SALT 256
+#define MAX_DIGEST 64
+#define MAX_SLOTS 32            /* LUKS2 keyslot ids are 0..31 */
+
+struct ctx {
+  const char *path;
+  int fd;
+  char *why;
+  const void *pass;
+  size_t pass_len;
+};
+
+static int fail (struct ctx *c, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* Record the one-line reason, prefixed with the parameter and file. */
+static int
+fail (struct ctx *c, const char *fmt, ...)
+{
+  va_list ap;
+  int n = snprintf (c->why, LUKS_WHY_LEN, "crypt-header %s: ", c->path);
+
+  if (n < 0 || n >= LUKS_WHY_LEN)
+    n = 0;
+  va_start (ap, fmt);
+  vsnprintf (c->why + n, LUKS_WHY_LEN - n, fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+/* ---- Small helpers ---------------------------------------------------- */
+
+static uint16_t
+be16 (const unsigned char *p)
+{
+  return (uint16_t) (p[0] << 8 | p[1]);
+}
+
+static uint32_t
+be32 (const unsigned char *p)
+{
+  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 |
+    (uint32_t) p[2] << 8 | p[3];
+}
+
+static uint64_t
+be64 (const unsigned char *p)
+{
+  return (uint64_t) be32 (p) << 32 | be32 (p + 4);
+}
+
+/* Read exactly len bytes at off; false on a short read or an error. */
+static bool
+read_at (struct ctx *c, void *buf, size_t len, uint64_t off)
+{
+  size_t done = 0;
+
+  while (done < len) {
+    ssize_t r = pread (c->fd, (char *) buf + done, len - done, off + done);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0)
+        errno = 0;
+      return false;
+    }
+    done += r;
+  }
+  return true;
+}
+
+static void *
+secure_alloc (size_t len)
+{
+  return gcry_malloc_secure (len ? len : 1);
+}
+
+static void
+secure_free (void *p, size_t len)
+{
+  if (p) {
+    explicit_bzero (p, len);
+    gcry_free (p);
+  }
+}
+
+/* Constant-time comparison: the time does not tell how many bytes of a
+ * candidate key's digest matched.
+ */
+static bool
+same_bytes (const unsigned char *a, const unsigned char *b, size_t len)
+{
+  unsigned char d = 0;
+  size_t i;
+
+  for (i = 0; i < len; ++i)
+    d |= a[i] ^ b[i];
+  return d == 0;
+}
+
+/* The hashes LUKS headers use for PBKDF2 and the AF splitter. */
+static int
+hash_algo (const char *name)
+{
+  if (strcmp (name, "sha1") == 0) return GCRY_MD_SHA1;
+  if (strcmp (name, "sha256") == 0) return GCRY_MD_SHA256;
+  if (strcmp (name, "sha512") == 0) return GCRY_MD_SHA512;
+  return 0;
+}
+
+static int
+base64_value (unsigned char ch)
+{
+  if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+  if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+  if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+  if (ch == '+') return 62;
+  if (ch == '/') return 63;
+  return -1;
+}
+
+/* Standard base64 with '=' padding, as LUKS2 JSON stores salts and
+ * digests.  Returns the decoded length, or -1 if malformed or longer
+ * than out_max.
+ */
+static ssize_t
+base64_decode (const char *in, unsigned char *out, size_t out_max)
+{
+  size_t len = strlen (in), i, n = 0;
+  uint32_t acc = 0;
+  int bits = 0, pad = 0;
+
+  if (len % 4 != 0)
+    return -1;
+  for (i = 0; i < len; ++i) {
+    int v;
+    if (in[i] == '=') {
+      if (i + 2 < len)            /* padding only in the last two places */
+        return -1;
+      pad++;
+      continue;
+    }
+    if (pad || (v = base64_value (in[i])) < 0)
+      return -1;
+    acc = acc << 6 | v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (n == out_max)
+        return -1;
+      out[n++] = acc >> bits;
+    }
+  }
+  return n;
+}
+
+/* ---- Argon2 on threads -------------------------------------------------- */
+
+/* libgcrypt computes Argon2 lanes in parallel if it is given a way to
+ * run jobs; each batch of jobs (one per lane) runs on its own threads,
+ * all joined before the next batch.  A job that cannot get a thread runs
+ * on this one.
+ */
+#define KDF_MAX_JOBS 64
+
+struct kdf_jobs {
+  pthread_t threads[KDF_MAX_JOBS];
+  size_t count;
+};
+
+struct kdf_job {
+  gcry_kdf_job_fn_t fn;
+  void *priv;
+};
+
+static void *
+kdf_job_thread (void *arg)
+{
+  struct kdf_job job = *(struct kdf_job *) arg;
+
+  free (arg);
+  job.fn (job.priv);
+  return NULL;
+}
+
+static int
+kdf_dispatch (void *context, gcry_kdf_job_fn_t fn, void *priv)
+{
+  struct kdf_jobs *jobs = context;
+  struct kdf_job *job;
+
+  if (jobs->count < KDF_MAX_JOBS && (job = malloc (sizeof *job)) != NULL) {
+    job->fn = fn;
+    job->priv = priv;
+    if (pthread_create (&jobs->threads[jobs->count], NULL,
+                        kdf_job_thread, job) == 0) {
+      jobs->count++;
+      return 0;
+    }
+    free (job);
+  }
+  fn (priv);
+  return 0;
+}
+
+static int
+kdf_wait_all (void *context)
+{
+  struct kdf_jobs *jobs = context;
+
+  while (jobs->count > 0)
+    pthread_join (jobs->threads[--jobs->count], NULL);
+  return 0;
+}
+
+/* ---- Key derivation --------------------------------------------------- */
+
+enum kdf_type { KDF_PBKDF2, KDF_ARGON2I, KDF_ARGON2ID };
+
+struct kdf {
+  enum kdf_type type;
+  int hash;                     /* PBKDF2 */
+  unsigned long iterations;     /* PBKDF2 iterations, Argon2 time cost */
+  unsigned long memory;         /* Argon2, KiB */
+  unsigned long cpus;           /* Argon2 lanes */
+  unsigned char salt[MAX_SALT];
+  size_t salt_len;
+};
+
+static gcry_error_t
+argon2_derive (const struct kdf *k, const void *pass, size_t pass_len,
+               void *out, size_t out_len)
+{
+  unsigned long param[4] = { out_len, k->iterations, k->memory, k->cpus };
+  struct kdf_jobs jobs = { .count = 0 };
+  gcry_kdf_thread_ops_t ops = {
+    .jobs_context = &jobs,
+    .dispatch_job = kdf_dispatch,
+    .wait_all_jobs = kdf_wait_all,
+  };
+  gcry_kdf_hd_t hd;
+  gcry_error_t err;
+
+  err = gcry_kdf_open (&hd, GCRY_KDF_ARGON2,
+                       k->type == KDF_ARGON2I ? GCRY_KDF_ARGON2I
+                                              : GCRY_KDF_ARGON2ID,
+                       param, 4, pass, pass_len, k->salt, k->salt_len,
+                       NULL, 0, NULL, 0);
+  if (err)
+    return err;
+  err = gcry_kdf_compute (hd, k->cpus > 1 ? &ops : NULL);
+  if (!err)
+    err = gcry_kdf_final (hd, out_len, out);
+  gcry_kdf_close (hd);
+  return err;
+}
+
+static gcry_error_t
+kdf_derive (const struct kdf *k, const void *pass, size_t pass_len,
+            void *out, size_t out_len)
+{
+  /* libgcrypt wants a non-NULL passphrase even when it is empty. */
+  if (pass_len == 0)
+    pass = "";
+  if (k->type == KDF_PBKDF2)
+    return gcry_kdf_derive (pass, pass_len, GCRY_KDF_PBKDF2, k->hash,
+                            k->salt, k->salt_len, k->iterations,
+                            out_len, out);
+  return argon2_derive (k, pass, pass_len, out, out_len);
+}
+
+/* ---- Anti-forensic merge ---------------------------------------------- */
+
+/* Each hash-sized piece i of block becomes H(be32(i) || piece), cut to
+ * the piece's length (LUKS's diffusion step).
+ */
+static gcry_error_t
+af_diffuse (gcry_md_hd_t md, int algo, unsigned char *block, size_t len)
+{
+  size_t dlen = gcry_md_get_algo_dlen (algo), pos, n;
+  uint32_t i;
+
+  for (i = 0, pos = 0; pos < len; ++i, pos += n) {
+    unsigned char index[4] = { i >> 24, i >> 16, i >> 8, i };
+    n = len - pos < dlen ? len - pos : dlen;
+    gcry_md_reset (md);
+    gcry_md_write (md, index, sizeof index);
+    gcry_md_write (md, block + pos, n);
+    memcpy (block + pos, gcry_md_read (md, algo), n);
+  }
+  return 0;
+}
+
+/* key = the XOR of the stripes, with a diffusion after each but the
+ * last.
+ */
+static gcry_error_t
+af_merge (int algo, const unsigned char *material, size_t key_len,
+          uint32_t stripes, unsigned char *key)
+{
+  gcry_md_hd_t md;
+  gcry_error_t err = gcry_md_open (&md, algo, GCRY_MD_FLAG_SECURE);
+  uint32_t s;
+  size_t i;
+
+  if (err)
+    return err;
+  memset (key, 0, key_len);
+  for (s = 0; s < stripes; ++s) {
+    const unsigned char *stripe = material + (size_t) s * key_len;
+    for (i = 0; i < key_len; ++i)
+      key[i] ^= stripe[i];
+    if (s + 1 < stripes)
+      af_diffuse (md, algo, key, key_len);
+  }
+  gcry_md_close (md);
+  return 0;
+}
+
+/* ---- One key slot ---------------------------------------------------- */
+
+/* What a key slot says, for LUKS1 and LUKS2 alike. */
+struct slot {
+  int id;
+  int priority;                 /* LUKS2: 0 ignore, 1 normal, 2 high */
+  struct kdf kdf;
+  size_t key_len;               /* volume key bytes */
+  size_t area_key_len;          /* key of the slot's own encryption */
+  uint64_t area_offset;         /* bytes from the start of the file */
+  uint64_t area_size;
+  uint32_t stripes;
+  int af_hash;
+  const char *skip;             /* why this slot is not usable, or NULL */
+  char skip_buf[128];
+};
+
+/* The digest that recognises the right volume key. */
+struct digest {
+  int hash;
+  unsigned long iterations;
+  unsigned char salt[MAX_SALT];
+  size_t salt_len;
+  unsigned char value[MAX_DIGEST];
+  size_t len;
+};
+
+static size_t
+material_len (const struct slot *s)
+{
+  size_t n = s->key_len * s->stripes;
+  return (n + SECTOR - 1) / SECTOR * SECTOR;
+}
+
+/* Try one slot.  1: *key holds the volume key (secure memory); 0: the
+ * passphrase does not open this slot; -1: an error, reason recorded.
+ */
+static int
+try_slot (struct ctx *c, const struct slot *s, const struct digest *d,
+          unsigned char **key_out)
+{
+  static const struct xts_format area_fmt = { .sector_size = SECTOR };
+  size_t mlen = material_len (s);
+  unsigned char *slot_key = secure_alloc (s->area_key_len);
+  unsigned char *material = secure_alloc (mlen);
+  unsigned char *key = secure_alloc (s->key_len);
+  unsigned char check[MAX_DIGEST];
+  gcry_cipher_hd_t hd = NULL;
+  gcry_error_t err;
+  int r = -1;
+
+  if (!slot_key || !material || !key) {
+    fail (c, "no secure memory to open key slot %d", s->id);
+    goto out;
+  }
+  err = kdf_derive (&s->kdf, c->pass, c->pass_len, slot_key, s->area_key_len);
+  if (err) {
+    fail (c, "key slot %d: key derivation failed: %s", s->id,
+          gcry_strerror (err));
+    goto out;
+  }
+  if (!read_at (c, material, mlen, s->area_offset)) {
+    fail (c, "key slot %d: cannot read its %zu bytes of key material at "
+          "offset %" PRIu64 ": %s", s->id, mlen, s->area_offset,
+          errno ? strerror (errno) : "the file is too short");
+    goto out;
+  }
+  err = xts_open (&hd, slot_key, s->area_key_len);
+  if (!err)
+    err = xts_decrypt (hd, &area_fmt, material, material, mlen, 0);
+  if (!err)
+    err = af_merge (s->af_hash, material, s->key_len, s->stripes, key);
+  if (!err)
+    err = gcry_kdf_derive (key, s->key_len, GCRY_KDF_PBKDF2, d->hash,
+                           d->salt, d->salt_len, d->iterations,
+                           d->len, check);
+  if (err) {
+    fail (c, "key slot %d: %s", s->id, gcry_strerror (err));
+    goto out;
+  }
+  if (same_bytes (check, d->value, d->len)) {
+    *key_out = key;
+    key = NULL;
+    r = 1;
+  }
+  else
+    r = 0;
+
+ out:
+  if (hd)
+    gcry_cipher_close (hd);
+  explicit_bzero (check, sizeof check);
+  secure_free (slot_key, s->area_key_len);
+  secure_free (material, mlen);
+  secure_free (key, s->key_len);
+  return r;
+}
+
+/* Try the usable slots in order, each once. */
+static int
+open_slots (struct ctx *c, struct slot *slots, size_t n,
+            const struct digest *d, struct luks_volume *vol)
+{
+  size_t i, usable = 0;
+  const struct slot *skipped = NULL;
+
+  for (i = 0; i < n; ++i) {
+    int r;
+    if (slots[i].skip) {
+      skipped = &slots[i];
+      continue;
+    }
+    usable++;
+    r = try_slot (c, &slots[i], d, &vol->key);
+    if (r == -1)
+      return -1;
+    if (r == 1) {
+      vol->key_len = slots[i].key_len;
+      vol->keyslot = slots[i].id;
+      return 0;
+    }
+  }
+  if (usable == 0 && skipped)
+    return fail (c, "no usable key slot: key slot %d %s",
+                 skipped->id, skipped->skip);
+  if (usable == 0)
+    return fail (c, "the header has no active key slot");
+  if (skipped)
+    return fail (c, "no key slot opened with this passphrase "
+                 "(key slot %d was not tried: %s)",
+                 skipped->id, skipped->skip);
+  return fail (c, "no key slot opened with this passphrase");
+}
+
+/* ---- LUKS1 -------------------------------------------------------------- */
+
+static void
+copy_name (char *dst, const unsigned char *src)
+{
+  memcpy (dst, src, L1_NAME_LEN);
+  dst[L1_NAME_LEN] = '\0';
+}
+
+static int
+open_luks1 (struct ctx *c, struct luks_volume *vol)
+{
+  unsigned char h[L1_HDR_LEN];
+  char cipher[L1_NAME_LEN + 1], mode[L1_NAME_LEN + 1], hash[L1_NAME_LEN + 1];
+  struct slot slots[L1_SLOTS];
+  struct digest d = { .len = L1_DIGEST_LEN };
+  uint32_t payload, key_bytes;
+  size_t n = 0;
+  int i;
+
+  if (!read_at (c, h, sizeof h, 0))
+    return fail (c, "the LUKS1 header is truncated");
+  copy_name (cipher, h + L1_OFF_CIPHER);
+  copy_name (mode, h + L1_OFF_MODE);
+  copy_name (hash, h + L1_OFF_HASH);
+  payload = be32 (h + L1_OFF_PAYLOAD);
+  key_bytes = be32 (h + L1_OFF_KEYBYTES);
+
+  if (strcmp (cipher, "aes") != 0 || strcmp (mode, "xts-plain64") != 0)
+    return fail (c, "cipher %s-%s is not supported: only aes-xts-plain64",
+                 cipher, mode);
+  if (key_bytes != XTS_KEY_BYTES_128 && key_bytes != XTS_KEY_BYTES_256)
+    return fail (c, "a %" PRIu32 "-bit key is not supported: use 256 or 512 "
+                 "(AES-128/256-XTS)", key_bytes * 8);
+  if ((d.hash = hash_algo (hash)) == 0)
+    return fail (c, "hash %s is not supported: use sha1, sha256 or sha512",
+                 hash);
+  if (payload != 0)
+    return fail (c, "data offset of %" PRIu32 " sectors is not supported: "
+                 "only 0, a detached header with the data from the start "
+                 "of the device", payload);
+  memcpy (d.value, h + L1_OFF_MKDIGEST, L1_DIGEST_LEN);
+  memcpy (d.salt, h + L1_OFF_MKSALT, L1_SALT_LEN);
+  d.salt_len = L1_SALT_LEN;
+  d.iterations = be32 (h + L1_OFF_MKITER);
+  if (d.iterations == 0)
+    return fail (c, "the volume key digest has 0 iterations");
+
+  for (i = 0; i < L1_SLOTS; ++i) {
+    const unsigned char *k = h + L1_OFF_SLOTS + i * L1_SLOT_LEN;
+    struct slot *s = &slots[n];
+    if (be32 (k) != L1_SLOT_ACTIVE)
+      continue;
+    memset (s, 0, sizeof *s);
+    s->id = i;
+    s->priority = 1;
+    s->kdf.type = KDF_PBKDF2;
+    s->kdf.hash = d.hash;
+    s->kdf.iterations = be32 (k + 4);
+    memcpy (s->kdf.salt, k + 8, L1_SALT_LEN);
+    s->kdf.salt_len = L1_SALT_LEN;
+    s->area_offset = (uint64_t) be32 (k + 40) * SECTOR;
+    s->stripes = be32 (k + 44);
+    s->key_len = s->area_key_len = key_bytes;
+    s->af_hash = d.hash;
+    if (s->kdf.iterations == 0 || s->stripes == 0 || s->stripes > 100000)
+      s->skip = "is damaged (0 iterations or a bad stripe count)";
+    n++;
+  }
+  vol->version = 1;
+  vol->sector_size = SECTOR;
+  vol->iv_offset = 0;
+  return open_slots (c, slots, n, &d, vol);
+}
+
+/* ---- LUKS2: the binary headers ------------------------------------------ */
+
+struct l2_copy {
+  bool ok;                      /* checksum and JSON right */
+  bool sane;                    /* binary header right (size can be used) */
+  const char *where;            /* "primary" or "secondary" */
+  uint64_t offset, hdr_size, seqid;
+  json_object *json;
+  char why[128];                /* why not ok */
+};
+
+static void
+copy_failed (struct l2_copy *cp, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static void
+copy_failed (struct l2_copy *cp, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (cp->why, sizeof cp->why, fmt, ap);
+  va_end (ap);
+}
+
+/* The checksum covers the binary header, its checksum field zeroed, and
+ * the whole JSON area.
+ */
+static bool
+checksum_ok (unsigned char *bin, const char *json_area, size_t json_len,
+             char *alg_name, size_t alg_size)
+{
+  unsigned char stored[L2_CSUM_LEN];
+  gcry_md_hd_t md;
+  int algo;
+  size_t dlen;
+  bool ok;
+
+  memcpy (alg_name, bin + L2_OFF_CSUM_ALG, alg_size - 1);
+  alg_name[alg_size - 1] = '\0';
+  algo = gcry_md_map_name (alg_name);
+  dlen = algo ? gcry_md_get_algo_dlen (algo) : 0;
+  if (dlen == 0 || dlen > L2_CSUM_LEN || gcry_md_open (&md, algo, 0) != 0)
+    return false;
+  memcpy (stored, bin + L2_OFF_CSUM, L2_CSUM_LEN);
+  memset (bin + L2_OFF_CSUM, 0, L2_CSUM_LEN);
+  gcry_md_write (md, bin, L2_BIN_LEN);
+  gcry_md_write (md, json_area, json_len);
+  ok = memcmp (gcry_md_read (md, algo), stored, dlen) == 0;
+  gcry_md_close (md);
+  memcpy (bin + L2_OFF_CSUM, stored, L2_CSUM_LEN);
+  return ok;
+}
+
+/* The JSON text starts the area, and only NUL bytes follow it. */
+static json_object *
+parse_json_area (const char *area, size_t len, struct l2_copy *cp)
+{
+  struct json_tokener *tok;
+  json_object *obj;
+  size_t end, i;
+
+  if (area[0] != '{') {
+    copy_failed (cp, "the JSON area does not start with an object");
+    return NULL;
+  }
+  tok = json_tokener_new ();
+  if (tok == NULL) {
+    copy_failed (cp, "out of memory");
+    return NULL;
+  }
+  obj = json_tokener_parse_ex (tok, area, (int) len);
+  if (obj == NULL) {
+    copy_failed (cp, "the JSON area does not parse: %s",
+                 json_tokener_error_desc (json_tokener_get_error (tok)));
+    json_tokener_free (tok);
+    return NULL;
+  }
+  end = json_tokener_get_parse_end (tok);
+  json_tokener_free (tok);
+  for (i = end; i < len && area[i] == '\0'; ++i)
+    ;
+  if (end >= len || i < len || !json_object_is_type (obj, json_type_object)) {
+    copy_failed (cp, "the JSON area holds more than one NUL-terminated "
+                 "object");
+    json_object_put (obj);
+    return NULL;
+  }
+  return obj;
+}
+
+static void
+read_l2_copy (struct ctx *c, uint64_t offset, bool secondary,
+              struct l2_copy *cp)
+{
+  unsigned char bin[L2_BIN_LEN];
+  char alg[L2_CSUM_ALG_LEN + 1];
+  char *area;
+  size_t area_len;
+
+  memset (cp, 0, sizeof *cp);
+  cp->where = secondary ? "secondary" : "primary";
+  cp->offset = offset;
+  if (!read_at (c, bin, sizeof bin, offset)) {
+    copy_failed (cp, "cannot be read at offset %" PRIu64, offset);
+    return;
+  }
+  if (memcmp (bin, secondary ? magic_secondary : magic_primary,
+              LUKS_MAGIC_LEN) != 0) {
+    copy_failed (cp, "no LUKS2 magic at offset %" PRIu64, offset);
+    return;
+  }
+  if (be16 (bin + L2_OFF_VERSION) != 2) {
+    copy_failed (cp, "version %u, not 2", be16 (bin + L2_OFF_VERSION));
+    return;
+  }
+  cp->hdr_size = be64 (bin + L2_OFF_HDR_SIZE);
+  cp->seqid = be64 (bin + L2_OFF_SEQID);
+  if (be64 (bin + L2_OFF_HDR_OFFSET) != offset) {
+    copy_failed (cp, "says it is at offset %" PRIu64 ", found at %" PRIu64,
+                 be64 (bin + L2_OFF_HDR_OFFSET), offset);
+    return;
+  }
+  if (cp->hdr_size < L2_HDR_MIN || cp->hdr_size > L2_HDR_MAX ||
+      (secondary && cp->hdr_size != offset)) {
+    copy_failed (cp, "bad header size %" PRIu64, cp->hdr_size);
+    return;
+  }
+  area_len = cp->hdr_size - L2_BIN_LEN;
+  area = malloc (area_len);
+  if (area == NULL) {
+    copy_failed (cp, "out of memory");
+    return;
+  }
+  if (!read_at (c, area, area_len, offset + L2_BIN_LEN))
+    copy_failed (cp, "its JSON area cannot be read");
+  else if (!checksum_ok (bin, area, area_len, alg, sizeof alg))
+    copy_failed (cp, "checksum (%s) mismatch", alg);
+  else {
+    cp->sane = true;
+    cp->json = parse_json_area (area, area_len, cp);
+    cp->ok = cp->json != NULL;
+  }
+  free (area);
+}
+
+/* Offsets where cryptsetup looks for the secondary copy when the
+ * primary gives no size: each possible header size.
+ */
+static const uint64_t secondary_offsets[] = {
+  0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000,
+  0x400000,
+};
+
+/* Both copies read; the good one (or the newer of two good ones) kept
+ * in *use; the other one's JSON freed.
+ */
+static int
+pick_l2_copy (struct ctx *c, struct l2_copy *use, struct luks_volume *vol)
+{
+  struct l2_copy p, s = { .ok = false };
+  size_t i;
+
+  read_l2_copy (c, 0, false, &p);
+  if (p.sane)
+    read_l2_copy (c, p.hdr_size, true, &s);
+  else {
+    for (i = 0; i < sizeof secondary_offsets / sizeof *secondary_offsets; ++i) {
+      read_l2_copy (c, secondary_offsets[i], true, &s);
+      if (s.sane)
+        break;
+    }
+  }
+
+  if (p.ok && s.ok && s.seqid > p.seqid) {
+    json_object_put (p.json);
+    *use = s;
+  }
+  else if (p.ok) {
+    json_object_put (s.json);
+    *use = p;
+  }
+  else if (s.ok)
+    *use = s;
+  else {
+    json_object_put (p.json);
+    json_object_put (s.json);
+    if (!p.sane && !s.sane && strncmp (p.why, "no LUKS2 magic", 14) == 0 &&
+        strncmp (s.why, "no LUKS2 magic", 14) == 0)
+      return fail (c, "not a LUKS header (made by cryptsetup luksFormat "
+                   "--header?)");
+    return fail (c, "no valid LUKS2 header copy: primary: %s; secondary: %s",
+                 p.why, s.why);
+  }
+  vol->copy = use->where;
+  if (!p.ok)
+    snprintf (vol->note, sizeof vol->note,
+              "crypt-header %s: primary LUKS2 header copy is damaged (%s): "
+              "using the secondary copy (cryptsetup repair restores it)",
+              c->path, p.why);
+  else if (!s.ok)
+    snprintf (vol->note, sizeof vol->note,
+              "crypt-header %s: secondary LUKS2 header copy is damaged (%s): "
+              "using the primary copy (cryptsetup repair restores it)",
+              c->path, s.why);
+  return 0;
+}
+
+/* ---- LUKS2: the JSON metadata ------------------------------------------- */
+
+static json_object *
+member (json_object *obj, const char *name, json_type type)
+{
+  json_object *m;
+
+  if (obj == NULL || !json_object_object_get_ex (obj, name, &m) ||
+      !json_object_is_type (m, type))
+    return NULL;
+  return m;
+}
+
+/* LUKS2 keeps 64-bit numbers as decimal strings. */
+static bool
+string_u64 (json_object *obj, const char *name, uint64_t *v)
+{
+  json_object *m = member (obj, name, json_type_string);
+  const char *s;
+  char *end;
+
+  if (m == NULL)
+    return false;
+  s = json_object_get_string (m);
+  if (s[0] < '0' || s[0] > '9')
+    return false;
+  errno = 0;
+  *v = strtoull (s, &end, 10);
+  return errno == 0 && *end == '\0';
+}
+
+static bool
+int_in (json_object *obj, const char *name, int64_t lo, int64_t hi,
+        int64_t *v)
+{
+  json_object *m = member (obj, name, json_type_int);
+
+  if (m == NULL)
+    return false;
+  *v = json_object_get_int64 (m);
+  return *v >= lo && *v <= hi;
+}
+
+static const char *
+string_of (json_object *obj, const char *name)
+{
+  json_object *m = member (obj, name, json_type_string);
+  return m ? json_object_get_string (m) : NULL;
+}
+
+static bool
+array_has (json_object *array, const char *id)
+{
+  size_t i, n = array ? json_object_array_length (array) : 0;
+
+  for (i = 0; i < n; ++i) {
+    json_object *e = json_object_array_get_idx (array, i);
+    if (json_object_is_type (e, json_type_string) &&
+        strcmp (json_object_get_string (e), id) == 0)
+      return true;
+  }
+  return false;
+}
+
+static bool
+salt_of (json_object *obj, const char *name, unsigned char *out,
+         size_t *len)
+{
+  const char *s = string_of (obj, name);
+  ssize_t n = s ? base64_decode (s, out, MAX_SALT) : -1;
+
+  if (n < 0)
+    return false;
+  *len = n;
+  return true;
+}
+
+/* Features that stop the whole header from being served. */
+static int
+check_requirements (struct ctx *c, json_object *root)
+{
+  json_object *config = member (root, "config", json_type_object);
+  json_object *req = member (config, "requirements", json_type_object);
+  json_object *mandatory = member (req, "mandatory", json_type_array);
+  json_object *keyslots = member (root, "keyslots", json_type_object);
+  size_t i, n = mandatory ? json_object_array_length (mandatory) : 0;
+
+  for (i = 0; i < n; ++i) {
+    json_object *e = json_object_array_get_idx (mandatory, i);
+    const char *what = json_object_is_type (e, json_type_string)
+      ? json_object_get_string (e) : "(not a string)";
+    if (strncmp (what, "online-reencrypt", 16) == 0)
+      return fail (c, "a reencryption is in progress (requirement %s): "
+                   "finish it with cryptsetup reencrypt first", what);
+    return fail (c, "the header requires feature %s, which is not "
+                 "supported", what);
+  }
+  json_object_object_foreach (keyslots, id, slot) {
+    const char *type = string_of (slot, "type");
+    if (type && strcmp (type, "reencrypt") == 0)
+      return fail (c, "a reencryption is in progress (key slot %s is a "
+                   "reencrypt slot): finish it with cryptsetup reencrypt "
+                   "first", id);
+  }
+  return 0;
+}
+
+/* The one data segment: type crypt, aes-xts-plain64, from offset 0 over
+ * the whole device.
+ */
+static int
+parse_segment (struct ctx *c, json_object *root, const char **seg_id,
+               struct luks_volume *vol)
+{
+  json_object *segments = member (root, "segments", json_type_object);
+  json_object *seg = NULL, *flags;
+  const char *type, *enc, *size;
+  uint64_t offset, tweak;
+  int64_t sector;
+  int n = 0;
+
+  if (segments == NULL)
+    return fail (c, "the JSON metadata has no segments object");
+  json_object_object_foreach (segments, id, obj) {
+    *seg_id = id;
+    seg = obj;
+    n++;
+  }
+  if (n == 0)
+    return fail (c, "the header has no data segment");
+  if (n > 1)
+    return fail (c, "the header has %d data segments (a reencryption or "
+                 "a layered layout): only one is supported", n);
+  if (!json_object_is_type (seg, json_type_object) ||
+      (type = string_of (seg, "type")) == NULL)
+    return fail (c, "data segment %s has no type", *seg_id);
+  if (strcmp (type, "crypt") != 0)
+    return fail (c, "data segment %s is of type %s: only crypt is supported",
+                 *seg_id, type);
+  if (member (seg, "integrity", json_type_object) ||
+      json_object_object_get_ex (seg, "integrity", NULL))
+    return fail (c, "data segment %s has integrity protection "
+                 "(dm-integrity): not supported", *seg_id);
+  if ((flags = member (seg, "flags", json_type_array)) != NULL &&
+      json_object_array_length (flags) > 0) {
+    json_object *f = json_object_array_get_idx (flags, 0);
+    return fail (c, "data segment %s has flag %s (a reencryption?): "
+                 "not supported", *seg_id,
+                 json_object_is_type (f, json_type_string)
+                 ? json_object_get_string (f) : "(not a string)");
+  }
+  if ((enc = string_of (seg, "encryption")) == NULL)
+    return fail (c, "data segment %s has no encryption", *seg_id);
+  if (strcmp (enc, "aes-xts-plain64") != 0)
+    return fail (c, "data cipher %s is not supported: only aes-xts-plain64",
+                 enc);
+  if (!int_in (seg, "sector_size", 512, 4096, &sector) ||
+      !xts_valid_sector_size (sector))
+    return fail (c, "data segment %s: sector_size is not 512, 1024, 2048 "
+                 "or 4096", *seg_id);
+  if (!string_u64 (seg, "offset", &offset))
+    return fail (c, "data segment %s: bad offset", *seg_id);
+  if (offset != 0)
+    return fail (c, "data offset of %" PRIu64 " bytes is not supported: "
+                 "only 0, a detached header with the data from the start "
+                 "of the device", offset);
+  if ((size = string_of (seg, "size")) == NULL)
+    return fail (c, "data segment %s has no size", *seg_id);
+  if (strcmp (size, "dynamic") != 0)
+    return fail (c, "data segment %s has a fixed size of %s bytes: only "
+                 "\"dynamic\" (the whole device) is supported", *seg_id, size);
+  if (!string_u64 (seg, "iv_tweak", &tweak))
+    return fail (c, "data segment %s: bad iv_tweak", *seg_id);
+  vol->sector_size = sector;
+  vol->iv_offset = tweak;
+  return 0;
+}
+
+/* The pbkdf2 digest bound to the data segment. */
+static int
+parse_digest (struct ctx *c, json_object *root, const char *seg_id,
+              struct digest *d, json_object **bound_slots)
+{
+  json_object *digests = member (root, "digests", json_type_object);
+
+  json_object_object_foreach (digests, id, dig) {
+    const char *type = string_of (dig, "type"), *hash;
+    int64_t iter;
+    ssize_t n;
+    if (!array_has (member (dig, "segments", json_type_array), seg_id))
+      continue;
+    if (type == NULL || strcmp (type, "pbkdf2") != 0)
+      return fail (c, "digest %s is of type %s: only pbkdf2 is supported",
+                   id, type ? type : "(none)");
+    hash = string_of (dig, "hash");
+    if (hash == NULL || (d->hash = hash_algo (hash)) == 0)
+      return fail (c, "digest %s: hash %s is not supported: use sha1, "
+                   "sha256 or sha512", id, hash ? hash : "(none)");
+    if (!int_in (dig, "iterations", 1, UINT32_MAX, &iter))
+      return fail (c, "digest %s: bad iterations", id);
+    d->iterations = iter;
+    if (!salt_of (dig, "salt", d->salt, &d->salt_len))
+      return fail (c, "digest %s: bad salt", id);
+    n = string_of (dig, "digest")
+      ? base64_decode (string_of (dig, "digest"), d->value, MAX_DIGEST) : -1;
+    if (n <= 0)
+      return fail (c, "digest %s: bad digest value", id);
+    d->len = n;
+    *bound_slots = member (dig, "keyslots", json_type_array);
+    return 0;
+  }
+  return fail (c, "no digest is bound to data segment %s", seg_id);
+}
+
+/* Mark the slot unusable, with the reason; returns 0 so that parsers
+ * can return it.
+ */
+static int
+skip_slot (struct slot *s, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static int
+skip_slot (struct slot *s, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (s->skip_buf, sizeof s->skip_buf, fmt, ap);
+  va_end (ap);
+  s->skip = s->skip_buf;
+  return 0;
+}
+
+static int
+parse_kdf (json_object *obj, struct slot *s)
+{
+  const char *type = string_of (obj, "type"), *hash;
+  int64_t v;
+
+  if (type && strcmp (type, "pbkdf2") == 0) {
+    s->kdf.type = KDF_PBKDF2;
+    hash = string_of (obj, "hash");
+    if (hash == NULL || (s->kdf.hash = hash_algo (hash)) == 0)
+      return skip_slot (s, "uses PBKDF2 with hash %s: use sha1, sha256 "
+                        "or sha512", hash ? hash : "(none)");
+    if (!int_in (obj, "iterations", 1, UINT32_MAX, &v))
+      return skip_slot (s, "has bad PBKDF2 iterations");
+    s->kdf.iterations = v;
+  }
+  else if (type && (strcmp (type, "argon2i") == 0 ||
+                    strcmp (type, "argon2id") == 0)) {
+    s->kdf.type = type[6] == 'i' && type[7] == 'd' ? KDF_ARGON2ID
+                                                   : KDF_ARGON2I;
+    if (!int_in (obj, "time", 1, UINT32_MAX, &v))
+      return skip_slot (s, "has a bad Argon2 time cost");
+    s->kdf.iterations = v;
+    if (!int_in (obj, "memory", 8, 4 * 1024 * 1024, &v))
+      return skip_slot (s, "has a bad Argon2 memory cost");
+    s->kdf.memory = v;
+    if (!int_in (obj, "cpus", 1, 16 * 1024 * 1024, &v))
+      return skip_slot (s, "has a bad Argon2 cpus value");
+    s->kdf.cpus = v;
+  }
+  else
+    return skip_slot (s, "uses KDF %s: only pbkdf2, argon2i and argon2id "
+                      "are supported", type ? type : "(none)");
+  if (!salt_of (obj, "salt", s->kdf.salt, &s->kdf.salt_len))
+    return skip_slot (s, "has a bad KDF salt");
+  return 0;
+}
+
+static int
+parse_slot (json_object *obj, const char *id, struct slot *s)
+{
+  json_object *af = member (obj, "af", json_type_object);
+  json_object *area = member (obj, "area", json_type_object);
+  const char *type = string_of (obj, "type"), *str;
+  int64_t v;
+
+  memset (s, 0, sizeof *s);
+  s->id = atoi (id);
+  s->priority = 1;
+  if (int_in (obj, "priority", 0, 2, &v))
+    s->priority = v;
+  if (type == NULL || strcmp (type, "luks2") != 0)
+    return skip_slot (s, "is of type %s: only luks2 is supported",
+                      type ? type : "(none)");
+  if (!int_in (obj, "key_size", 1, 1024, &v))
+    return skip_slot (s, "has a bad key_size");
+  if (v != XTS_KEY_BYTES_128 && v != XTS_KEY_BYTES_256)
+    return skip_slot (s, "holds a %d-bit key: only 256 and 512 (AES-128/256-XTS) "
+                      "are supported", (int) v * 8);
+  s->key_len = v;
+  if (af == NULL || (str = string_of (af, "type")) == NULL ||
+      strcmp (str, "luks1") != 0)
+    return skip_slot (s, "uses an anti-forensic splitter other than luks1");
+  if (!int_in (af, "stripes", 1, 100000, &v))
+    return skip_slot (s, "has a bad AF stripe count");
+  s->stripes = v;
+  str = string_of (af, "hash");
+  if (str == NULL || (s->af_hash = hash_algo (str)) == 0)
+    return skip_slot (s, "uses AF hash %s: use sha1, sha256 or sha512",
+                      str ? str : "(none)");
+  if (area == NULL || (str = string_of (area, "type")) == NULL ||
+      strcmp (str, "raw") != 0)
+    return skip_slot (s, "has a key area that is not of type raw");
+  str = string_of (area, "encryption");
+  if (str == NULL || strcmp (str, "aes-xts-plain64") != 0)
+    return skip_slot (s, "is encrypted with %s: only aes-xts-plain64 is "
+                      "supported", str ? str : "(none)");
+  if (!int_in (area, "key_size", XTS_KEY_BYTES_128, XTS_KEY_BYTES_256, &v) ||
+      (v != XTS_KEY_BYTES_128 && v != XTS_KEY_BYTES_256))
+    return skip_slot (s, "has a key area key size other than 256 or 512 "
+                      "bits");
+  s->area_key_len = v;
+  if (!string_u64 (area, "offset", &s->area_offset) ||
+      !string_u64 (area, "size", &s->area_size) ||
+      material_len (s) > s->area_size)
+    return skip_slot (s, "has a bad key area offset or size");
+  return parse_kdf (member (obj, "kdf", json_type_object), s);
+}
+
+/* Slots bound to a token that a passphrase cannot stand in for.  A
+ * luks2-keyring token only fetches an ordinary passphrase, so its slots
+ * still open with one.
+ */
+static bool
+bound_to_token (json_object *root, const char *slot_id, const char **type)
+{
+  json_object *tokens = member (root, "tokens", json_type_object);
+
+  json_object_object_foreach (tokens, id, tok) {
+    const char *t = string_of (tok, "type");
+    (void) id;
+    if (array_has (member (tok, "keyslots", json_type_array), slot_id) &&
+        !(t && strcmp (t, "luks2-keyring") == 0)) {
+      *type = t ? t : "(unknown)";
+      return true;
+    }
+  }
+  return false;
+}
+
+static int
+by_priority (const void *a, const void *b)
+{
+  const struct slot *x = a, *y = b;
+
+  if (x->priority != y->priority)
+    return y->priority - x->priority;
+  return x->id - y->id;
+}
+
+static int
+open_luks2 (struct ctx *c, struct luks_volume *vol)
+{
+  struct l2_copy cp = { .ok = false };
+  struct digest d;
+  struct slot slots[MAX_SLOTS];
+  json_object *root, *keyslots, *bound = NULL;
+  const char *seg_id = NULL, *token_type = NULL;
+  uint64_t json_size;
+  size_t n = 0, by_token = 0;
+  int r = -1;
+
+  if (pick_l2_copy (c, &cp, vol) == -1)
+    return -1;
+  root = cp.json;
+  vol->version = 2;
+  if (!string_u64 (member (root, "config", json_type_object), "json_size",
+                   &json_size) || json_size != cp.hdr_size - L2_BIN_LEN) {
+    fail (c, "the JSON metadata's json_size does not match the header size");
+    goto out;
+  }
+  if ((keyslots = member (root, "keyslots", json_type_object)) == NULL) {
+    fail (c, "the JSON metadata has no keyslots object");
+    goto out;
+  }
+  if (check_requirements (c, root) == -1 ||
+      parse_segment (c, root, &seg_id, vol) == -1 ||
+      parse_digest (c, root, seg_id, &d, &bound) == -1)
+    goto out;
+
+  json_object_object_foreach (keyslots, id, obj) {
+    if (!array_has (bound, id))
+      continue;                 /* a slot of another digest (unbound key) */
+    if (n == MAX_SLOTS) {
+      fail (c, "more than %d key slots", MAX_SLOTS);
+      goto out;
+    }
+    parse_slot (obj, id, &slots[n]);
+    if (slots[n].priority == 0)
+      continue;                 /* "ignore": cryptsetup does not try it */
+    if (!slots[n].skip && bound_to_token (root, id, &token_type))
+      by_token++;
+    n++;
+  }
+  if (n > 0 && by_token == n) {
+    fail (c, "every key slot is bound to a token (%s), which is the only "
+          "way in: add a passphrase with cryptsetup luksAddKey --header",
+          token_type);
+    goto out;
+  }
+  qsort (slots, n, sizeof *slots, by_priority);
+  r = open_slots (c, slots, n, &d, vol);
+
+ out:
+  json_object_put (root);
+  return r;
+}
+
+/* ---- Entry points ------------------------------------------------------ */
+
+int
+luks_open (const char *path, const void *passphrase, size_t passphrase_len,
+           struct luks_volume *vol, char why[LUKS_WHY_LEN])
+{
+  struct ctx c = { .path = path, .why = why, .pass = passphrase,
+                   .pass_len = passphrase_len };
+  unsigned char start[8];
+  int r;
+
+  memset (vol, 0, sizeof *vol);
+  vol->keyslot = -1;
+  why[0] = '\0';
+  c.fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (c.fd == -1)
+    return fail (&c, "cannot be read: %s", strerror (errno));
+  if (!read_at (&c, start, sizeof start, 0)) {
+    r = fail (&c, "not a LUKS header (too short)");
+    goto out;
+  }
+  if (memcmp (start, magic_primary, LUKS_MAGIC_LEN) == 0 &&
+      be16 (start + L2_OFF_VERSION) == 1)
+    r = open_luks1 (&c, vol);
+  else
+    r = open_luks2 (&c, vol);   /* also finds a lone secondary copy */
+ out:
+  close (c.fd);
+  if (r == -1)
+    luks_volume_wipe (vol);
+  return r;
+}
+
+void
+luks_volume_wipe (struct luks_volume *vol)
+{
+  secure_free (vol->key, vol->key_len);
+  vol->key = NULL;
+  vol->key_len = 0;
+}
