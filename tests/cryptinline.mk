@@ -16,6 +16,8 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
+	test-cryptinline-luks.sh \
+	test-cryptinline-luks-refuse.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \
@@ -23,6 +25,8 @@ EXTRA_DIST += \
 	cryptinline-lib.sh \
 	cryptinline_check.py \
 	cryptinline_order.py \
+	luks-lib.sh \
+	luks_header.py \
 	$(NULL)
 
 # Many connections and requests in flight (libnbd aio), data verified.

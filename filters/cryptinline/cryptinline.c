@@ -502,32 +502,35 @@ static int
 read_keyslot_file (const char *file, char **out, size_t *out_len)
 {
   size_t cap = 4096, n = 0;
-  char *buf = gcry_malloc_secure (cap), *bigger;
+  char *buf = NULL, *bigger;
+  struct stat st;
   ssize_t r;
   int fd = open (file, O_RDONLY | O_CLOEXEC);
 
   if (fd == -1) {
     nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
-    wipe_secret (buf, 0);
     return -1;
   }
-  if (buf == NULL)
+  if (fstat (fd, &st) == 0 && S_ISREG (st.st_mode) &&
+      st.st_size > LUKS_KEYFILE_MAX)
+    goto too_big;
+  if ((buf = gcry_malloc_secure (cap)) == NULL)
     goto nomem;
   for (;;) {
     if (n == cap) {
-      if (cap > LUKS_KEYFILE_MAX) {
-        nbdkit_error ("crypt-key-file %s is larger than %d bytes, the most "
-                      "cryptsetup reads from a key file", file,
-                      LUKS_KEYFILE_MAX);
-        goto err;
-      }
-      /* Grow by copying, so no copy is left unwiped. */
-      if ((bigger = gcry_malloc_secure (cap * 2)) == NULL)
+      if (cap > LUKS_KEYFILE_MAX)
+        goto too_big;
+      /* Grow by copying, so no copy is left unwiped; one byte past the
+       * limit tells a too-long pipe.
+       */
+      size_t grown = cap * 2 > LUKS_KEYFILE_MAX ? LUKS_KEYFILE_MAX + 1
+                                                : cap * 2;
+      if ((bigger = gcry_malloc_secure (grown)) == NULL)
         goto nomem;
       memcpy (bigger, buf, n);
       wipe_secret (buf, cap);
       buf = bigger;
-      cap *= 2;
+      cap = grown;
     }
     r = read (fd, buf + n, cap - n);
     if (r == -1 && errno == EINTR)
@@ -540,11 +543,8 @@ read_keyslot_file (const char *file, char **out, size_t *out_len)
       break;
     n += r;
   }
-  if (n > LUKS_KEYFILE_MAX) {
-    nbdkit_error ("crypt-key-file %s is larger than %d bytes, the most "
-                  "cryptsetup reads from a key file", file, LUKS_KEYFILE_MAX);
-    goto err;
-  }
+  if (n > LUKS_KEYFILE_MAX)
+    goto too_big;
   if (n == 0) {
     nbdkit_error ("crypt-key-file %s is empty", file);
     goto err;
@@ -554,6 +554,10 @@ read_keyslot_file (const char *file, char **out, size_t *out_len)
   *out_len = n;
   return 0;
 
+ too_big:
+  nbdkit_error ("crypt-key-file %s is larger than %d bytes, the most "
+                "cryptsetup reads from a key file", file, LUKS_KEYFILE_MAX);
+  goto err;
  nomem:
   nbdkit_error ("no secure memory for crypt-key-file %s: %m", file);
  err:
@@ -618,10 +622,15 @@ static int
 cryptinline_config_complete (nbdkit_next_config_complete *next,
                              nbdkit_backend *nxdata)
 {
+  if (key_file == NULL && passphrase == NULL && header_file) {
+    nbdkit_error ("no key given to open crypt-header %s: use "
+                  "crypt-passphrase=PASSWORD|+FILE|-|-FD or crypt-key-file=FILE "
+                  "(a key slot's key file)", header_file);
+    return -1;
+  }
   if (key_file == NULL && passphrase == NULL) {
     nbdkit_error ("no key given: use crypt-key-file=FILE (a raw 32 or "
-                  "64-byte key) or crypt-passphrase=PASSWORD|+FILE|-|-FD%s",
-                  header_file ? " to open crypt-header" : "");
+                  "64-byte key) or crypt-passphrase=PASSWORD|+FILE|-|-FD");
     return -1;
   }
   if (header_file) {

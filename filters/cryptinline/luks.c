@@ -621,6 +621,7 @@ open_luks1 (struct ctx *c, struct luks_volume *vol)
 
 struct l2_copy {
   bool ok;                      /* checksum and JSON right */
+  bool magic;                   /* a LUKS2 magic and version are there */
   bool sane;                    /* binary header right (size can be used) */
   const char *where;            /* "primary" or "secondary" */
   uint64_t offset, hdr_size, seqid;
@@ -733,6 +734,7 @@ read_l2_copy (struct ctx *c, uint64_t offset, bool secondary,
     copy_failed (cp, "version %u, not 2", be16 (bin + L2_OFF_VERSION));
     return;
   }
+  cp->magic = true;
   cp->hdr_size = be64 (bin + L2_OFF_HDR_SIZE);
   cp->seqid = be64 (bin + L2_OFF_SEQID);
   if (be64 (bin + L2_OFF_HDR_OFFSET) != offset) {
@@ -778,18 +780,27 @@ static int
 pick_l2_copy (struct ctx *c, struct l2_copy *use, struct luks_volume *vol)
 {
   struct l2_copy p, s = { .ok = false };
+  bool any_magic;
   size_t i;
 
   read_l2_copy (c, 0, false, &p);
+  any_magic = p.magic;
   if (p.sane)
     read_l2_copy (c, p.hdr_size, true, &s);
   else {
+    /* The first good one; failing that, the reason of the first with a
+     * magic, or of the last tried.
+     */
     for (i = 0; i < sizeof secondary_offsets / sizeof *secondary_offsets; ++i) {
-      read_l2_copy (c, secondary_offsets[i], true, &s);
-      if (s.sane)
+      struct l2_copy t;
+      read_l2_copy (c, secondary_offsets[i], true, &t);
+      if (t.sane || !s.magic)
+        s = t;
+      if (t.sane)
         break;
     }
   }
+  any_magic |= s.magic;
 
   if (p.ok && s.ok && s.seqid > p.seqid) {
     json_object_put (p.json);
@@ -804,8 +815,7 @@ pick_l2_copy (struct ctx *c, struct l2_copy *use, struct luks_volume *vol)
   else {
     json_object_put (p.json);
     json_object_put (s.json);
-    if (!p.sane && !s.sane && strncmp (p.why, "no LUKS2 magic", 14) == 0 &&
-        strncmp (s.why, "no LUKS2 magic", 14) == 0)
+    if (!any_magic)
       return fail (c, "not a LUKS header (made by cryptsetup luksFormat "
                    "--header?)");
     return fail (c, "no valid LUKS2 header copy: primary: %s; secondary: %s",
@@ -1147,9 +1157,9 @@ parse_slot (json_object *obj, const char *id, struct slot *s)
   return parse_kdf (member (obj, "kdf", json_type_object), s);
 }
 
-/* Slots bound to a token that a passphrase cannot stand in for.  A
- * luks2-keyring token only fetches an ordinary passphrase, so its slots
- * still open with one.
+/* Slots bound to a token that stands for something other than a
+ * passphrase (a TPM, a FIDO2 key, a Tang server...).  A luks2-keyring
+ * token only fetches an ordinary passphrase, so it does not count.
  */
 static bool
 bound_to_token (json_object *root, const char *slot_id, const char **type)
@@ -1222,14 +1232,17 @@ open_luks2 (struct ctx *c, struct luks_volume *vol)
       by_token++;
     n++;
   }
-  if (n > 0 && by_token == n) {
-    fail (c, "every key slot is bound to a token (%s), which is the only "
-          "way in: add a passphrase with cryptsetup luksAddKey --header",
-          token_type);
-    goto out;
-  }
   qsort (slots, n, sizeof *slots, by_priority);
   r = open_slots (c, slots, n, &d, vol);
+  /* Like cryptsetup, a passphrase is tried on token-bound slots too (it
+   * may be the token's secret); if none opened and tokens are the only
+   * way in, say so.
+   */
+  if (r == -1 && vol->keyslot == -1 && n > 0 && by_token == n &&
+      strstr (c->why, "no key slot opened") != NULL)
+    fail (c, "no key slot opened with this passphrase: every key slot is "
+          "bound to a token (%s), the only way in, which this filter cannot "
+          "use", token_type);
 
  out:
   json_object_put (root);
