@@ -74,6 +74,13 @@ edited "digest 0 is of type argon2: only pbkdf2 is supported" \
     'j["digests"]["0"]["type"] = "argon2"'
 edited "the JSON metadata's json_size does not match the header size" \
     'j["config"]["json_size"] = "4096"'
+for obj in keyslots segments digests; do
+    edited "the JSON metadata has no $obj object" "del j[\"$obj\"]"
+done
+# No tokens object at all is not fatal.
+cp "$base" "$h"
+"$PYTHON3" "$header_py" edit "$h" both 'del j["tokens"]'
+luks_serve "$disk" "$h" "$key" true || fail "a header without tokens did not open"
 
 # ---- Not a header, unreadable, parameters the header sets ---------------
 head -c 65536 /dev/urandom > "$tmp/random.hdr"

@@ -932,6 +932,8 @@ check_requirements (struct ctx *c, json_object *root)
     return fail (c, "the header requires feature %s, which is not "
                  "supported", what);
   }
+  if (keyslots == NULL)
+    return fail (c, "the JSON metadata has no keyslots object");
   json_object_object_foreach (keyslots, id, slot) {
     const char *type = string_of (slot, "type");
     if (type && strcmp (type, "reencrypt") == 0)
@@ -1020,6 +1022,8 @@ parse_digest (struct ctx *c, json_object *root, const char *seg_id,
 {
   json_object *digests = member (root, "digests", json_type_object);
 
+  if (digests == NULL)
+    return fail (c, "the JSON metadata has no digests object");
   json_object_object_foreach (digests, id, dig) {
     const char *type = string_of (dig, "type"), *hash;
     int64_t iter;
@@ -1166,6 +1170,8 @@ bound_to_token (json_object *root, const char *slot_id, const char **type)
 {
   json_object *tokens = member (root, "tokens", json_type_object);
 
+  if (tokens == NULL)
+    return false;
   json_object_object_foreach (tokens, id, tok) {
     const char *t = string_of (tok, "type");
     (void) id;
