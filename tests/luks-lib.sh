@@ -9,7 +9,7 @@ header_py="$srcdir/luks_header.py"
 # Cheap key derivation, so the tests stay fast: what matters here is the
 # format, not the cost.  (A real header's slot takes about a second.)
 LUKS_ARGON2="--pbkdf-memory 32 --pbkdf-force-iterations 4 --pbkdf-parallel 1"
-LUKS_PBKDF2="--pbkdf-force-iterations 1000"
+LUKS_PBKDF2="--pbkdf pbkdf2 --pbkdf-force-iterations 1000"
 
 # luks_format HEADER DISK KEYFILE cryptsetup-options...
 # A detached header for DISK (a regular file, left untouched), slot 0

@@ -107,4 +107,26 @@ luks_serve "$disk" "$hdr" "crypt-key-file=$tmp/pass0" \
 "$PYTHON3" "$check_py" check-image "$disk" "$tmp/vk" 4096 123456 false 900 ||
     fail "iv_tweak 123456 was not used as the IV offset"
 
+# Slots are tried in cryptsetup's order: "prefer" first, then by number,
+# "ignore" never.  Two slots with the same passphrase tell which opened.
+rm -f "$disk"; truncate -s 1M "$disk"
+# shellcheck disable=SC2086
+luks_format "$hdr" "$disk" "$tmp/pass0" --type luks2 --pbkdf pbkdf2 $LUKS_PBKDF2
+# shellcheck disable=SC2086
+luks_add_key "$hdr" "$disk" "$tmp/pass0" "$tmp/pass0" --pbkdf pbkdf2 $LUKS_PBKDF2
+opened_slot ()
+{
+    luks_serve "$disk" "$hdr" "crypt-key-file=$tmp/pass0" true -v 2> "$tmp/log" ||
+        { grep -v debug: "$tmp/log"; fail "priority: did not open"; }
+    sed -n 's/.*key slot \([0-9]*\) opened.*/\1/p' "$tmp/log"
+}
+priority () { cryptsetup config --header "$hdr" --key-slot "$1" --priority "$2" "$disk"; }
+[ "$(opened_slot)" = 0 ] || fail "priority: slot 0 should open first"
+priority 1 prefer
+[ "$(opened_slot)" = 1 ] || fail "priority: the preferred slot 1 should open first"
+priority 1 ignore
+[ "$(opened_slot)" = 0 ] || fail "priority: slot 1 is ignored, slot 0 should open"
+priority 0 ignore
+expect_refusal "every key slot has priority ignore" "$hdr" "$disk" "crypt-key-file=$tmp/pass0"
+
 echo "crypt-header checks passed"

@@ -1203,7 +1203,7 @@ open_luks2 (struct ctx *c, struct luks_volume *vol)
   json_object *root, *keyslots, *bound = NULL;
   const char *seg_id = NULL, *token_type = NULL;
   uint64_t json_size;
-  size_t n = 0, by_token = 0;
+  size_t n = 0, by_token = 0, ignored = 0;
   int r = -1;
 
   if (pick_l2_copy (c, &cp, vol) == -1)
@@ -1232,11 +1232,18 @@ open_luks2 (struct ctx *c, struct luks_volume *vol)
       goto out;
     }
     parse_slot (obj, id, &slots[n]);
-    if (slots[n].priority == 0)
-      continue;                 /* "ignore": cryptsetup does not try it */
+    if (slots[n].priority == 0) {
+      ignored++;                /* "ignore": cryptsetup does not try it */
+      continue;
+    }
     if (!slots[n].skip && bound_to_token (root, id, &token_type))
       by_token++;
     n++;
+  }
+  if (n == 0 && ignored > 0) {
+    fail (c, "every key slot has priority ignore: make one normal with "
+          "cryptsetup config --priority normal --key-slot N --header");
+    goto out;
   }
   qsort (slots, n, sizeof *slots, by_priority);
   r = open_slots (c, slots, n, &d, vol);
