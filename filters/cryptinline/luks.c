@@ -28,7 +28,10 @@
  * is refused with a one-line reason.
  *
  * Secrets (slot keys, decrypted key material, the volume key) live only
- * in libgcrypt secure memory and are wiped before they are freed.
+ * in libgcrypt secure memory and are wiped before they are freed.  The
+ * key material (stripes x key bytes, 250 KiB for a 512-bit key) is read,
+ * decrypted and merged 4 KiB at a time, so the secure memory needed
+ * stays within libgcrypt's first pool.
  */
 
 #include <config.h>
@@ -382,32 +385,6 @@ af_diffuse (gcry_md_hd_t md, int algo, unsigned char *block, size_t len)
   return 0;
 }
 
-/* key = the XOR of the stripes, with a diffusion after each but the
- * last.
- */
-static gcry_error_t
-af_merge (int algo, const unsigned char *material, size_t key_len,
-          uint32_t stripes, unsigned char *key)
-{
-  gcry_md_hd_t md;
-  gcry_error_t err = gcry_md_open (&md, algo, GCRY_MD_FLAG_SECURE);
-  uint32_t s;
-  size_t i;
-
-  if (err)
-    return err;
-  memset (key, 0, key_len);
-  for (s = 0; s < stripes; ++s) {
-    const unsigned char *stripe = material + (size_t) s * key_len;
-    for (i = 0; i < key_len; ++i)
-      key[i] ^= stripe[i];
-    if (s + 1 < stripes)
-      af_diffuse (md, algo, key, key_len);
-  }
-  gcry_md_close (md);
-  return 0;
-}
-
 /* ---- One key slot ---------------------------------------------------- */
 
 /* What a key slot says, for LUKS1 and LUKS2 alike. */
@@ -442,6 +419,57 @@ material_len (const struct slot *s)
   return (n + SECTOR - 1) / SECTOR * SECTOR;
 }
 
+/* Key material is read, decrypted and merged a chunk at a time, so that
+ * only a chunk of it is ever in (secure) memory.  A multiple of the
+ * sector and of both key sizes, so stripes never straddle chunks.
+ */
+#define AREA_CHUNK 4096
+
+/* key = the XOR of the decrypted stripes, with a diffusion after each
+ * but the last (the AF merge).
+ */
+static int
+merge_area (struct ctx *c, const struct slot *s, gcry_cipher_hd_t hd,
+            unsigned char *chunk, unsigned char *key)
+{
+  static const struct xts_format area_fmt = { .sector_size = SECTOR };
+  size_t mlen = material_len (s), pos, n, i, j;
+  uint32_t stripe = 0;
+  gcry_md_hd_t md;
+  gcry_error_t err = gcry_md_open (&md, s->af_hash, GCRY_MD_FLAG_SECURE);
+  int r = -1;
+
+  if (err)
+    return fail (c, "key slot %d: %s", s->id, gcry_strerror (err));
+  memset (key, 0, s->key_len);
+  for (pos = 0; pos < mlen; pos += n) {
+    n = mlen - pos < AREA_CHUNK ? mlen - pos : AREA_CHUNK;
+    if (!read_at (c, chunk, n, s->area_offset + pos)) {
+      fail (c, "key slot %d: cannot read its key material (%zu bytes at "
+            "offset %" PRIu64 "): %s", s->id, mlen, s->area_offset,
+            errno ? strerror (errno) : "the file is too short");
+      goto out;
+    }
+    /* The IV counts 512-byte sectors from the start of the area. */
+    err = xts_decrypt (hd, &area_fmt, chunk, chunk, n, pos);
+    if (err) {
+      fail (c, "key slot %d: %s", s->id, gcry_strerror (err));
+      goto out;
+    }
+    for (i = 0; i + s->key_len <= n && stripe < s->stripes;
+         i += s->key_len, stripe++) {
+      for (j = 0; j < s->key_len; ++j)
+        key[j] ^= chunk[i + j];
+      if (stripe + 1 < s->stripes)
+        af_diffuse (md, s->af_hash, key, s->key_len);
+    }
+  }
+  r = 0;
+ out:
+  gcry_md_close (md);
+  return r;
+}
+
 /* Try one slot.  1: *key holds the volume key (secure memory); 0: the
  * passphrase does not open this slot; -1: an error, reason recorded.
  */
@@ -449,17 +477,15 @@ static int
 try_slot (struct ctx *c, const struct slot *s, const struct digest *d,
           unsigned char **key_out)
 {
-  static const struct xts_format area_fmt = { .sector_size = SECTOR };
-  size_t mlen = material_len (s);
   unsigned char *slot_key = secure_alloc (s->area_key_len);
-  unsigned char *material = secure_alloc (mlen);
+  unsigned char *chunk = secure_alloc (AREA_CHUNK);
   unsigned char *key = secure_alloc (s->key_len);
   unsigned char check[MAX_DIGEST];
   gcry_cipher_hd_t hd = NULL;
   gcry_error_t err;
   int r = -1;
 
-  if (!slot_key || !material || !key) {
+  if (!slot_key || !chunk || !key) {
     fail (c, "no secure memory to open key slot %d", s->id);
     goto out;
   }
@@ -469,19 +495,14 @@ try_slot (struct ctx *c, const struct slot *s, const struct digest *d,
           gcry_strerror (err));
     goto out;
   }
-  if (!read_at (c, material, mlen, s->area_offset)) {
-    fail (c, "key slot %d: cannot read its %zu bytes of key material at "
-          "offset %" PRIu64 ": %s", s->id, mlen, s->area_offset,
-          errno ? strerror (errno) : "the file is too short");
+  err = xts_open (&hd, slot_key, s->area_key_len);
+  if (err) {
+    fail (c, "key slot %d: %s", s->id, gcry_strerror (err));
     goto out;
   }
-  err = xts_open (&hd, slot_key, s->area_key_len);
-  if (!err)
-    err = xts_decrypt (hd, &area_fmt, material, material, mlen, 0);
-  if (!err)
-    err = af_merge (s->af_hash, material, s->key_len, s->stripes, key);
-  if (!err)
-    err = gcry_kdf_derive (key, s->key_len, GCRY_KDF_PBKDF2, d->hash,
+  if (merge_area (c, s, hd, chunk, key) == -1)
+    goto out;
+  err = gcry_kdf_derive (key, s->key_len, GCRY_KDF_PBKDF2, d->hash,
                            d->salt, d->salt_len, d->iterations,
                            d->len, check);
   if (err) {
@@ -501,7 +522,7 @@ try_slot (struct ctx *c, const struct slot *s, const struct digest *d,
     gcry_cipher_close (hd);
   explicit_bzero (check, sizeof check);
   secure_free (slot_key, s->area_key_len);
-  secure_free (material, mlen);
+  secure_free (chunk, AREA_CHUNK);
   secure_free (key, s->key_len);
   return r;
 }
