@@ -107,6 +107,18 @@ struct ctx {
 static int fail (struct ctx *c, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
+/* Names quoted from a header (a checksum algorithm, a cipher...) may hold
+ * any bytes; in a log line they become '?' unless printable ASCII, so
+ * the reason stays one readable line.
+ */
+static void
+printable (char *s)
+{
+  for (; *s; ++s)
+    if ((unsigned char) *s < 0x20 || (unsigned char) *s >= 0x7f)
+      *s = '?';
+}
+
 /* Record the one-line reason, prefixed with the parameter and file. */
 static int
 fail (struct ctx *c, const char *fmt, ...)
@@ -119,6 +131,7 @@ fail (struct ctx *c, const char *fmt, ...)
   va_start (ap, fmt);
   vsnprintf (c->why + n, LUKS_WHY_LEN - n, fmt, ap);
   va_end (ap);
+  printable (c->why + n);
   return -1;
 }
 
@@ -843,6 +856,8 @@ pick_l2_copy (struct ctx *c, struct l2_copy *use, struct luks_volume *vol)
                  p.why, s.why);
   }
   vol->copy = use->where;
+  printable (p.why);
+  printable (s.why);
   if (!p.ok)
     snprintf (vol->note, sizeof vol->note,
               "crypt-header %s: primary LUKS2 header copy is damaged (%s): "
