@@ -8,7 +8,8 @@
  *   bench-luks-open HEADER PASSFILE [RUNS]
  *
  * The passphrase is the whole of PASSFILE (as crypt-key-file reads it).
- * One line: version, slot opened, runs, median and minimum seconds.
+ * One line: version, slot opened, runs, median and minimum seconds, and
+ * the time to refuse a wrong passphrase (every usable slot tried once).
  */
 
 #include <config.h>
@@ -35,7 +36,7 @@ main (int argc, char *argv[])
   char why[LUKS_WHY_LEN];
   char pass[4096];
   size_t len;
-  double *t;
+  double *t, wrong;
   int runs = argc > 3 ? atoi (argv[3]) : 3, i;
   FILE *f;
   const char *err;
@@ -67,9 +68,19 @@ main (int argc, char *argv[])
       luks_volume_wipe (&vol);
   }
   qsort (t, runs, sizeof *t, by_value);
-  printf ("header=%s luks=%u slot=%d runs=%d median_s=%.3f min_s=%.3f\n",
-          argv[1], vol.version, vol.keyslot, runs, t[runs / 2], t[0]);
   luks_volume_wipe (&vol);
+  {
+    struct luks_volume no;
+    double start = monotonic_seconds ();
+    if (luks_open (argv[1], "not the passphrase", 18, &no, why) == 0) {
+      fprintf (stderr, "bench-luks-open: a wrong passphrase opened a slot\n");
+      return 1;
+    }
+    wrong = monotonic_seconds () - start;
+  }
+  printf ("header=%s luks=%u slot=%d runs=%d median_s=%.3f min_s=%.3f "
+          "wrong_passphrase_s=%.3f\n", argv[1], vol.version, vol.keyslot,
+          runs, t[runs / 2], t[0], wrong);
   explicit_bzero (pass, sizeof pass);
   free (t);
   return 0;
