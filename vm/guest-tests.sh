@@ -603,22 +603,31 @@ case_dmcrypt_interop ()
     $CLIENT verify "$(uri srv)" $b $((len + 65536)) 53 || die "mixed zone differs"
 }
 
-# luks_format DEV: a detached LUKS2 header for the zoned device, made by
-# cryptsetup in the guest (4K sectors, AES-256-XTS), with a second slot;
-# passphrases in $W/pass and $W/pass2.  Cheap Argon2id: the format is
-# what is tested, not the cost.
+# luks_format DEV luks2|luks1: a detached header for the zoned device,
+# made by cryptsetup in the guest, with a second slot; passphrases in
+# $W/pass and $W/pass2.  LUKS2: 4K sectors, AES-256-XTS, cheap Argon2id
+# (the format is tested, not the cost); LUKS1: 512-byte sectors,
+# AES-128-XTS, PBKDF2.
 luks_format ()
 {
-    local dev=$1
+    local dev=$1 type=$2
     printf '%s' "first passphrase $dev" > $W/pass
     printf '%s' "second passphrase $dev" > $W/pass2
-    set -- --batch-mode --disable-locks --header $W/hdr --pbkdf argon2id \
-        --pbkdf-memory 64 --pbkdf-force-iterations 4 --pbkdf-parallel 2
-    timeout 120 cryptsetup luksFormat "$@" --type luks2 --sector-size 4096 \
-        --cipher aes-xts-plain64 --key-size 512 --key-file $W/pass \
-        --luks2-metadata-size 16k --luks2-keyslots-size 1m /dev/$dev ||
-        die "cryptsetup luksFormat --header on /dev/$dev"
-    timeout 120 cryptsetup luksAddKey "$@" --key-file $W/pass /dev/$dev $W/pass2 ||
+    if [ $type = luks2 ]; then
+        set -- --pbkdf argon2id --pbkdf-memory 64 --pbkdf-force-iterations 4 \
+            --pbkdf-parallel 2
+        set -- "$@" --sector-size 4096 --key-size 512 \
+            --luks2-metadata-size 16k --luks2-keyslots-size 1m
+    else
+        set -- --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-size 256
+    fi
+    timeout 120 cryptsetup luksFormat --batch-mode --disable-locks \
+        --header $W/hdr --type $type --cipher aes-xts-plain64 \
+        --key-file $W/pass "$@" /dev/$dev ||
+        die "cryptsetup luksFormat --type $type --header on /dev/$dev"
+    timeout 120 cryptsetup luksAddKey --batch-mode --disable-locks \
+        --header $W/hdr --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+        --key-file $W/pass /dev/$dev $W/pass2 ||
         die "cryptsetup luksAddKey --header"
     cp $W/hdr $W/hdr.orig
 }
@@ -631,16 +640,16 @@ serve_luks ()
         crypt-header=$W/hdr crypt-passphrase=+$3
 }
 
-# Case 7: a LUKS2 header made by cryptsetup opens through the filter, and
+# Case 7: a LUKS header made by cryptsetup opens through the filter, and
 # cryptsetup open --header on the zoned device reads what the filter
 # wrote; the filter reads what dm-crypt wrote.
 case_luks_interop ()
 {
-    local dev=$1 z zs a b len=1048576
+    local dev=$1 type=$2 z zs a b len=1048576
     z=$(first_seq_zone $dev)
     zs=$(zone_bytes $dev)
     a=$((z * zs)) b=$(((z + 1) * zs))
-    luks_format $dev
+    luks_format $dev $type
 
     serve_luks srv $dev $W/pass
     $CLIENT write "$(uri srv)" $a $len 71 || die "write through the filter"
@@ -652,11 +661,16 @@ case_luks_interop ()
         --disable-locks /dev/$dev zt-luks || die "cryptsetup open --header $dev"
     dmsetup table zt-luks > $W/table || die "dmsetup table zt-luks"
     say "dm-crypt table: $(cat $W/table)"
-    # What the filter implements: IV offset 0, data offset 0, 4K sectors,
-    # IVs in 512-byte units.
-    grep -q ' crypt aes-xts-plain64 [^ ]* 0 [^ ]* 0 .*sector_size:4096' $W/table &&
+    # What the filter implements: IV offset 0, data offset 0, IVs in
+    # 512-byte units; 4K sectors for LUKS2, 512 bytes for LUKS1.
+    grep -q ' crypt aes-xts-plain64 [^ ]* 0 [^ ]* 0' $W/table &&
         ! grep -q iv_large_sectors $W/table ||
         die "unexpected dm-crypt table"
+    if [ $type = luks2 ]; then
+        grep -q 'sector_size:4096' $W/table || die "not 4K sectors"
+    else
+        ! grep -q 'sector_size:' $W/table || die "not 512-byte sectors"
+    fi
     $CLIENT gen 71 $a $len > $W/want
     dd if=/dev/mapper/zt-luks of=$W/got bs=65536 count=$((len / 65536)) \
         skip=$((a / 65536)) iflag=direct status=none || die "read through dm-crypt"
@@ -861,8 +875,9 @@ for dev in $ZONED_DEVICES; do
     run 400 "$dev: case 6: kill -9 during a write stream, restart" case_crash $dev
 done
 for dev in $ZONED_DEVICES; do
-    run 300 "$dev: case 7: LUKS2 detached header, cryptsetup open --header interoperability" case_luks_interop $dev
+    run 300 "$dev: case 7: LUKS2 detached header, cryptsetup open --header interoperability" case_luks_interop $dev luks2
 done
+run 300 "nullb1: case 7: LUKS1 detached header, cryptsetup open --header interoperability" case_luks_interop nullb1 luks1
 
 # The client side: the export as a zoned block device (zoned ublk, 6.6+).
 if kernel_at_least 6 6; then
