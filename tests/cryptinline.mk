@@ -16,6 +16,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
+	test-cryptinline-keymem.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \

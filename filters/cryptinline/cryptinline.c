@@ -21,7 +21,9 @@
  *
  * Each thread has its own libgcrypt handle (handles are not thread-safe),
  * keyed once, and its own bounce buffer, kept between requests.  Key bytes
- * live only in libgcrypt secure memory and are wiped on unload.
+ * and key schedules live only in keymem (common/keymem.h): locked into RAM
+ * and left out of core dumps, locked again in the serving process after
+ * nbdkit forks, and wiped on unload.
  */
 
 #include <config.h>
@@ -40,6 +42,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "keymem.h"
 #include "xts.h"
 #include "pool.h"
 
@@ -62,9 +65,9 @@ enum crypt_mode { MODE_INLINE, MODE_POOL, MODE_AUTO };
 
 /* Configuration: written by .config/.config_complete, read-only after. */
 static struct xts_format fmt = { .sector_size = 4096 };
-static unsigned char *key;              /* libgcrypt secure memory */
+static unsigned char *key;              /* keymem */
 static size_t key_len;
-static char *passphrase;                /* secure memory until derived */
+static char *passphrase;                /* keymem until derived */
 static size_t passphrase_len;
 static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
 static const char *key_file;
@@ -101,7 +104,7 @@ wipe_secret (void *p, size_t len)
 {
   if (p) {
     explicit_bzero (p, len);
-    gcry_free (p);
+    keymem_free (p);
   }
 }
 
@@ -316,9 +319,9 @@ read_key_file (const char *file)
     nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
     return -1;
   }
-  buf = gcry_malloc_secure (XTS_KEY_BYTES_256 + 1);
+  buf = keymem_alloc (XTS_KEY_BYTES_256 + 1);
   if (buf == NULL) {
-    nbdkit_error ("no secure memory for the key: %m");
+    nbdkit_error ("no locked memory for the key: %m");
     close (fd);
     return -1;
   }
@@ -365,9 +368,9 @@ read_passphrase (const char *value)
   if (nbdkit_read_password (value, &pw) == -1)
     return -1;
   passphrase_len = strlen (pw);
-  passphrase = gcry_malloc_secure (passphrase_len + 1);
+  passphrase = keymem_alloc (passphrase_len + 1);
   if (passphrase == NULL) {
-    nbdkit_error ("no secure memory for the passphrase: %m");
+    nbdkit_error ("no locked memory for the passphrase: %m");
     explicit_bzero (pw, passphrase_len);
     free (pw);
     return -1;
@@ -430,9 +433,9 @@ derive_passphrase_key (void)
   size_t len = key_size_bits == 256 ? XTS_KEY_BYTES_128 : XTS_KEY_BYTES_256;
   gcry_error_t err;
 
-  key = gcry_malloc_secure (len);
+  key = keymem_alloc (len);
   if (key == NULL) {
-    nbdkit_error ("no secure memory for the key: %m");
+    nbdkit_error ("no locked memory for the key: %m");
     return -1;
   }
   key_len = len;
@@ -507,6 +510,17 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
 static int
 cryptinline_after_fork (nbdkit_backend *nxdata)
 {
+  /* Memory locks do not survive fork either: lock the key (and all key
+   * schedules to come) again in the process that serves.
+   */
+  if (keymem_after_fork () == -1) {
+    nbdkit_error ("cannot lock the key's memory again after nbdkit forked: "
+                  "%m: raise the memory lock limit (ulimit -l)");
+    return -1;
+  }
+  nbdkit_debug ("keys: %zu KiB of %s memory, out of core dumps",
+                keymem_mapped_bytes () / 1024,
+                keymem_is_locked () ? "locked" : "unlocked (no privilege)");
   /* Threads do not survive fork, so the pool starts only now. */
   if (mode == MODE_INLINE)
     return 0;
