@@ -17,6 +17,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
 	test-cryptinline-keymem.sh \
+	test-cryptinline-extents.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \

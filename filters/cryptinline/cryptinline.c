@@ -827,6 +827,84 @@ get_extents (nbdkit_next *next, uint32_t count, uint64_t offset, int *err)
   return extents;
 }
 
+/* ---- Block status ----------------------------------------------------- */
+
+/* Zero extents below are reported as zero only over whole crypt sectors:
+ * a sector partly zero below decrypts to noise, so it is data here.  A run
+ * of adjacent zero extents (hole+zero next to zero) counts as one, as in
+ * decrypt_read.  The run [from, to) of extents first..last-1 of below.
+ */
+static void
+add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
+              uint64_t from, uint64_t to, struct nbdkit_extents *extents)
+{
+  uint64_t ss = fmt.sector_size;
+  uint64_t a = (from + ss - 1) / ss * ss, b = to / ss * ss;
+  size_t i;
+
+  if (a >= b) {
+    nbdkit_add_extent (extents, from, to - from, 0);
+    return;
+  }
+  if (from < a)
+    nbdkit_add_extent (extents, from, a - from, 0);
+  for (i = first; i < last; ++i) {
+    struct nbdkit_extent e = nbdkit_get_extent (below, i);
+    uint64_t s = e.offset < a ? a : e.offset;
+    uint64_t t = e.offset + e.length > b ? b : e.offset + e.length;
+    if (s < t)
+      nbdkit_add_extent (extents, s, t - s, e.type);
+  }
+  if (b < to)
+    nbdkit_add_extent (extents, b, to - b, 0);
+}
+
+static int
+cryptinline_extents (nbdkit_next *next, void *handle,
+                     uint32_t count, uint64_t offset, uint32_t flags,
+                     struct nbdkit_extents *extents, int *err)
+{
+  uint64_t ss = fmt.sector_size;
+  uint64_t a = offset / ss * ss;
+  uint64_t b = (offset + count + ss - 1) / ss * ss;
+  struct nbdkit_extents *below;
+  size_t i, n, run_first = 0;
+  uint64_t run_start = 0, run_end = 0;
+  bool in_run = false;
+
+  /* Ask below for whole crypt sectors, and for all of them (not only the
+   * first extent): the rounding needs each sector's every byte.
+   */
+  if (b - a > UINT32_MAX / ss * ss)
+    b = a + UINT32_MAX / ss * ss;
+  if ((below = get_extents (next, b - a, a, err)) == NULL)
+    return -1;
+  n = nbdkit_extents_count (below);
+  for (i = 0; i < n; ++i) {
+    struct nbdkit_extent e = nbdkit_get_extent (below, i);
+    if (e.type & NBDKIT_EXTENT_ZERO) {
+      if (!in_run || e.offset != run_end) {
+        if (in_run)
+          add_zero_run (below, run_first, i, run_start, run_end, extents);
+        run_first = i;
+        run_start = e.offset;
+        in_run = true;
+      }
+      run_end = e.offset + e.length;
+      continue;
+    }
+    if (in_run) {
+      add_zero_run (below, run_first, i, run_start, run_end, extents);
+      in_run = false;
+    }
+    nbdkit_add_extent (extents, e.offset, e.length, e.type);
+  }
+  if (in_run)
+    add_zero_run (below, run_first, n, run_start, run_end, extents);
+  nbdkit_extents_free (below);
+  return 0;
+}
+
 static int
 cryptinline_pread (nbdkit_next *next, void *handle,
                    void *buf, uint32_t count, uint64_t offset,
@@ -961,6 +1039,7 @@ static struct nbdkit_filter filter = {
   .block_size        = cryptinline_block_size,
   .can_zero          = cryptinline_can_zero,
   .can_fast_zero     = cryptinline_can_fast_zero,
+  .extents           = cryptinline_extents,
   .pread             = cryptinline_pread,
   .pwrite            = cryptinline_pwrite,
   .zero              = cryptinline_zero,
