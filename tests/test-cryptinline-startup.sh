@@ -63,6 +63,17 @@ for bad in -1 18446744073709551616 1.5 0x10 ""; do
     expect_refusal "crypt-iv-offset=$bad is not accepted: use a whole number from 0 to 18446744073709551615" \
         "$k64" crypt-iv-offset="$bad"
 done
+# dm-crypt refuses an IV offset that is not a whole number of crypt
+# sectors (a multiple of crypt-sector-size/512), whatever the order of
+# the parameters.
+expect_refusal "crypt-iv-offset=1 is not a multiple of 8 (crypt-sector-size 4096 / 512): dm-crypt requires the IV offset to be a whole number of crypt sectors" \
+    "$k64" crypt-iv-offset=1
+expect_refusal "crypt-iv-offset=4 is not a multiple of 8" \
+    "$k64" crypt-iv-offset=4 crypt-sector-size=4096
+expect_refusal "crypt-iv-offset=6 is not a multiple of 4 (crypt-sector-size 2048 / 512)" \
+    "$k64" crypt-sector-size=2048 crypt-iv-offset=6 crypt-iv-large-sectors=true
+expect_refusal "crypt-iv-offset=18446744073709551615 is not a multiple of 2" \
+    "$k64" crypt-iv-offset=18446744073709551615 crypt-sector-size=1024
 expect_refusal "crypt-mode=fast is not accepted: use inline, pool or auto" \
     "$k64" crypt-mode=fast
 for bad in 0 -2 1025 many; do
@@ -76,12 +87,17 @@ expect_refusal "crypt-sector-size was given twice" \
 expect_refusal "unknown parameter crypt-sectorsize" \
     "$k64" crypt-sectorsize=512
 
+# An odd IV offset is fine with 512-byte sectors.
+crypt_nbdkit -U - --filter=cryptinline memory 1M "$k64" crypt-sector-size=512 \
+    crypt-iv-offset=18446744073709551615 --run 'nbdinfo --size "$uri"' \
+    > "$tmp/out" 2> "$tmp/err" || { cat "$tmp/err"; fail "odd IV offset refused with 512-byte sectors"; }
+
 # And the good configurations start.
 for good in "$k64" "crypt-key-file=$tmp/k32" "crypt-passphrase=+$tmp/pass" \
             "crypt-passphrase=secret crypt-key-size=256"; do
     # shellcheck disable=SC2086
     crypt_nbdkit -U - --filter=cryptinline memory 1M $good \
-        crypt-iv-large-sectors=on crypt-iv-offset=18446744073709551615 \
+        crypt-iv-large-sectors=on crypt-iv-offset=18446744073709551608 \
         crypt-mode=pool crypt-threads=1024 crypt-pool-threshold=1M \
         --run 'nbdinfo --size "$uri"' > "$tmp/out" 2> "$tmp/err" ||
         fail "a good configuration was refused: $good"

@@ -467,6 +467,24 @@ check_key (void)
   return 0;
 }
 
+/* dm-crypt refuses an iv_offset that is not a whole number of crypt
+ * sectors; a disk written with one could not be opened by dm-crypt.
+ * Checked here, when both parameters are known, in any order.
+ */
+static int
+check_iv_offset (void)
+{
+  uint32_t per_sector = fmt.sector_size / 512;
+
+  if (fmt.iv_offset % per_sector == 0)
+    return 0;
+  nbdkit_error ("crypt-iv-offset=%" PRIu64 " is not a multiple of %" PRIu32
+                " (crypt-sector-size %" PRIu32 " / 512): dm-crypt requires "
+                "the IV offset to be a whole number of crypt sectors",
+                fmt.iv_offset, per_sector, fmt.sector_size);
+  return -1;
+}
+
 static int
 cryptinline_config_complete (nbdkit_next_config_complete *next,
                              nbdkit_backend *nxdata)
@@ -482,6 +500,8 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
                   key_len * 8);
     return -1;
   }
+  if (check_iv_offset () == -1)
+    return -1;
   if (passphrase && derive_passphrase_key () == -1)
     return -1;
   if (check_key () == -1)
@@ -501,7 +521,8 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "crypt-cipher=aes-xts-plain64  The cipher (the only one accepted).\n" \
   "crypt-sector-size=512|1024|2048|4096  Encryption sector (default 4096).\n" \
   "crypt-iv-large-sectors=true|false  IV counts crypt sectors (default false).\n" \
-  "crypt-iv-offset=N           dm-crypt iv_offset (cryptsetup --skip), 512-byte units (default 0).\n" \
+  "crypt-iv-offset=N           dm-crypt iv_offset (cryptsetup --skip), 512-byte units,\n" \
+  "                            a multiple of crypt-sector-size/512 (default 0).\n" \
   "crypt-mode=inline|pool|auto Where the cipher work runs (default auto).\n" \
   "crypt-threads=N             Threads sharing one request's cipher work\n" \
   "                            (default: online CPUs).\n" \
