@@ -18,6 +18,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-tls.sh \
 	test-cryptinline-keymem.sh \
 	test-cryptinline-extents.sh \
+	test-cryptinline-handles.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \

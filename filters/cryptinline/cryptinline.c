@@ -564,9 +564,20 @@ thread_state (void)
     return NULL;
   }
   err = xts_open (&ts->hd, key, key_len);
-  if (err) {
+  if (err && keymem_lock_refused ())
+    /* Key memory is locked and the lock limit is reached: a key schedule
+     * in swappable memory is refused, loudly.
+     */
+    nbdkit_error ("no locked memory left for this thread's AES-XTS key "
+                  "schedule (%zu KiB of keys locked, the memory lock limit "
+                  "reached): request refused; raise the limit (ulimit -l) "
+                  "or serve fewer connections or --threads",
+                  keymem_mapped_bytes () / 1024);
+  else if (err)
     nbdkit_error ("cannot open the AES-XTS cipher: %s", gcry_strerror (err));
+  if (err) {
     free (ts);
+    errno = ENOMEM;
     return NULL;
   }
   if (pthread_setspecific (thread_key, ts) != 0) {
@@ -936,6 +947,13 @@ cryptinline_pread (nbdkit_next *next, void *handle,
 
   if (!aligned ("read", count, offset, err))
     return -1;
+  /* This thread's cipher handle first: without one, fail with ENOMEM
+   * before any I/O.
+   */
+  if (thread_state () == NULL) {
+    *err = ENOMEM;
+    return -1;
+  }
   if (next->pread (next, buf, count, offset, flags, err) == -1)
     return -1;
   /* Only a sector whose ciphertext is all zeros can be unwritten space;
