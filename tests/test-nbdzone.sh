@@ -30,7 +30,7 @@ cat "$out"
 # Lines like blkzone: sectors of 512 bytes.
 grep -qxF '  start: 0x000000000, len 0x000800, cap 0x000800, wptr 0x000000 reset:0 non-seq:0, zcond: 0(nw) [type: 1(CONVENTIONAL)]' "$out"
 grep -qxF '  start: 0x000000800, len 0x000800, cap 0x000800, wptr 0x000000 reset:0 non-seq:0, zcond: 0(nw) [type: 1(CONVENTIONAL)]' "$out"
-grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000600, wptr 0x000018 reset:0 non-seq:0, zcond: 2(ac) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
+grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000600, wptr 0x000018 reset:0 non-seq:0, zcond: 2(oi) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
 grep -qxF '  start: 0x000001800, len 0x000800, cap 0x000600, wptr 0x000600 reset:0 non-seq:0, zcond:14(fu) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
 grep -qxF '  start: 0x000002000, len 0x000800, cap 0x000600, wptr 0x000000 reset:0 non-seq:0, zcond: 1(em) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
 # OFFSET and LENGTH select zones.

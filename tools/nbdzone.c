@@ -198,7 +198,11 @@ zone_wp (const struct disk *d, uint64_t z)
   return s.pos < end ? s.pos : end;
 }
 
-/* Condition, as NBD shows it: open and closed cannot be told apart. */
+/* Condition, with blkzone's numbers and names.  NBD does not tell an
+ * implicitly open zone from an explicitly open or a closed one: a partly
+ * written zone is shown as implicitly open (oi), the state a write
+ * leaves a zone in.
+ */
 static void
 print_zone (const struct disk *d, uint64_t z)
 {
@@ -216,7 +220,7 @@ print_zone (const struct disk *d, uint64_t z)
     wp = zone_wp (d, z);
     if (wp == start) { cond = "em"; cond_no = 1; }
     else if (wp >= start + cap) { cond = "fu"; cond_no = 14; }
-    else { cond = "ac"; cond_no = 2; }
+    else { cond = "oi"; cond_no = 2; }
   }
   printf ("  start: 0x%09" PRIx64 ", len 0x%06" PRIx64 ", cap 0x%06" PRIx64
           ", wptr 0x%06" PRIx64 " reset:0 non-seq:0, zcond:%2d(%s) "

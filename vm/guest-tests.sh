@@ -348,10 +348,11 @@ assert_zone ()
 normalise_report ()
 {
     local start len cap wp cond type
-    sed -n 's/.*start: *\(0x[0-9a-f]*\), len \(0x[0-9a-f]*\), cap \(0x[0-9a-f]*\), wptr \(0x[0-9a-f]*\).*zcond: *\([0-9]*\).*type: *\([0-9]*\).*/\1 \2 \3 \4 \5 \6/p' |
+    sed -n 's/.*start: *\(0x[0-9a-f]*\), len \(0x[0-9a-f]*\), cap \(0x[0-9a-f]*\), wptr \(0x[0-9a-f]*\).*zcond: *\([0-9]*([a-z0-9]*)\).*type: *\([0-9]*\).*/\1 \2 \3 \4 \5 \6/p' |
     while read -r start len cap wp cond type; do
-        case $cond in 2|3|4) cond=partial ;; esac
-        if [ "$type" = 1 ] || [ "$cond" = 14 ]; then wp=-; else wp=$((wp * 512)); fi
+        # The condition with blkzone's name, "14(fu)".
+        case $cond in '2(oi)'|'3(oe)'|'4(cl)') cond=partial ;; esac
+        if [ "$type" = 1 ] || [ "$cond" = '14(fu)' ]; then wp=-; else wp=$((wp * 512)); fi
         echo "$((start * 512)) $((len * 512)) $((cap * 512)) $wp $cond $type"
     done
 }
