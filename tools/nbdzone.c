@@ -41,38 +41,62 @@ struct disk {
   uint64_t size;
 };
 
+/* Print S to stderr with every byte outside printable ASCII shown as
+ * \xNN: error messages carry strings from the server (its export
+ * description, its error replies), which must not drive the terminal.
+ */
+static void
+put_sanitised (const char *s)
+{
+  const unsigned char *p;
+
+  for (p = (const unsigned char *) s; *p; p++) {
+    if (*p >= 0x20 && *p < 0x7f)
+      fputc (*p, stderr);
+    else
+      fprintf (stderr, "\\x%02x", *p);
+  }
+}
+
 static void
 die_nbd (const struct disk *d, const char *what)
 {
-  fprintf (stderr, "%s: %s %s: %s\n", progname, what, d->uri,
-           nbd_get_error () ? nbd_get_error () : "unknown error");
+  fprintf (stderr, "%s: %s ", progname, what);
+  put_sanitised (d->uri);
+  fputs (": ", stderr);
+  put_sanitised (nbd_get_error () ? nbd_get_error () : "unknown error");
+  fputc ('\n', stderr);
   exit (EXIT_FAILURE);
 }
 
+/* A byte count: decimal digits only (a leading zero is not octal, 0x is
+ * not hex: a mistyped number must not select another zone to reset),
+ * optionally one suffix K, M, G or T (powers of 1024).
+ */
 static int
 parse_bytes (const char *s, uint64_t *v)
 {
-  char *end;
-  unsigned long long n;
+  uint64_t n = 0;
   int shift = 0;
 
   if (*s < '0' || *s > '9')
     return -1;
-  errno = 0;
-  n = strtoull (s, &end, 0);
-  if (errno)
-    return -1;
-  switch (*end) {
+  for (; *s >= '0' && *s <= '9'; s++) {
+    if (n > (UINT64_MAX - (*s - '0')) / 10)
+      return -1;
+    n = n * 10 + (*s - '0');
+  }
+  switch (*s) {
   case '\0': break;
-  case 'K': case 'k': shift = 10; end++; break;
-  case 'M': case 'm': shift = 20; end++; break;
-  case 'G': case 'g': shift = 30; end++; break;
-  case 'T': case 't': shift = 40; end++; break;
+  case 'K': case 'k': shift = 10; s++; break;
+  case 'M': case 'm': shift = 20; s++; break;
+  case 'G': case 'g': shift = 30; s++; break;
+  case 'T': case 't': shift = 40; s++; break;
   default: return -1;
   }
-  if (*end || (shift && n > (UINT64_MAX >> shift)))
+  if (*s || (shift && n > (UINT64_MAX >> shift)))
     return -1;
-  *v = (uint64_t) n << shift;
+  *v = n << shift;
   return 0;
 }
 
@@ -114,8 +138,11 @@ connect_disk (struct disk *d, const char *uri)
   r = zoned_geometry_parse (desc, &d->g, err, sizeof err);
   free (desc);
   if (r == -1) {
-    fprintf (stderr, "%s: %s is not a zoned export: %s\n", progname, uri,
-             err);
+    fprintf (stderr, "%s: ", progname);
+    put_sanitised (uri);
+    fputs (" is not a zoned export: ", stderr);
+    put_sanitised (err);
+    fputc ('\n', stderr);
     exit (EXIT_FAILURE);
   }
   if (nbd_can_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
