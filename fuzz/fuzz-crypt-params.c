@@ -130,7 +130,9 @@ printable (const uint8_t *p, size_t n)
   return true;
 }
 
-/* The pool threshold a value should give: digits times k/M/G, or -1. */
+/* The pool threshold a value should give, as documented: digits times
+ * k/M/G (powers of 1024), at most 4G; or -1.
+ */
 static int64_t
 expected_threshold (const char *v)
 {
@@ -147,7 +149,7 @@ expected_threshold (const char *v)
   if (*p == 'k' || *p == 'K') mult = 1024, p++;
   else if (*p == 'm' || *p == 'M') mult = 1024 * 1024, p++;
   else if (*p == 'g' || *p == 'G') mult = 1024 * 1024 * 1024, p++;
-  if (*p || n > UINT32_MAX)
+  if (*p || n * mult > (UINT64_C (4) << 30))
     return -1;
   return n * mult;
 }

@@ -267,6 +267,15 @@ case_dmcrypt_available ()
     cmp -s $W/data $W/raw && die "the raw device holds plaintext"
     timeout 60 cryptsetup close zt-check || die "cryptsetup close"
     blkzone reset -o $((start / 512)) -c 1 /dev/$dev
+    # dm-crypt refuses an IV offset (--skip) that is not a whole number of
+    # crypt sectors, as the filter refuses such a crypt-iv-offset.
+    if timeout 60 cryptsetup open --type plain --cipher aes-xts-plain64 \
+        --key-file $W/key --key-size 512 --sector-size 4096 --skip 4 \
+        --disable-locks /dev/$dev zt-skip 2>$W/skip.err; then
+        timeout 60 cryptsetup close zt-skip
+        die "dm-crypt accepted --skip 4 with 4096-byte sectors"
+    fi
+    say "dm-crypt refuses --skip 4 with 4096-byte sectors: $(cat $W/skip.err)"
 }
 
 # ---- the product on real zoned devices --------------------------------------

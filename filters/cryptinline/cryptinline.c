@@ -268,7 +268,10 @@ parse_threads (const char *value)
   return 0;
 }
 
-/* A byte count with an optional k, M or G suffix (powers of 1024). */
+/* A byte count with an optional k, M or G suffix (powers of 1024), at
+ * most 4G.
+ */
+#define MAX_POOL_THRESHOLD (UINT64_C (4) * 1024 * 1024 * 1024)
 static int
 parse_threshold (const char *value)
 {
@@ -280,7 +283,7 @@ parse_threshold (const char *value)
     else if (strcasecmp (end, "m") == 0) mult = 1024 * 1024;
     else if (strcasecmp (end, "g") == 0) mult = 1024 * 1024 * 1024;
     else if (*end != '\0') mult = 0;
-    if (mult && n <= UINT32_MAX) {
+    if (mult && n <= MAX_POOL_THRESHOLD && n * mult <= MAX_POOL_THRESHOLD) {
       pool_threshold = n * mult;
       return 0;
     }
