@@ -47,7 +47,17 @@ nbdzone report "$uri" 4M 1 | grep -qF 'zcond:14(fu)'
 nbdzone reset "$uri" all
 [ "$(nbdzone report "$uri" | grep -c 'zcond: 1(em)')" -eq 6 ]
 
-# Errors: one line each, non-zero exit.
+# Errors: one line each, non-zero exit, no zone and no byte changed.
+state () {
+    nbdzone report "$uri"
+    "$PYTHON3" -c '
+import hashlib, sys; sys.path.insert(0, sys.argv[2])
+from zbd_helpers import *
+h = connect(sys.argv[1])
+print(hashlib.sha256(h.pread(h.get_size(), 0)).hexdigest())
+' "$uri" "$srcdir"
+}
+state > "$tmp/state-before"
 expect_err () {
     if nbdzone "$@" 2>"$tmp/err"; then echo "nbdzone $* succeeded"; exit 1; fi
     cat "$tmp/err"
@@ -63,6 +73,14 @@ expect_err report "$uri" 12Q
 grep -qF 'OFFSET "12Q" is not a byte count' "$tmp/err"
 expect_err frobnicate "$uri"
 grep -qF 'unknown command "frobnicate"' "$tmp/err"
+expect_err reset "$uri"
+grep -qF 'nbdzone: reset takes one OFFSET (or all), not 0 arguments (see nbdzone --help)' "$tmp/err"
+expect_err finish "$uri" 2M 3M
+grep -qF 'nbdzone: finish takes one OFFSET, not 2 arguments (see nbdzone --help)' "$tmp/err"
+expect_err report "$uri" 0 1M 2M
+grep -qF 'nbdzone: report takes at most OFFSET and LENGTH, not 3 arguments (see nbdzone --help)' "$tmp/err"
+state > "$tmp/state-after"
+cmp "$tmp/state-before" "$tmp/state-after" || { echo "a refused command changed the export"; exit 1; }
 EOS
 
 export tmp      # the script reads it

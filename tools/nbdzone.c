@@ -279,6 +279,11 @@ zone_at_start (const struct disk *d, uint64_t offset)
 static int
 do_report (struct disk *d, int argc, char **argv)
 {
+  if (argc > 2) {
+    fprintf (stderr, "%s: report takes at most OFFSET and LENGTH, not %d "
+             "arguments (see %s --help)\n", progname, argc, progname);
+    return EXIT_FAILURE;
+  }
   uint64_t offset = argc > 0 ? arg_bytes ("OFFSET", argv[0]) : 0;
   uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->size;
   uint64_t z;
@@ -323,7 +328,8 @@ do_reset (struct disk *d, int argc, char **argv)
   uint64_t z;
 
   if (argc != 1) {
-    usage (stderr);
+    fprintf (stderr, "%s: reset takes one OFFSET (or all), not %d arguments "
+             "(see %s --help)\n", progname, argc, progname);
     return EXIT_FAILURE;
   }
   if (strcmp (argv[0], "all") == 0) {
@@ -347,7 +353,8 @@ do_finish (struct disk *d, int argc, char **argv)
   uint64_t z, wp, end;
 
   if (argc != 1) {
-    usage (stderr);
+    fprintf (stderr, "%s: finish takes one OFFSET, not %d arguments "
+             "(see %s --help)\n", progname, argc, progname);
     return EXIT_FAILURE;
   }
   z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));
