@@ -160,4 +160,22 @@ for desc in 'zoned=host-managed zone-size=1\033]0;owned\007 zones=4' \
         fail "a control character from the server reached the terminal"
     grep -qF '\x1b' "$tmp/err" || fail "the escape character is not shown escaped"
 done
+# Zones too large for one NBD request (8 GiB): reset and finish refuse
+# with a line saying so, and send no trim or write-zeroes at all.
+big=(eval get_size='echo 17179869184' pread='head -c $3 /dev/zero'
+     export_description="echo zoned=host-managed zone-size=8589934592 zones=2"
+     can_trim='exit 0' can_zero='exit 0' can_extents='exit 0'
+     extents='echo 0 17179869184 hole,zero'
+     trim="touch $tmp/sent" zero="touch $tmp/sent")
+nbdkit -U - "${big[@]}" --run 'nbdzone reset "$uri" 0' 2> "$tmp/err" &&
+    fail "nbdzone reset of an 8 GiB zone succeeded"
+cat "$tmp/err"
+grep -qF 'zones of 8589934592 bytes are too large for one NBD request' "$tmp/err" ||
+    fail "no message for a zone too large to reset"
+nbdkit -U - "${big[@]}" --run 'nbdzone finish "$uri" 8G' 2> "$tmp/err" &&
+    fail "nbdzone finish of an 8 GiB zone succeeded"
+cat "$tmp/err"
+grep -qF 'zone 1 has more than 4 GiB left, too much for one NBD request' "$tmp/err" ||
+    fail "no message for a zone too large to finish"
+[ ! -e "$tmp/sent" ] || fail "a refused reset or finish sent a request"
 echo "nbdzone checks passed"
