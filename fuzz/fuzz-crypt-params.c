@@ -23,43 +23,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 
-/* ---- Stand-ins for nbdkit ------------------------------------------- */
-
-static char last_error[1024];
-static int errors;
-
-void
-nbdkit_error (const char *fs, ...)
-{
-  va_list args;
-
-  va_start (args, fs);
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-  vsnprintf (last_error, sizeof last_error, fs, args);
-#pragma GCC diagnostic pop
-  va_end (args);
-  errors++;
-}
-
-void
-nbdkit_debug (const char *fs, ...)
-{
-}
-
-int
-nbdkit_read_password (const char *value, char **password)
-{
-  /* nbdkit itself handles -, -FD and +FILE; the filter sees the result. */
-  *password = strdup (value);
-  return *password ? 0 : -1;
-}
-
-struct nbdkit_extents *nbdkit_extents_new (uint64_t s, uint64_t e) { abort (); }
-void nbdkit_extents_free (struct nbdkit_extents *e) { abort (); }
-size_t nbdkit_extents_count (const struct nbdkit_extents *e) { abort (); }
-struct nbdkit_extent nbdkit_get_extent (const struct nbdkit_extents *e, size_t i) { abort (); }
-int nbdkit_add_extent (struct nbdkit_extents *e, uint64_t o, uint64_t l, uint32_t t) { abort (); }
+#include "nbdkit-stubs.h"
 
 static int
 next_config (nbdkit_backend *nxdata, const char *k, const char *v)
