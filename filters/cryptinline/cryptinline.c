@@ -268,10 +268,11 @@ parse_threads (const char *value)
   return 0;
 }
 
+#define MAX_POOL_THRESHOLD (UINT64_C (4) * 1024 * 1024 * 1024)
+
 /* A byte count with an optional k, M or G suffix (powers of 1024), at
  * most 4G.
  */
-#define MAX_POOL_THRESHOLD (UINT64_C (4) * 1024 * 1024 * 1024)
 static int
 parse_threshold (const char *value)
 {
