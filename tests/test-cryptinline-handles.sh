@@ -4,7 +4,8 @@
 # x threads the key memory grows, still locked; where the memory lock
 # limit forbids more, a request that would need a new handle fails with
 # ENOMEM and a log line saying why, instead of keying a handle in
-# swappable memory silently.  On the background (forked) server.
+# swappable memory silently; a refused write changes nothing.  On the
+# background (forked) server.
 source "$srcdir/cryptinline-lib.sh"
 
 make_key "$tmp/key" 64
@@ -18,9 +19,12 @@ serve ()
 {
     local name=$1 how=$2 i
     shift 2
+    # A sparse file: a block never written stays a hole and reads as
+    # zeros (the memory plugin's pages would read as noise around it).
+    truncate -s 64M "$tmp/$name.img"; chmod 666 "$tmp/$name.img"
     "$@" "$(command -v nbdkit)" $how -P "$tmp/$name.pid" -U "$tmp/$name.sock" \
         --threads 16 --filter="${CRYPTINLINE_FILTER:-cryptinline}" \
-        memory 64M crypt-key-file="$tmp/key" crypt-mode=inline \
+        file "$tmp/$name.img" crypt-key-file="$tmp/key" crypt-mode=inline \
         2> "$tmp/$name.log" &
     [ "$how" = -f ] || wait $! || fail "$name did not start"
     for ((i = 0; i < 100; i++)); do
@@ -48,17 +52,20 @@ for _ in range(conns):
     hs.append(h)
 errors = collections.Counter()
 done = 0
-for _ in range(4):
+want = {}                       # offset: what its last successful write wrote
+for r in range(4):
     cookies = []
     for i, h in enumerate(hs):
         for j in range(64):
-            buf = nbd.Buffer.from_bytearray(bytearray(b"x" * 4096))
-            cookies.append((h, h.aio_pwrite(buf, (i * 64 + j) * 4096)))
-    for h, c in cookies:
+            off = (i * 64 + j) * 4096
+            buf = nbd.Buffer.from_bytearray(bytearray([r + 1] * 4096))
+            cookies.append((h, off, h.aio_pwrite(buf, off)))
+    for h, off, c in cookies:
         while True:
             try:
                 if h.aio_command_completed(c):
                     done += 1
+                    want[off] = bytes([r + 1] * 4096)
                     break
             except nbd.Error as e:
                 errors[e.errno] += 1
@@ -66,9 +73,21 @@ for _ in range(4):
             h.poll(-1)
 with open("/proc/%s/status" % pid) as f:
     vmlck = [l.split()[1] for l in f if l.startswith("VmLck:")][0]
-print(done, sum(errors.values()), ",".join(map(str, errors)) or "-", vmlck)
 for h in hs:
     h.shutdown()
+# A write that failed changed nothing: every block holds what its last
+# successful write wrote (zeros if none did).  Read on a fresh connection
+# once the others' threads, and their handles, are gone.
+check = nbd.NBD()
+check.connect_unix(sock)
+for off in range(0, conns * 64 * 4096, 4096):
+    got = check.pread(4096, off)
+    if got != want.get(off, bytes(4096)):
+        sys.exit("block at %d holds %s..., its last successful write wrote "
+                 "%s..." % (off, got[:4].hex(),
+                            want.get(off, bytes(4096))[:4].hex()))
+check.shutdown()
+print(done, sum(errors.values()), ",".join(map(str, errors)) or "-", vmlck)
 PY
 }
 
