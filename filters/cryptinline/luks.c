@@ -1046,6 +1046,10 @@ parse_segment (struct ctx *c, json_object *root, const char **seg_id,
                  "\"dynamic\" (the whole device) is supported", *seg_id, size);
   if (!string_u64 (seg, "iv_tweak", &tweak))
     return fail (c, "data segment %s: bad iv_tweak", *seg_id);
+  if (tweak % (sector / SECTOR) != 0)
+    return fail (c, "data segment %s: iv_tweak %" PRIu64 " is not a whole "
+                 "number of %" PRId64 "-byte sectors, which dm-crypt refuses",
+                 *seg_id, tweak, sector);
   vol->sector_size = sector;
   vol->iv_offset = tweak;
   return 0;
