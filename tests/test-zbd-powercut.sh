@@ -16,7 +16,7 @@ tmp="$(mktemp -d)"
 cleanup_fn rm -rf "$tmp"
 img="$tmp/zoned.img"
 seed="${POWERCUT_SEED:-9}"
-states="${POWERCUT_STATES:-1500}"
+states="${POWERCUT_STATES:-4000}"
 
 nbdkit -U - zbd emulate="$img" size=2M zone-size=256K zone-capacity=192K \
        conventional-zones=1 --run true || fail "creating the image"

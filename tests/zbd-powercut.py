@@ -30,6 +30,8 @@
 #     data discarded by a reset never reappears under a WP);
 #   - W is at least what the last acknowledged flush, FUA write, reset
 #     or finish promised (no WP behind an acknowledged durable point).
+import array
+import functools
 import hashlib
 import os
 import random
@@ -60,16 +62,15 @@ FALLOC_FL_ZERO_RANGE = 0x10
 def data_for(zone, gen, off, n):
     """The bytes of a write: zone, generation and offset in each word,
     so that data of an older generation (before a reset) never matches."""
-    out = bytearray()
-    for pos in range(off, off + n, 8):
-        out += struct.pack("<HHI", zone, gen, pos & 0xffffffff)
-    return bytes(out)
-
+    base = zone | gen << 16
+    return array.array("Q", (base | (pos & 0xffffffff) << 32
+                             for pos in range(off, off + n, 8))).tobytes()
 
 # ---------------------------------------------------------------- #
 # The workload: a list of operations, generated from the seed against
 # a model of the zones, so that every operation is valid.
 
+@functools.lru_cache(maxsize=None)
 def workload(seed):
     rng = random.Random(seed)
     wps = {z: 0 for z in SEQ_ZONES}
@@ -95,6 +96,15 @@ def workload(seed):
     kinds = (["write"] * 8 + ["fua"] * 2 + ["batch"] * 2 + ["flush"] * 2 +
              ["reset"] * 2 + ["finish"] * 2)
     while len(ops) < NR_OPS:
+        if len(ops) == NR_OPS // 4:
+            # A zone filled to its capacity, not flushed, then finished.
+            z = min(SEQ_ZONES, key=lambda z: wps[z])
+            while wps[z] < ZONE_CAP:
+                n = min(49152, ZONE_CAP - wps[z])
+                ops.append(("write", z, n, False))
+                wps[z] += n
+            ops.append(("finish", z))
+            continue
         if len(ops) == NR_OPS // 2:
             ops.append(("resetall",))
             for z in SEQ_ZONES:
@@ -111,14 +121,13 @@ def workload(seed):
             wps[z] = 0
             op = ("reset", z)
         elif kind == "finish":
-            cand = [z for z in SEQ_ZONES if wps[z] < ZONE_CAP]
-            if cand:
-                z = rng.choice(cand)
-                wps[z] = ZONE_CAP
-                op = ("finish", z)
+            # Any zone, also one already full by its writes.
+            z = rng.choice(SEQ_ZONES)
+            wps[z] = ZONE_CAP
+            op = ("finish", z)
         if op:
             ops.append(op)
-    return ops
+    return tuple(ops)
 
 
 class Model:
@@ -285,40 +294,65 @@ def apply_unit(img, unit):
         img[off:off + len(data)] = data
 
 
-def subsets(n, rng, limit):
-    """Index sets of the pending units a crash may keep."""
-    if n <= 4:
-        for mask in range(1 << n):
-            yield [i for i in range(n) if mask >> i & 1]
-        return
+def subsets(groups, rng, limit):
+    """Which pending units a crash keeps: lists of unit indices.  GROUPS
+    holds the units of each pending operation.  Whole operations are
+    kept or lost: every combination when there are few, else each
+    in-order prefix, each operation alone, each "all but one", and
+    random ones; then some operations torn (a random part of their
+    units kept), up to LIMIT sets."""
+    k = len(groups)
+    if 1 << k <= limit:
+        picks = [[i for i in range(k) if mask >> i & 1]
+                 for mask in range(1 << k)]
+    else:
+        picks = [list(range(j)) for j in range(k + 1)]
+        picks += [[j] for j in range(k)]
+        picks += [[i for i in range(k) if i != j] for j in range(k)]
+        picks += [[i for i in range(k) if rng.random() < 0.5]
+                  for _ in range(limit)]
+    out = []
+    for pick in picks:
+        out.append([u for i in pick for u in groups[i]])
+    torn = [i for i in range(k) if len(groups[i]) > 1]
+    for _ in range(limit):
+        if not torn:
+            break
+        j = rng.choice(torn)
+        before = [u for i in range(j) for u in groups[i]
+                  if rng.random() < 0.5 or i < j - 1]
+        out.append(before + [u for u in groups[j] if rng.random() < 0.5])
     seen = set()
-    cands = [list(range(n)), []]
-    cands += [list(range(k)) for k in range(1, n)]
-    cands += [[i for i in range(n) if i != j] for j in range(n)]
-    while len(cands) < limit + 8:
-        cands.append([i for i in range(n) if rng.random() < 0.5])
-    for c in cands:
+    for c in out:
         key = tuple(c)
-        if key in seen:
-            continue
-        seen.add(key)
-        yield c
+        if key not in seen:
+            seen.add(key)
+            yield c
         if len(seen) >= limit:
             return
-
 
 # ---------------------------------------------------------------- #
 # Checking one crash image
 
-def expectations(wl, begun, acked):
+@functools.lru_cache(maxsize=None)
+def model_after(seed, acked):
+    """The model after requests 0..ACKED, all acknowledged."""
+    if acked < 0:
+        return Model()
+    m = model_after(seed, acked - 1).copy()
+    m.apply(workload(seed)[acked], True)
+    return m
+
+
+@functools.lru_cache(maxsize=None)
+def expectations(seed, begun, acked):
     """Per zone, the states a crash may show, given requests 0..ACKED
     acknowledged and request BEGUN maybe in progress: a list of
     (content, promised WP, finish_from).  FINISH_FROM, for a finish in
     progress, is the WP before it: the WP is either at most that or the
     capacity, never in between."""
-    m = Model()
-    for i in range(acked + 1):
-        m.apply(wl[i], True)
+    wl = workload(seed)
+    m = model_after(seed, acked)
     out = {z: [(bytes(m.content[z]), m.promised[z], None)] for z in SEQ_ZONES}
     if begun > acked:
         op = wl[begun]
@@ -387,36 +421,63 @@ def run_check(image0, trace, seed, nbdkit, max_states):
            counts.get(REC_FSYNC, 0), counts.get(REC_FDATASYNC, 0), len(wl)))
 
     rng = random.Random(seed)
-    # Crash points: before each operation, and at the end.  Per point the
-    # states are bounded so that the whole run stays within MAX_STATES.
+    # Crash points: before each operation, and at the end.  The states of
+    # a crash just before a sync include those of every earlier point
+    # since the previous sync, so most of the budget goes there.
     points = list(range(len(ops) + 1))
-    per_point = max(4, max_states // len(points))
+    heavy = set(syncs) | {len(ops)}
+    light = 3
+    per_heavy = max(8, (max_states - light * len(points)) // len(heavy))
     tmpdir = tempfile.mkdtemp()
     path = os.path.join(tmpdir, "crash.img")
     durable = bytearray(base)       # everything up to the last sync
     durable_upto = 0                # ops[:durable_upto] are in DURABLE
     seen = set()
     checked = failures = 0
+    # The file holds DURABLE as of WRITTEN_UPTO, changed only in ranges of
+    # operations after it.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    written_upto = None
     for p in points:
         last_sync = max([s for s in syncs if s < p], default=-1)
         while durable_upto <= last_sync:
             for u in units_of(ops[durable_upto], data_offset):
                 apply_unit(durable, u)
             durable_upto += 1
-        pending = [u for o in ops[durable_upto:p]
-                   for u in units_of(o, data_offset)]
-        expect = expectations(wl, begun[p], acked[p])
-        for keep in subsets(len(pending), rng, per_point):
+        groups, pending = [], []
+        for o in ops[durable_upto:p]:
+            us = units_of(o, data_offset)
+            if us:
+                groups.append(list(range(len(pending),
+                                         len(pending) + len(us))))
+                pending += us
+        expect = expectations(seed, begun[p], acked[p])
+        limit = per_heavy if p in heavy else light
+        # Every state of this point differs from DURABLE only inside
+        # these ranges: hash and write just them.
+        ranges = [(u[0], u[0] + (u[2] if u[1] is None else len(u[1])))
+                  for u in pending if u[1] != "truncate"]
+        whole = any(u[1] == "truncate" for u in pending)
+        for keep in subsets(groups, rng, limit):
             img = bytearray(durable)
             for i in keep:
                 apply_unit(img, pending[i])
-            key = (hashlib.blake2b(img, digest_size=16).digest(),
-                   begun[p], acked[p])
+            digest = hashlib.blake2b(digest_size=16)
+            if whole:
+                digest.update(img)
+            for (a, b) in ranges:
+                digest.update(img[a:b])
+            key = (durable_upto, digest.digest(), begun[p], acked[p])
             if key in seen:
                 continue
             seen.add(key)
-            with open(path, "wb") as f:
-                f.write(img)
+            if whole or written_upto != durable_upto:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, img, 0)
+                written_upto = None if whole else durable_upto
+            else:
+                for (a, b) in ranges:
+                    os.pwrite(fd, img[a:b], a)
             try:
                 h = open_image(nbdkit, path)
             except nbd.Error as e:
@@ -430,12 +491,14 @@ def run_check(image0, trace, seed, nbdkit, max_states):
                 failures += 1
                 if failures <= 5:
                     keep_path = os.path.join(tmpdir, "fail-%d.img" % failures)
-                    os.rename(path, keep_path)
+                    with open(keep_path, "wb") as f:
+                        f.write(img)
                     print("FAIL: crash before trace operation %d (request %d "
                           "begun, %d acknowledged), %d of %d pending pieces "
                           "kept: %s [image kept: %s]" %
                           (p, begun[p], acked[p], len(keep), len(pending),
                            why, keep_path), file=sys.stderr)
+    os.close(fd)
     print("power cut: %d crash points, %d distinct crash images checked, "
           "%d violate the invariant" % (len(points), checked, failures))
     if failures:
@@ -449,6 +512,6 @@ if __name__ == "__main__":
     elif sys.argv[1] == "check":
         run_check(sys.argv[2], sys.argv[3], int(sys.argv[4]),
                   sys.argv[5].split(),
-                  int(sys.argv[6]) if len(sys.argv) > 6 else 1500)
+                  int(sys.argv[6]) if len(sys.argv) > 6 else 4000)
     else:
         fail("usage: zbd-powercut.py workload|check ...")
