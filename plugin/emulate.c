@@ -8,6 +8,20 @@
  * syncs it, so after a crash the newest valid slot never has a WP
  * above data that is not on disk, and a torn slot write leaves the
  * previous slot.
+ *
+ * Zone operations keep the same rule from the other side, inside the
+ * zone operation (the zone stays claimed, no write can reach it):
+ *   reset:  the table with the zone empty is durable, then its data is
+ *           discarded (a crash in between leaves an empty zone over old
+ *           data, which reads as zeros above the WP; never the old WP
+ *           over discarded data);
+ *   finish: the data above the WP is discarded and synced, then the
+ *           table with the zone full is durable (never a full zone over
+ *           stale data that was not written since its last reset).
+ * Both write the table from the last durable one with only this zone
+ * changed: those WPs are covered by durable data already, so no data
+ * sync is needed first, and each zone operation is durable when it is
+ * acknowledged.
  */
 
 #define _GNU_SOURCE 1          /* fallocate */
@@ -495,9 +509,80 @@ file_open_rw (void)
   return 0;
 }
 
+/* Write the last durable table with zone Z's WP set to WP, and sync it.
+ * Caller holds persist_lock.
+ */
+static int
+persist_zone_wp (struct zone *z, uint64_t wp)
+{
+  uint64_t *w;
+  int r;
+
+  if (persisted_wps[zone_index (z)] == wp)
+    return 0;
+  w = malloc (nr_zones * sizeof *w);
+  if (!w) {
+    nbdkit_error ("malloc: %m");
+    return -1;
+  }
+  memcpy (w, persisted_wps, nr_zones * sizeof *w);
+  w[zone_index (z)] = wp;
+  r = write_table (w);
+  free (w);
+  return r;
+}
+
+/* Reset of a claimed zone, under persist_lock: table first. */
+static int
+file_zone_reset (struct zone *z)
+{
+  if (persist_zone_wp (z, z->start) == -1)
+    return -1;
+  return file_discard (z->len, z->start);
+}
+
+/* Finish of a claimed zone, under persist_lock: discard first. */
+static int
+file_zone_finish (struct zone *z)
+{
+  uint64_t wp;
+  int r = 0;
+
+  /* The emulated active-zone rule, as for the memory backend: finishing
+   * an empty zone makes it active for a moment on a real device.
+   */
+  pthread_mutex_lock (&zones_lock);
+  wp = z->wp;
+  if (z->cond == COND_EMPTY && max_active && nr_active >= max_active) {
+    nbdkit_error ("finish of zone %" PRIu64 ": too many active zones (%"
+                  PRIu64 ", max-active-zones=%" PRIu64 "): ENOSPC",
+                  zone_index (z), nr_active, max_active);
+    errno = ENOSPC;
+    r = -1;
+  }
+  pthread_mutex_unlock (&zones_lock);
+  if (r == -1)
+    return -1;
+
+  if (wp < zone_cap_end (z) &&
+      file_discard (zone_cap_end (z) - wp, wp) == -1)
+    return -1;
+  if (persisted_wps[zone_index (z)] == zone_cap_end (z))
+    return 0;
+  /* The discard and the zone's data below the WP (a zone filled by
+   * writes that no flush covered yet), durable before the table.
+   */
+  if (fdatasync (img_fd) == -1) {
+    nbdkit_error ("emulate=%s: fdatasync: %m", emulate);
+    return -1;
+  }
+  return persist_zone_wp (z, zone_cap_end (z));
+}
+
 static const struct backend file_backend = {
   .name = "file", .emulated = true,
   .pread = file_pread, .pwrite = file_pwrite, .discard = file_discard,
+  .zone_op_reset = file_zone_reset, .zone_op_finish = file_zone_finish,
   .flush = file_persist, .persist = file_persist, .open_rw = file_open_rw,
 };
 
