@@ -9,6 +9,7 @@
 source "$srcdir/functions.sh"
 requires "$PYTHON3" -c 'import nbd'
 requires nbdkit --version
+requires nbdinfo --version
 recorder="$top_builddir/tests/.libs/crash-recorder.so"
 [ -f "$recorder" ] || fail "$recorder was not built"
 
@@ -18,8 +19,10 @@ img="$tmp/zoned.img"
 seed="${POWERCUT_SEED:-9}"
 states="${POWERCUT_STATES:-4000}"
 
+# The image is created when the first client connects for writing.
 nbdkit -U - zbd emulate="$img" size=2M zone-size=256K zone-capacity=192K \
-       conventional-zones=1 --run true || fail "creating the image"
+       conventional-zones=1 --run 'nbdinfo "$uri" >/dev/null' \
+    || fail "creating the image"
 cp "$img" "$tmp/image0"
 
 CRASHREC_FILE="$img" CRASHREC_TRACE="$tmp/trace" LD_PRELOAD="$recorder" \

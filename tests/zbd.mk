@@ -15,6 +15,7 @@ ZBD_TESTS = \
 	test-zbd-limits.sh \
 	test-zbd-file.sh \
 	test-zbd-crash.sh \
+	test-zbd-image-header.sh \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
 	test-zbd-nbdcopy.sh \
