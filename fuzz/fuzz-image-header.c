@@ -27,9 +27,9 @@
 
 #include "image-format.h"
 
-/* The plugin reads 2 * slot_size bytes at once; the file is at least
- * that big.  Past this many bytes of table the harness stops (the
- * loader's cost is linear and the allocation is the file's size).
+/* The plugin reads the used part of each slot (header and WPs), which
+ * the decoder has bounded by the file's size.  Past this many bytes of
+ * table the harness stops: the loader's cost is linear.
  */
 #define MAX_TABLE (16 << 20)
 
@@ -56,11 +56,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   unsigned char h[IMG_HEADER_SIZE], h2[IMG_HEADER_SIZE];
   struct img_geometry g, g2;
-  uint64_t file_size, seq, seq2, table;
+  uint64_t file_size, seq, seq2, used, i;
   unsigned char *slots, *again;
   uint64_t *wps, *wps2;
   char err[256];
-  size_t have;
   unsigned char *img, flags;
 
   if (size < 9)
@@ -107,30 +106,30 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fprintf (stderr, "accepted slots beyond the file\n");
     abort ();
   }
-  table = 2 * g.slot_size;
-  if (table > MAX_TABLE) {
+  used = img_slot_used (&g);
+  if (2 * used > MAX_TABLE) {
     free (img);
     return 0;
   }
-  slots = calloc (1, table);
+  /* Both slots, where emulate.c reads them, zero past the input. */
+  slots = calloc (2, used);
   wps = calloc (g.nr_zones, sizeof *wps);
   wps2 = calloc (g.nr_zones, sizeof *wps2);
-  again = calloc (1, g.slot_size);
+  again = calloc (1, used);
   if (!slots || !wps || !wps2 || !again)
     abort ();
-  have = size > IMG_FIRST_SLOT ? size - IMG_FIRST_SLOT : 0;
-  if (have)
-    memcpy (slots, data + IMG_FIRST_SLOT, have < table ? have : table);
-  if (flags & 2) {
-    uint64_t used = IMG_SLOT_HEADER + 8ULL * g.nr_zones, i;
-    for (i = 0; i < 2; i++) {
-      unsigned char *s = slots + i * g.slot_size;
-      put_crc (s + 16, 0);
-      put_crc (s + 16, img_crc32 (0, s, used));
+  for (i = 0; i < 2; i++) {
+    uint64_t at = IMG_FIRST_SLOT + i * g.slot_size;
+    if (at < size)
+      memcpy (slots + i * used, data + at,
+              size - at < used ? size - at : used);
+    if (flags & 2) {
+      put_crc (slots + i * used + 16, 0);
+      put_crc (slots + i * used + 16, img_crc32 (0, slots + i * used, used));
     }
   }
 
-  if (img_load_table (slots, slots + g.slot_size, &g, &seq, wps,
+  if (img_load_table (slots, slots + used, &g, &seq, wps,
                       err, sizeof err) == 0) {
     /* Every WP within its zone's capacity and on the block grid. */
     uint32_t z;

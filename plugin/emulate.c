@@ -174,13 +174,13 @@ static bool img_create_pending;
 pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Read both table slots and load the newest valid one into the zone
- * table.  The slot size was checked against the file's size.
+ * table.
  */
 static int
 load_table (const char *path)
 {
-  uint64_t slot = img_geom.slot_size;
-  unsigned char *s = malloc (2 * slot);
+  uint64_t used = img_slot_used (&img_geom);
+  unsigned char *s = malloc (2 * used);
   uint64_t *rel = malloc (nr_zones * sizeof *rel);
   char err[256];
   uint64_t z;
@@ -190,11 +190,13 @@ load_table (const char *path)
     nbdkit_error ("malloc: %m");
     goto out;
   }
-  if (full_pread (img_fd, s, 2 * slot, IMG_FIRST_SLOT) == -1) {
+  if (full_pread (img_fd, s, used, IMG_FIRST_SLOT) == -1 ||
+      full_pread (img_fd, s + used, used,
+                  IMG_FIRST_SLOT + img_geom.slot_size) == -1) {
     nbdkit_error ("emulate=%s: cannot read the zone table: %m", path);
     goto out;
   }
-  if (img_load_table (s, s + slot, &img_geom, &img_seq, rel,
+  if (img_load_table (s, s + used, &img_geom, &img_seq, rel,
                       err, sizeof err) == -1) {
     nbdkit_error ("emulate=%s: %s", path, err);
     goto out;
@@ -221,7 +223,8 @@ static uint64_t *persisted_wps;
 static int
 write_table (const uint64_t *w)
 {
-  unsigned char *s = malloc (img_geom.slot_size);
+  uint64_t used = img_slot_used (&img_geom);
+  unsigned char *s = malloc (used);
   uint64_t *rel = malloc (nr_zones * sizeof *rel);
   uint64_t seq = img_seq + 1, i;
   int r = -1;
@@ -236,7 +239,7 @@ write_table (const uint64_t *w)
     rel[i] = w[i] - zones[i].start;
   img_encode_slot (s, &img_geom, seq, rel);
   free (rel);
-  if (full_pwrite (img_fd, s, img_geom.slot_size,
+  if (full_pwrite (img_fd, s, used,
                    IMG_FIRST_SLOT + (seq & 1) * img_geom.slot_size) == -1 ||
       fdatasync (img_fd) == -1)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", emulate);

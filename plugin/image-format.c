@@ -146,7 +146,7 @@ check_layout (const struct img_geometry *g, uint64_t first_slot,
     return fail (err, errlen, "the image header puts the zone table at "
                  "offset %" PRIu64 " (this format has it at %d); refusing "
                  "to use it", first_slot, IMG_FIRST_SLOT);
-  if (g->slot_size < IMG_SLOT_HEADER + 8ULL * g->nr_zones)
+  if (g->slot_size < img_slot_used (g))
     return fail (err, errlen, "the image header's zone table slot (%"
                  PRIu64 " bytes) is too small for %" PRIu32 " zones; "
                  "refusing to use it", g->slot_size, g->nr_zones);
@@ -209,13 +209,13 @@ img_encode_slot (unsigned char *s, const struct img_geometry *g,
 {
   uint32_t i;
 
-  memset (s, 0, g->slot_size);
+  memset (s, 0, img_slot_used (g));
   memcpy (s, SLOT_MAGIC, 4);
   put64 (s + 4, seq);
   put32 (s + 12, g->nr_zones);
   for (i = 0; i < g->nr_zones; i++)
     put64 (s + IMG_SLOT_HEADER + 8 * (uint64_t) i, rel_wps[i]);
-  put32 (s + 16, img_crc32 (0, s, IMG_SLOT_HEADER + 8ULL * g->nr_zones));
+  put32 (s + 16, img_crc32 (0, s, img_slot_used (g)));
 }
 
 /* The checksum covers the slot with its own field as zero. */
@@ -229,7 +229,7 @@ slot_valid (const unsigned char *s, const struct img_geometry *g)
     return false;
   crc = img_crc32 (0, s, 16);
   crc = img_crc32 (crc, zero, 4);
-  crc = img_crc32 (crc, s + 20, IMG_SLOT_HEADER - 20 + 8ULL * g->nr_zones);
+  crc = img_crc32 (crc, s + 20, img_slot_used (g) - 20);
   return crc == get32 (s + 16);
 }
 

@@ -43,13 +43,23 @@ extern int img_decode_header (const unsigned char *h, size_t len,
                               uint64_t file_size, struct img_geometry *g,
                               char *err, size_t errlen);
 
-/* S: G->slot_size bytes; REL_WPS: G->nr_zones WPs relative to their
- * zone's start.
+/* The bytes of a slot that hold something: its header and the WPs.
+ * Only these are read and written (a slot's size is bounded by the
+ * file's, not by memory).
+ */
+static inline uint64_t
+img_slot_used (const struct img_geometry *g)
+{
+  return IMG_SLOT_HEADER + 8ULL * g->nr_zones;
+}
+
+/* S: img_slot_used (G) bytes; REL_WPS: G->nr_zones WPs relative to
+ * their zone's start.
  */
 extern void img_encode_slot (unsigned char *s, const struct img_geometry *g,
                              uint64_t seq, const uint64_t *rel_wps);
 
-/* Pick the newest valid slot of the two (each G->slot_size bytes) and
+/* Pick the newest valid slot of the two (img_slot_used (G) bytes each) and
  * check its WPs against the geometry.  On success fills *SEQ and
  * REL_WPS (G->nr_zones entries).  On error returns -1 with a reason in
  * ERR.

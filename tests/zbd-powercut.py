@@ -30,6 +30,8 @@
 #     data discarded by a reset never reappears under a WP);
 #   - W is at least what the last acknowledged flush, FUA write, reset
 #     or finish promised (no WP behind an acknowledged durable point).
+# Every 8th image is also served read-write: a write at each zone's WP
+# succeeds and, flushed, is there after reopening.
 import array
 import functools
 import hashlib
@@ -395,12 +397,39 @@ def check_image(h, expect):
     return None
 
 
-def open_image(nbdkit, path):
+def open_image(nbdkit, path, readonly=True):
     h = nbd.NBD()
     h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_command(nbdkit + ["-s", "--exit-with-parent", "-r", "zbd",
-                                "emulate=" + path])
+    h.connect_command(nbdkit + ["-s", "--exit-with-parent"] +
+                      (["-r"] if readonly else []) +
+                      ["zbd", "emulate=" + path])
     return h
+
+
+def check_writable(nbdkit, img, path):
+    """The image serves writes after the crash: each zone that is not
+    full takes a write at its WP, which a flush makes durable."""
+    with open(path, "wb") as f:
+        f.write(img)
+    h = open_image(nbdkit, path, readonly=False)
+    wps = {}
+    for z in SEQ_ZONES:
+        start = z * ZONE_SIZE
+        w = wp(h, start, ZONE_CAP)
+        if w < start + ZONE_CAP:
+            h.pwrite(b"\xa5" * 4096, w)
+            wps[z] = w + 4096
+    h.flush()
+    h.shutdown()
+    del h
+    h = open_image(nbdkit, path)
+    for z, w in wps.items():
+        got = wp(h, z * ZONE_SIZE, ZONE_CAP)
+        if got != w or h.pread(4096, w - 4096) != b"\xa5" * 4096:
+            return "zone %d: a write at the WP after the crash was not " \
+                "kept (WP %d, expected %d)" % (z, got, w)
+    h.shutdown()
+    return None
 
 
 def run_check(image0, trace, seed, nbdkit, max_states):
@@ -433,7 +462,7 @@ def run_check(image0, trace, seed, nbdkit, max_states):
     durable = bytearray(base)       # everything up to the last sync
     durable_upto = 0                # ops[:durable_upto] are in DURABLE
     seen = set()
-    checked = failures = 0
+    checked = failures = writable = 0
     # The file holds DURABLE as of WRITTEN_UPTO, changed only in ranges of
     # operations after it.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -486,6 +515,14 @@ def run_check(image0, trace, seed, nbdkit, max_states):
                 why = check_image(h, expect)
                 h.shutdown()
                 del h
+            # Every 8th image is also served read-write, and written.
+            if not why and checked % 8 == 0:
+                try:
+                    why = check_writable(nbdkit, img,
+                                         os.path.join(tmpdir, "rw.img"))
+                except nbd.Error as e:
+                    why = "read-write after the crash: %s" % e
+                writable += 1
             checked += 1
             if why:
                 failures += 1
@@ -499,8 +536,9 @@ def run_check(image0, trace, seed, nbdkit, max_states):
                           (p, begun[p], acked[p], len(keep), len(pending),
                            why, keep_path), file=sys.stderr)
     os.close(fd)
-    print("power cut: %d crash points, %d distinct crash images checked, "
-          "%d violate the invariant" % (len(points), checked, failures))
+    print("power cut: %d crash points, %d distinct crash images checked "
+          "(%d also written after reopening), %d violate the invariant" %
+          (len(points), checked, writable, failures))
     if failures:
         sys.exit(1)
     subprocess.run(["rm", "-rf", tmpdir])
