@@ -19,9 +19,13 @@
  *           table with the zone full is durable (never a full zone over
  *           stale data that was not written since its last reset).
  * Both write the table from the last durable one with only this zone
- * changed: those WPs are covered by durable data already, so no data
- * sync is needed first, and each zone operation is durable when it is
- * acknowledged.
+ * changed: the other zones' WPs there are covered by durable data
+ * already, so they need no data sync; each zone operation is durable
+ * when it is acknowledged.
+ *
+ * The header and table are encoded and checked by image-format.c,
+ * which trusts nothing in the file.  A new image is created by the
+ * first connection for writing, so that nbdkit -r never creates one.
  */
 
 #define _GNU_SOURCE 1          /* fallocate */
@@ -551,6 +555,19 @@ apply_geometry (const struct img_geometry *g)
     max_open = max_active;      /* as null_blk does */
 }
 
+/* The directory PATH is in (a new string). */
+static char *
+parent_dir (const char *path)
+{
+  const char *slash = strrchr (path, '/');
+
+  if (!slash)
+    return strdup (".");
+  if (slash == path)
+    return strdup ("/");
+  return strndup (path, slash - path);
+}
+
 /* A new image: its geometry is checked and the zone table built now,
  * but the file is created by the first writer (file_open_rw), so that
  * nbdkit -r never creates an image.
@@ -559,8 +576,23 @@ static int
 prepare_new_image (void)
 {
   struct img_geometry g;
+  char *dir;
+  int r;
 
   if (requested_geometry (&g) == -1 || check_geometry (&g) == -1)
+    return -1;
+  /* What would fail at the first connection, said at start. */
+  dir = parent_dir (emulate);
+  if (!dir) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  r = access (dir, W_OK | X_OK);
+  if (r == -1)
+    nbdkit_error ("emulate=%s: no such image, and it cannot be created in "
+                  "%s: %m", emulate, dir);
+  free (dir);
+  if (r == -1)
     return -1;
   img_layout (&g);
   img_geom = g;
@@ -576,19 +608,13 @@ prepare_new_image (void)
 static int
 sync_parent_dir (const char *path)
 {
-  char *copy = strdup (path);
-  const char *slash;
+  char *dir = parent_dir (path);
   int fd, r;
 
-  if (!copy)
+  if (!dir)
     return -1;
-  slash = strrchr (copy, '/');
-  if (slash == copy)
-    copy[1] = '\0';
-  else if (slash)
-    copy[slash - copy] = '\0';
-  fd = open (slash ? copy : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  free (copy);
+  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free (dir);
   if (fd == -1)
     return -1;
   r = fsync (fd);

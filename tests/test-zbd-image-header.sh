@@ -2,7 +2,8 @@
 # Crafted image headers and tables are refused at open with one clear
 # line and exit status 1, never failing later: sizes whose sums
 # overflow, a zone table somewhere this format does not put it, a WP
-# off the block grid.  nbdkit -r never creates a missing image.
+# off the block grid.  nbdkit -r never creates a missing image; a new
+# image that could not be created is refused at start.
 source "$srcdir/functions.sh"
 requires "$PYTHON3" -c 'import zlib'
 requires nbdkit --version
@@ -112,3 +113,13 @@ nbdkit -U - zbd emulate="$tmp/new.img" size=8M zone-size=1M \
 [ -s "$tmp/new.img" ] || fail "the image was not created without -r"
 nbdkit -r -U - zbd emulate="$tmp/new.img" --run 'nbdinfo "$uri" >/dev/null' \
     || fail "-r must open the image once it exists"
+
+# A new image that could never be created is refused at start, not at
+# the first connection.
+status=0
+nbdkit -U - zbd emulate="$tmp/nodir/new.img" size=8M zone-size=1M \
+       --run true 2>"$tmp/err" || status=$?
+[ $status -eq 1 ] || { cat "$tmp/err"; fail "uncreatable image: exit status $status"; }
+grep -qF "emulate=$tmp/nodir/new.img: no such image, and it cannot be created in $tmp/nodir: No such file or directory" "$tmp/err" \
+    || { cat "$tmp/err"; fail "uncreatable image: no clear message"; }
+echo "refused (uncreatable): $(grep error "$tmp/err")"
