@@ -31,6 +31,10 @@ CRASHREC_FILE="$img" CRASHREC_TRACE="$tmp/trace" LD_PRELOAD="$recorder" \
     || fail "the recorded workload failed"
 [ -s "$tmp/trace" ] || fail "nothing was recorded"
 
+# POWERCUT_KEEP=DIR keeps the trace and the failing crash images there.
+work="${POWERCUT_KEEP:-$tmp/work}"
+mkdir -p "$work"
+cp "$tmp/image0" "$tmp/trace" "$work/"
 "$PYTHON3" "$srcdir/zbd-powercut.py" check "$tmp/image0" "$tmp/trace" \
-           "$seed" "$top_builddir/nbdkit" "$states" \
-    || fail "a power cut can leave an image that breaks the invariant (seed $seed)"
+           "$seed" "$top_builddir/nbdkit" "$states" "$work" \
+    || fail "a power cut can leave an image that breaks the invariant (seed $seed; POWERCUT_KEEP=DIR keeps the images)"

@@ -9,9 +9,10 @@
 #   zbd-powercut.py workload URI TRACE SEED
 #       run the workload (deterministic from SEED) against URI; before
 #       each request append "B i" to TRACE, after its reply "A i"
-#   zbd-powercut.py check IMAGE0 TRACE SEED NBDKIT [MAX_STATES]
+#   zbd-powercut.py check IMAGE0 TRACE SEED NBDKIT [MAX_STATES [WORKDIR]]
 #       IMAGE0 is the image before the workload; NBDKIT the command
-#       that runs nbdkit with this tree's plugin
+#       that runs nbdkit with this tree's plugin; the crash images are
+#       built in WORKDIR, which keeps the failing ones
 #
 # The crash model: at a crash point, everything up to the last fsync or
 # fdatasync is durable; of the operations after it, any subset may have
@@ -37,8 +38,8 @@ import functools
 import hashlib
 import os
 import random
+import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -432,7 +433,7 @@ def check_writable(nbdkit, img, path):
     return None
 
 
-def run_check(image0, trace, seed, nbdkit, max_states):
+def run_check(image0, trace, seed, nbdkit, max_states, workdir=None):
     wl = workload(seed)
     ops, begun, acked = read_trace(trace)
     check(acked[-1] == len(wl) - 1,
@@ -457,7 +458,9 @@ def run_check(image0, trace, seed, nbdkit, max_states):
     heavy = set(syncs) | {len(ops)}
     light = 3
     per_heavy = max(8, (max_states - light * len(points)) // len(heavy))
-    tmpdir = tempfile.mkdtemp()
+    # The crash images are built in WORKDIR (kept after a failure, with
+    # the failing images), else in a directory removed at the end.
+    tmpdir = workdir or tempfile.mkdtemp()
     path = os.path.join(tmpdir, "crash.img")
     durable = bytearray(base)       # everything up to the last sync
     durable_upto = 0                # ops[:durable_upto] are in DURABLE
@@ -539,9 +542,10 @@ def run_check(image0, trace, seed, nbdkit, max_states):
     print("power cut: %d crash points, %d distinct crash images checked "
           "(%d also written after reopening), %d violate the invariant" %
           (len(points), checked, writable, failures))
+    if not workdir:
+        shutil.rmtree(tmpdir)
     if failures:
         sys.exit(1)
-    subprocess.run(["rm", "-rf", tmpdir])
 
 
 if __name__ == "__main__":
@@ -550,6 +554,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "check":
         run_check(sys.argv[2], sys.argv[3], int(sys.argv[4]),
                   sys.argv[5].split(),
-                  int(sys.argv[6]) if len(sys.argv) > 6 else 4000)
+                  int(sys.argv[6]) if len(sys.argv) > 6 else 4000,
+                  sys.argv[7] if len(sys.argv) > 7 else None)
     else:
         fail("usage: zbd-powercut.py workload|check ...")
