@@ -216,14 +216,14 @@ load_table (const char *path)
   return r;
 }
 
-/* Write the WP snapshot W as the next table slot and sync it.  The
- * caller holds persist_lock and has already synced the data.
- */
 /* The WPs of the newest durable table slot: a flush that would write
- * the same table only syncs the data.
+ * the same table only syncs the data; a reset or finish starts from it.
  */
 static uint64_t *persisted_wps;
 
+/* Write the WPs W as the next table slot and sync it.  The caller holds
+ * persist_lock, and the data under W is durable already.
+ */
 static int
 write_table (const uint64_t *w)
 {
