@@ -42,6 +42,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from zbd_helpers import check, connect, fail, wp  # noqa: E402
@@ -187,10 +188,27 @@ class Model:
             self.promised[op[1]] = len(self.content[op[1]])
 
 
+def background_flusher(uri, stop):
+    """A second connection flushing while the workload runs, so that
+    table writes of flushes interleave with resets and finishes.  Its
+    flushes promise nothing the checker relies on (what they cover
+    depends on timing), which only makes the check weaker, never wrong."""
+    h = connect(uri)
+    count = 0
+    while not stop.wait(0.002):
+        h.flush()
+        count += 1
+    h.shutdown()
+    print("background flushes: %d" % count)
+
+
 def run_workload(uri, trace, seed):
     h = connect(uri)
     fd = os.open(trace, os.O_WRONLY | os.O_APPEND)
     model = Model()
+    stop = threading.Event()
+    flusher = threading.Thread(target=background_flusher, args=(uri, stop))
+    flusher.start()
 
     def mark(text):
         b = text.encode()
@@ -221,6 +239,8 @@ def run_workload(uri, trace, seed):
             h.zero(ZONE_SIZE - pos, z * ZONE_SIZE + pos)
         model.apply(op, True)
         mark("A %d" % i)
+    stop.set()
+    flusher.join()
     os.close(fd)
     h.shutdown()
     print("workload: %d operations" % len(workload(seed)))
