@@ -9,9 +9,15 @@ short=${name#fuzz-}
 mkdir -p work/$short artifacts
 echo "== $name: $seconds s"
 status=0
+# libFuzzer refuses a corpus directory that does not exist: a harness
+# that never crashed has no regress/NAME.
+dirs=
+for d in $srcdir/corpus/$short $srcdir/regress/$short; do
+    [ -d "$d" ] && dirs="$dirs $d"
+done
+# shellcheck disable=SC2086
 ./$name -max_total_time=$seconds -print_final_stats=1 -timeout=10 \
-    -artifact_prefix=artifacts/$name- work/$short \
-    $srcdir/corpus/$short $srcdir/regress/$short \
+    -artifact_prefix=artifacts/$name- work/$short $dirs \
     > work/$short.log 2>&1 || status=$?
 grep -E '^#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss|cov:' \
     work/$short.log | tail -n 4
