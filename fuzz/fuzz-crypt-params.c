@@ -49,11 +49,12 @@ reset_config (void)
   passphrase_len = 0;
   key_size_bits = 0;
   key_file = NULL;
+  header_file = NULL;
   mode = MODE_AUTO;
   crypt_threads = 0;
   pool_threshold = DEFAULT_POOL_THRESHOLD;
   seen_sector_size = seen_iv_large = seen_iv_offset = seen_cipher =
-    seen_mode = seen_threads = seen_threshold = false;
+    seen_mode = seen_threads = seen_threshold = seen_header = false;
 }
 
 static void
