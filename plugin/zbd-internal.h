@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 enum zone_cond {
   COND_NOT_WP, COND_EMPTY, COND_IMP_OPEN, COND_EXP_OPEN, COND_CLOSED,
@@ -22,6 +23,7 @@ struct zone {
   bool conventional;
   enum zone_cond cond;
   bool busy;                    /* a write or zone op is at the device */
+  struct timespec idle_since;   /* when the last device op ended */
   pthread_cond_t changed;       /* for zone operations: busy changed */
   struct gate_waiter *waiters;  /* writes waiting at the gate */
 };

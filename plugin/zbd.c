@@ -67,6 +67,11 @@ static uint64_t reorder_timeout_ms = 5000;
 /* -D zbd.gate=1: log every write that has to wait for its zone's WP. */
 NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
 
+/* -D zbd.write_delay_ms=N: the emulated device takes N ms for every
+ * write (a slow device, e.g. an SMR drive that stalls), for tests.
+ */
+NBDKIT_DLL_PUBLIC int zbd_debug_write_delay_ms = 0;
+
 struct zone *zones;
 uint64_t nr_zones;
 uint64_t zone_size;
@@ -282,15 +287,30 @@ set_cond (struct zone *z, enum zone_cond c)
 /* The write gate */
 
 static void
-deadline_after (struct timespec *ts, uint64_t ms)
+add_ms (struct timespec *ts, uint64_t ms)
 {
-  clock_gettime (CLOCK_MONOTONIC, ts);
   ts->tv_sec += ms / 1000;
   ts->tv_nsec += (ms % 1000) * 1000000;
   if (ts->tv_nsec >= 1000000000) {
     ts->tv_sec++;
     ts->tv_nsec -= 1000000000;
   }
+}
+
+static bool
+before (const struct timespec *a, const struct timespec *b)
+{
+  return a->tv_sec < b->tv_sec ||
+    (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* The zone's device operation ended (zones_lock held): from now on,
+ * the writes waiting in it measure lack of progress afresh.
+ */
+static void
+zone_progress (struct zone *z)
+{
+  clock_gettime (CLOCK_MONOTONIC, &z->idle_since);
 }
 
 /* A write waiting at a zone's gate.  Each has its own condition variable,
@@ -365,13 +385,20 @@ gate_refusal (struct zone *z, uint64_t offset)
 
 /* Wait (zones_lock held) until the write [OFFSET, OFFSET+N) in
  * sequential zone Z may run.  Returns 0 with Z->busy set, or -1.
+ *
+ * The timeout measures lack of progress, not queueing: it does not run
+ * while a write (or zone operation) of Z is at the device, and starts
+ * again whenever one ends.  A waiting write sleeps until the zone has
+ * been idle for the timeout; while the zone is busy it only rechecks
+ * once per timeout, so a completed write wakes no more than the writes
+ * it unblocks.
  */
 static int
 gate_enter (struct zone *z, uint64_t offset, uint32_t n)
 {
-  struct timespec deadline;
+  struct timespec now, arrived, deadline;
   struct gate_waiter w = { .offset = offset };
-  bool waiting = false, timed_out = false;
+  bool waiting = false;
   int e;
 
   if (offset + n > zone_cap_end (z)) {
@@ -381,12 +408,22 @@ gate_enter (struct zone *z, uint64_t offset, uint32_t n)
     errno = ENOSPC;
     return -1;
   }
-  deadline_after (&deadline, reorder_timeout_ms);
+  clock_gettime (CLOCK_MONOTONIC, &arrived);
   for (;;) {
     e = gate_refusal (z, offset);
     if (e || (offset == z->wp && !z->busy))
       break;
-    if (timed_out) {
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    /* Idle (no progress) since the later of our arrival and the end of
+     * the zone's last device operation.
+     */
+    deadline = before (&arrived, &z->idle_since) ? z->idle_since : arrived;
+    add_ms (&deadline, reorder_timeout_ms);
+    if (z->busy) {
+      deadline = now;
+      add_ms (&deadline, reorder_timeout_ms);
+    }
+    else if (!before (&now, &deadline)) {
       nbdkit_error ("write at %" PRIu64 " waited %" PRIu64 " ms for zone %"
                     PRIu64 " whose write pointer stayed at %" PRIu64
                     " (reorder-timeout): EIO", offset, reorder_timeout_ms,
@@ -402,9 +439,7 @@ gate_enter (struct zone *z, uint64_t offset, uint32_t n)
       gate_register (z, &w);
       waiting = true;
     }
-    if (pthread_cond_timedwait (&w.wake, &zones_lock, &deadline)
-        == ETIMEDOUT)
-      timed_out = true;
+    pthread_cond_timedwait (&w.wake, &zones_lock, &deadline);
   }
   if (waiting)
     gate_unregister (z, &w);
@@ -423,6 +458,7 @@ static void
 gate_leave (struct zone *z, uint32_t n, bool ok)
 {
   z->busy = false;
+  zone_progress (z);
   if (ok) {
     z->wp += n;
     if (z->wp >= zone_cap_end (z))
@@ -431,6 +467,21 @@ gate_leave (struct zone *z, uint32_t n, bool ok)
   else if (backend->reload_zone)
     backend->reload_zone (z);
   gate_wake (z, !ok);
+}
+
+/* The backend's write, slowed down by -D zbd.write_delay_ms. */
+static int
+device_write (const void *buf, uint32_t n, uint64_t offset)
+{
+  if (zbd_debug_write_delay_ms > 0 && backend->emulated) {
+    struct timespec ts = {
+      .tv_sec = zbd_debug_write_delay_ms / 1000,
+      .tv_nsec = (zbd_debug_write_delay_ms % 1000) * 1000000L,
+    };
+    while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+      ;
+  }
+  return backend->pwrite (buf, n, offset);
 }
 
 static int
@@ -444,7 +495,7 @@ gated_write (struct zone *z, const void *buf, uint32_t n, uint64_t offset)
   if (r == -1)
     return -1;
 
-  r = backend->pwrite (buf, n, offset);
+  r = device_write (buf, n, offset);
   saved = errno;
 
   pthread_mutex_lock (&zones_lock);
@@ -470,6 +521,7 @@ release_zone (struct zone *z, bool ok, enum zone_cond c, uint64_t wp)
 {
   pthread_mutex_lock (&zones_lock);
   z->busy = false;
+  zone_progress (z);
   if (ok) {
     set_cond (z, c);
     z->wp = wp;
@@ -768,6 +820,7 @@ reload_after_error (struct zone *z)
   /* A write in flight re-reads the zone itself when it ends. */
   if (!z->busy) {
     backend->reload_zone (z);
+    zone_progress (z);
     gate_wake (z, true);
   }
   pthread_mutex_unlock (&zones_lock);
@@ -815,7 +868,7 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
     struct zone *z = zone_of (offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
-    int r = z->conventional ? backend->pwrite (p, n, offset)
+    int r = z->conventional ? device_write (p, n, offset)
       : gated_write (z, p, n, offset);
 
     if (r == -1)

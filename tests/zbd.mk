@@ -12,6 +12,7 @@ ZBD_TESTS = \
 	test-zbd-ordering-filter.sh \
 	test-zbd-demo.sh \
 	test-zbd-gate.sh \
+	test-zbd-slow.sh \
 	test-zbd-limits.sh \
 	test-zbd-file.sh \
 	test-zbd-crash.sh \
@@ -31,6 +32,7 @@ EXTRA_DIST += \
 	zbd-profile.sh \
 	zbd-ordering-lib.sh \
 	zbd-gate.py \
+	zbd-slow.py \
 	zbd-limits.py \
 	zbd-stream.py \
 	zbd-threads.py \
