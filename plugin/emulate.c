@@ -33,6 +33,11 @@
 
 #include "zbd-internal.h"
 
+/* Set by open_memory_backend / open_file. */
+static const struct zbd_params *params;
+static struct zbd_disk *disk;
+#define ZT (&disk->table)
+
 static uint32_t
 crc32_le (const void *buf, size_t len)
 {
@@ -48,6 +53,9 @@ crc32_le (const void *buf, size_t len)
   }
   return ~crc;
 }
+
+/* Active zones of the loaded table. */
+static uint64_t loaded_active;
 
 /* Derive the condition of an emulated sequential zone from its WP, as
  * after a power cycle: partially written zones are closed.
@@ -65,7 +73,7 @@ emulated_cond_from_wp (struct zone *z)
   }
   else {
     z->cond = COND_CLOSED;
-    nr_active++;
+    loaded_active++;
   }
 }
 
@@ -76,22 +84,15 @@ build_emulated_zones (uint64_t size, uint64_t zsize, uint64_t zcap,
 {
   uint64_t i;
 
-  nr_zones = size / zsize;
-  zone_size = zsize;
-  disk_size = size;
-  zones = calloc (nr_zones, sizeof *zones);
-  if (!zones) {
+  disk->disk_size = size;
+  if (zt_init (ZT, size / zsize, zsize) == -1) {
     nbdkit_error ("calloc: %m");
     return -1;
   }
-  init_zone_conds (zones, nr_zones);
-  for (i = 0; i < nr_zones; i++) {
-    struct zone *z = &zones[i];
-    z->start = i * zsize;
-    z->len = zsize;
+  for (i = 0; i < ZT->nr_zones; i++) {
+    struct zone *z = &ZT->zones[i];
     z->conventional = i < nconv;
     z->cap = z->conventional ? zsize : zcap;
-    z->wp = z->start;
     z->cond = z->conventional ? COND_NOT_WP : COND_EMPTY;
   }
   return 0;
@@ -150,16 +151,16 @@ static const struct backend memory_backend = {
 };
 
 static int
-open_memory (void)
+open_memory (const struct backend **b)
 {
-  mem = mmap (NULL, disk_size, PROT_READ | PROT_WRITE,
+  mem = mmap (NULL, disk->disk_size, PROT_READ | PROT_WRITE,
               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
     nbdkit_error ("emulate=memory: cannot map %" PRIu64 " bytes: %m",
-                  disk_size);
+                  disk->disk_size);
     return -1;
   }
-  backend = &memory_backend;
+  *b = &memory_backend;
   return 0;
 }
 
@@ -183,7 +184,7 @@ open_memory (void)
 static int img_fd = -1;
 static bool img_rw;
 static uint64_t img_slot_size, img_data_offset, img_seq;
-pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct img_geometry {
   uint64_t size, zone_size, zone_capacity;
@@ -291,10 +292,10 @@ encode_slot (unsigned char *s, uint64_t seq, const uint64_t *w)
   memset (s, 0, img_slot_size);
   memcpy (s, "ZTBL", 4);
   put64 (s + 4, seq);
-  put32 (s + 12, nr_zones);
-  for (i = 0; i < nr_zones; i++)
-    put64 (s + SLOT_HEADER + 8 * i, w[i] - zones[i].start);
-  put32 (s + 16, crc32_le (s, SLOT_HEADER + 8 * nr_zones));
+  put32 (s + 12, ZT->nr_zones);
+  for (i = 0; i < ZT->nr_zones; i++)
+    put64 (s + SLOT_HEADER + 8 * i, w[i] - ZT->zones[i].start);
+  put32 (s + 16, crc32_le (s, SLOT_HEADER + 8 * ZT->nr_zones));
 }
 
 static bool
@@ -303,10 +304,10 @@ slot_valid (unsigned char *s)
   uint32_t crc = get32 (s + 16);
   bool ok;
 
-  if (memcmp (s, "ZTBL", 4) != 0 || get32 (s + 12) != nr_zones)
+  if (memcmp (s, "ZTBL", 4) != 0 || get32 (s + 12) != ZT->nr_zones)
     return false;
   put32 (s + 16, 0);
-  ok = crc == crc32_le (s, SLOT_HEADER + 8 * nr_zones);
+  ok = crc == crc32_le (s, SLOT_HEADER + 8 * ZT->nr_zones);
   put32 (s + 16, crc);
   return ok;
 }
@@ -341,17 +342,17 @@ load_table (const char *path)
     goto err;
   }
   img_seq = get64 (s[best] + 4);
-  for (z = 0; z < nr_zones; z++) {
+  for (z = 0; z < ZT->nr_zones; z++) {
     uint64_t rel = get64 (s[best] + SLOT_HEADER + 8 * z);
-    if (rel > zones[z].cap || (zones[z].conventional && rel != 0)) {
+    if (rel > ZT->zones[z].cap || (ZT->zones[z].conventional && rel != 0)) {
       nbdkit_error ("emulate=%s: the zone table is inconsistent (zone %"
                     PRIu64 " write pointer %" PRIu64 " beyond capacity %"
                     PRIu64 "); refusing to use the image",
-                    path, z, rel, zones[z].cap);
+                    path, z, rel, ZT->zones[z].cap);
       goto err;
     }
-    zones[z].wp = zones[z].start + rel;
-    emulated_cond_from_wp (&zones[z]);
+    ZT->zones[z].wp = ZT->zones[z].start + rel;
+    emulated_cond_from_wp (&ZT->zones[z]);
   }
   free (s[0]);
   free (s[1]);
@@ -385,11 +386,11 @@ write_table (const uint64_t *w)
   if (full_pwrite (img_fd, s, img_slot_size,
                    IMG_HEADER_SIZE + (seq & 1) * img_slot_size) == -1 ||
       fdatasync (img_fd) == -1)
-    nbdkit_error ("emulate=%s: cannot write the zone table: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot write the zone table: %m", params->emulate);
   else {
     img_seq = seq;
     if (persisted_wps)
-      memcpy (persisted_wps, w, nr_zones * sizeof *w);
+      memcpy (persisted_wps, w, ZT->nr_zones * sizeof *w);
     r = 0;
   }
   free (s);
@@ -399,28 +400,24 @@ write_table (const uint64_t *w)
 /* Crash consistency: snapshot the WPs, then sync the data they cover,
  * then write and sync the table.  Caller holds persist_lock.
  */
-int
+static int
 persist_locked (void)
 {
-  uint64_t *w = malloc (nr_zones * sizeof *w);
-  uint64_t i;
+  uint64_t *w = malloc (ZT->nr_zones * sizeof *w);
   int r;
 
   if (!w) {
     nbdkit_error ("malloc: %m");
     return -1;
   }
-  pthread_mutex_lock (&zones_lock);
-  for (i = 0; i < nr_zones; i++)
-    w[i] = zones[i].wp;
-  pthread_mutex_unlock (&zones_lock);
+  zt_copy_wps (ZT, w);
 
   if (fdatasync (img_fd) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", emulate);
+    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
     free (w);
     return -1;
   }
-  if (persisted_wps && memcmp (persisted_wps, w, nr_zones * sizeof *w) == 0)
+  if (persisted_wps && memcmp (persisted_wps, w, ZT->nr_zones * sizeof *w) == 0)
     r = 0;
   else
     r = write_table (w);
@@ -439,11 +436,23 @@ file_persist (void)
   return r;
 }
 
+static void
+persist_lock_take (void)
+{
+  pthread_mutex_lock (&persist_lock);
+}
+
+static void
+persist_lock_drop (void)
+{
+  pthread_mutex_unlock (&persist_lock);
+}
+
 static int
 file_pread (void *buf, uint32_t n, uint64_t off)
 {
   if (full_pread (img_fd, buf, n, img_data_offset + off) == -1) {
-    nbdkit_error ("emulate=%s: read at %" PRIu64 ": %m", emulate, off);
+    nbdkit_error ("emulate=%s: read at %" PRIu64 ": %m", params->emulate, off);
     return -1;
   }
   return 0;
@@ -453,7 +462,7 @@ static int
 file_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
   if (full_pwrite (img_fd, buf, n, img_data_offset + off) == -1) {
-    nbdkit_error ("emulate=%s: write at %" PRIu64 ": %m", emulate, off);
+    nbdkit_error ("emulate=%s: write at %" PRIu64 ": %m", params->emulate, off);
     return -1;
   }
   return 0;
@@ -484,9 +493,9 @@ file_open_rw (void)
 
   if (img_rw)
     return 0;
-  fd = open (emulate, O_RDWR | O_CLOEXEC);
+  fd = open (params->emulate, O_RDWR | O_CLOEXEC);
   if (fd == -1) {
-    nbdkit_error ("emulate=%s: cannot open for writing: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot open for writing: %m", params->emulate);
     return -1;
   }
   /* The read-only descriptor stays open: other threads may use it. */
@@ -499,25 +508,27 @@ static const struct backend file_backend = {
   .name = "file", .emulated = true,
   .pread = file_pread, .pwrite = file_pwrite, .discard = file_discard,
   .flush = file_persist, .persist = file_persist, .open_rw = file_open_rw,
+  .zone_ops_lock = persist_lock_take, .zone_ops_unlock = persist_lock_drop,
+  .persist_locked = persist_locked,
 };
 
 /* The geometry asked for on the command line, with defaults. */
 static int
 requested_geometry (struct img_geometry *g)
 {
-  if (param_size == -1 || param_zone_size == -1) {
+  if (params->size == -1 || params->zone_size == -1) {
     nbdkit_error ("emulate=%s: a new image needs size= and zone-size= "
-                  "(e.g. size=1G zone-size=64M)", emulate);
+                  "(e.g. size=1G zone-size=64M)", params->emulate);
     return -1;
   }
-  g->size = param_size;
-  g->zone_size = param_zone_size;
-  g->zone_capacity = param_zone_capacity == -1
-    ? (uint64_t) param_zone_size : (uint64_t) param_zone_capacity;
-  g->block_size = param_block_size == -1 ? 512 : param_block_size;
-  g->nr_conventional = param_conventional == -1 ? 0 : param_conventional;
-  g->max_open = param_max_open == -1 ? 0 : param_max_open;
-  g->max_active = param_max_active == -1 ? 0 : param_max_active;
+  g->size = params->size;
+  g->zone_size = params->zone_size;
+  g->zone_capacity = params->zone_capacity == -1
+    ? (uint64_t) params->zone_size : (uint64_t) params->zone_capacity;
+  g->block_size = params->block_size == -1 ? 512 : params->block_size;
+  g->nr_conventional = params->conventional == -1 ? 0 : params->conventional;
+  g->max_open = params->max_open == -1 ? 0 : params->max_open;
+  g->max_active = params->max_active == -1 ? 0 : params->max_active;
   g->nr_zones = g->size / g->zone_size;
   return 0;
 }
@@ -525,7 +536,7 @@ requested_geometry (struct img_geometry *g)
 static int
 check_geometry (const struct img_geometry *g)
 {
-  const char *what = emulate;
+  const char *what = params->emulate;
 
   if (g->block_size < 512 || g->block_size > 65536 ||
       (g->block_size & (g->block_size - 1))) {
@@ -571,13 +582,13 @@ static int
 match_geometry (const struct img_geometry *g)
 {
   struct { const char *key; int64_t given; uint64_t have; } p[] = {
-    { "size", param_size, g->size },
-    { "zone-size", param_zone_size, g->zone_size },
-    { "zone-capacity", param_zone_capacity, g->zone_capacity },
-    { "conventional-zones", param_conventional, g->nr_conventional },
-    { "max-open-zones", param_max_open, g->max_open },
-    { "max-active-zones", param_max_active, g->max_active },
-    { "block-size", param_block_size, g->block_size },
+    { "size", params->size, g->size },
+    { "zone-size", params->zone_size, g->zone_size },
+    { "zone-capacity", params->zone_capacity, g->zone_capacity },
+    { "conventional-zones", params->conventional, g->nr_conventional },
+    { "max-open-zones", params->max_open, g->max_open },
+    { "max-active-zones", params->max_active, g->max_active },
+    { "block-size", params->block_size, g->block_size },
   };
   size_t i;
 
@@ -586,7 +597,7 @@ match_geometry (const struct img_geometry *g)
       nbdkit_error ("emulate=%s: %s=%" PRIi64 " does not match the existing "
                     "image (%s=%" PRIu64 "); omit the geometry parameters to "
                     "use the image as it is, or give a new file name",
-                    emulate, p[i].key, p[i].given, p[i].key, p[i].have);
+                    params->emulate, p[i].key, p[i].given, p[i].key, p[i].have);
       return -1;
     }
   return 0;
@@ -595,11 +606,12 @@ match_geometry (const struct img_geometry *g)
 static void
 apply_geometry (const struct img_geometry *g)
 {
-  block_size = g->block_size;
-  max_open = g->max_open;
-  max_active = g->max_active;
-  if (max_active && max_open > max_active)
-    max_open = max_active;      /* as null_blk does */
+  disk->block_size = g->block_size;
+  disk->phys_block_size = 4096;
+  disk->max_open = g->max_open;
+  disk->max_active = g->max_active;
+  if (disk->max_active && disk->max_open > disk->max_active)
+    disk->max_open = disk->max_active;  /* as null_blk does */
 }
 
 static int
@@ -615,20 +627,20 @@ create_image (void)
   g.slot_size = (SLOT_HEADER + 8ULL * g.nr_zones + 4095) & ~4095ULL;
   g.data_offset = (IMG_HEADER_SIZE + 2 * g.slot_size + 0xfffff) & ~0xfffffULL;
 
-  img_fd = open (emulate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  img_fd = open (params->emulate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (img_fd == -1) {
-    nbdkit_error ("emulate=%s: cannot create the image: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot create the image: %m", params->emulate);
     return -1;
   }
   img_rw = true;
   if (ftruncate (img_fd, g.data_offset + g.size) == -1) {
     nbdkit_error ("emulate=%s: cannot size the image to %" PRIu64
-                  " bytes: %m", emulate, g.data_offset + g.size);
+                  " bytes: %m", params->emulate, g.data_offset + g.size);
     goto err;
   }
   encode_header (h, &g);
   if (full_pwrite (img_fd, h, sizeof h, 0) == -1) {
-    nbdkit_error ("emulate=%s: cannot write the header: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot write the header: %m", params->emulate);
     goto err;
   }
   apply_geometry (&g);
@@ -637,20 +649,20 @@ create_image (void)
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     goto err;
-  w = malloc (nr_zones * sizeof *w);
+  w = malloc (ZT->nr_zones * sizeof *w);
   if (!w)
     goto err;
-  for (i = 0; i < nr_zones; i++)
-    w[i] = zones[i].start;
+  for (i = 0; i < ZT->nr_zones; i++)
+    w[i] = ZT->zones[i].start;
   img_seq = 0;
   r = write_table (w);          /* slot 1, seq 1; slot 0 stays invalid */
   free (w);
   if (r == -1)
     goto err;
-  nbdkit_debug ("emulate=%s: created a new image", emulate);
+  nbdkit_debug ("emulate=%s: created a new image", params->emulate);
   return 0;
  err:
-  unlink (emulate);
+  unlink (params->emulate);
   return -1;
 }
 
@@ -661,32 +673,32 @@ open_image (void)
   unsigned char h[IMG_HEADER_SIZE];
   struct stat st;
 
-  img_fd = open (emulate, O_RDONLY | O_CLOEXEC);
+  img_fd = open (params->emulate, O_RDONLY | O_CLOEXEC);
   if (img_fd == -1) {
-    nbdkit_error ("emulate=%s: cannot open: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot open: %m", params->emulate);
     return -1;
   }
   if (fstat (img_fd, &st) == -1 || !S_ISREG (st.st_mode)) {
     nbdkit_error ("emulate=%s: not a regular file; emulate= takes an image "
-                  "file (created if absent) or \"memory\"", emulate);
+                  "file (created if absent) or \"memory\"", params->emulate);
     return -1;
   }
   if ((uint64_t) st.st_size < IMG_HEADER_SIZE) {
     nbdkit_error ("emulate=%s: truncated image (%" PRIu64 " bytes, shorter "
                   "than its %d-byte header); refusing to use it",
-                  emulate, (uint64_t) st.st_size, IMG_HEADER_SIZE);
+                  params->emulate, (uint64_t) st.st_size, IMG_HEADER_SIZE);
     return -1;
   }
   if (full_pread (img_fd, h, sizeof h, 0) == -1) {
-    nbdkit_error ("emulate=%s: cannot read the header: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot read the header: %m", params->emulate);
     return -1;
   }
-  if (decode_header (emulate, h, &g) == -1 || match_geometry (&g) == -1 ||
-      check_geometry (&g) == -1)
+  if (decode_header (params->emulate, h, &g) == -1 ||
+      match_geometry (&g) == -1 || check_geometry (&g) == -1)
     return -1;
   if ((uint64_t) st.st_size < g.data_offset + g.size) {
     nbdkit_error ("emulate=%s: truncated image (%" PRIu64 " bytes, expected "
-                  "%" PRIu64 "); refusing to use it", emulate,
+                  "%" PRIu64 "); refusing to use it", params->emulate,
                   (uint64_t) st.st_size, g.data_offset + g.size);
     return -1;
   }
@@ -696,55 +708,61 @@ open_image (void)
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
-  nr_active = 0;
-  if (load_table (emulate) == -1)
+  loaded_active = 0;
+  if (load_table (params->emulate) == -1)
     return -1;
-  if (max_active && nr_active > max_active) {
+  if (disk->max_active && loaded_active > disk->max_active) {
     nbdkit_error ("emulate=%s: %" PRIu64 " zones are active, more than "
                   "max-active-zones=%" PRIu64 "; refusing to use the image",
-                  emulate, nr_active, max_active);
+                  params->emulate, loaded_active, disk->max_active);
     return -1;
   }
   return 0;
 }
 
 int
-open_file (void)
+open_file (const struct zbd_params *p, struct zbd_disk *d,
+           const struct backend **b)
 {
   int r;
 
-  if (access (emulate, F_OK) == 0)
+  params = p;
+  disk = d;
+  if (access (params->emulate, F_OK) == 0)
     r = open_image ();
   else
     r = create_image ();
   if (r == 0) {
     uint64_t i;
 
-    persisted_wps = malloc (nr_zones * sizeof *persisted_wps);
+    persisted_wps = malloc (ZT->nr_zones * sizeof *persisted_wps);
     if (!persisted_wps) {
       nbdkit_error ("malloc: %m");
       return -1;
     }
     /* What is in the table now: the WPs just loaded or created. */
-    for (i = 0; i < nr_zones; i++)
-      persisted_wps[i] = zones[i].wp;
-    backend = &file_backend;
+    for (i = 0; i < ZT->nr_zones; i++)
+      persisted_wps[i] = ZT->zones[i].wp;
+    *b = &file_backend;
   }
   return r;
 }
 
 int
-open_memory_backend (void)
+open_memory_backend (const struct zbd_params *p, struct zbd_disk *d,
+                     const struct backend **b)
 {
   struct img_geometry g;
 
+  params = p;
+  disk = d;
   if (requested_geometry (&g) == -1 || check_geometry (&g) == -1)
     return -1;
   apply_geometry (&g);
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
-  return open_memory ();
+  return open_memory (b);
 }
 
 void
