@@ -46,3 +46,12 @@ zone_writer_CPPFLAGS = -I$(top_srcdir)/common
 zone_writer_CFLAGS = $(TEST_CFLAGS) -pthread
 zone_writer_LDADD = $(top_builddir)/common/libzonedgeometry.la $(TEST_LIBS)
 zone_writer_LDFLAGS = -pthread
+
+# The zone table and write gate alone, against a fake device.
+TESTS += test-zbd-gate-unit
+check_PROGRAMS += test-zbd-gate-unit
+test_zbd_gate_unit_SOURCES = test-zbd-gate-unit.c
+test_zbd_gate_unit_CPPFLAGS = -I$(top_srcdir)/plugin
+test_zbd_gate_unit_CFLAGS = $(WARNINGS_CFLAGS) $(NBDKIT_CFLAGS) -pthread
+test_zbd_gate_unit_LDADD = $(top_builddir)/plugin/libzbdgate.la
+test_zbd_gate_unit_LDFLAGS = -pthread
