@@ -22,8 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+
+#include <linux/blkzoned.h>
+#include <linux/fs.h>
 
 #ifdef HAVE_LIBZBD
 #include <libzbd/zbd.h>
@@ -39,8 +43,27 @@
 
 static const struct zbd_params *params;
 static struct zbd_disk *disk;
-static int dev_fd = -1;
+/* The descriptor of the device: read-only (libzbd's, from zbd_open)
+ * until the first writable connection, then read-write (reopened
+ * through the read-only one, so the very same device).  Threads load
+ * it with acquire ordering; dev_direct says whether either descriptor
+ * needs aligned bounce buffers (O_DIRECT) and is set before a new
+ * descriptor is published.  Zone reports use libzbd on dev_ro_fd.
+ */
+static int dev_fd = -1, dev_ro_fd = -1;
 static bool dev_rw, dev_direct;
+
+static int
+cur_fd (void)
+{
+  return __atomic_load_n (&dev_fd, __ATOMIC_ACQUIRE);
+}
+
+static bool
+cur_direct (void)
+{
+  return __atomic_load_n (&dev_direct, __ATOMIC_ACQUIRE);
+}
 
 static enum zone_cond
 cond_from_zbd (const struct zbd_zone *zz)
@@ -70,7 +93,7 @@ zone_from_zbd (struct zone *z, const struct zbd_zone *zz)
   else if (z->cond == COND_FULL)
     z->wp = zone_cap_end (z);
   else if (z->cond == COND_READONLY || z->cond == COND_OFFLINE)
-    z->wp = z->start;
+    z->wp = zone_cap_end (z);   /* no WP: nothing can be written */
   else
     z->wp = zbd_zone_wp (zz);
 }
@@ -92,7 +115,8 @@ bounce_alloc (size_t n)
 static int
 dev_pread (void *buf, uint32_t n, uint64_t off)
 {
-  void *b = dev_direct ? bounce_alloc (n) : buf;
+  int fd = cur_fd ();
+  void *b = cur_direct () ? bounce_alloc (n) : buf;
   int r;
 
   if (!b) {
@@ -100,7 +124,7 @@ dev_pread (void *buf, uint32_t n, uint64_t off)
                   params->device_path, n);
     return -1;
   }
-  r = full_pread (dev_fd, b, n, off);
+  r = full_pread (fd, b, n, off);
   if (r == -1)
     nbdkit_error ("device=%s: read of %" PRIu32 " bytes at %" PRIu64 ": %m",
                   params->device_path, n, off);
@@ -139,7 +163,8 @@ report_write_error (uint32_t n, uint64_t off)
 static int
 dev_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
-  void *b = dev_direct ? bounce_alloc (n) : (void *) buf;
+  int fd = cur_fd ();
+  void *b = cur_direct () ? bounce_alloc (n) : (void *) buf;
   int r;
 
   if (!b) {
@@ -149,7 +174,7 @@ dev_pwrite (const void *buf, uint32_t n, uint64_t off)
   }
   if (b != buf)
     memcpy (b, buf, n);
-  r = full_pwrite (dev_fd, b, n, off);
+  r = full_pwrite (fd, b, n, off);
   if (r == -1)
     report_write_error (n, off);
   if (b != buf)
@@ -170,7 +195,7 @@ dev_discard (uint64_t n, uint64_t off)
   memset (z, 0, chunk);
   while (n > 0 && r == 0) {
     size_t k = n < chunk ? n : chunk;
-    r = full_pwrite (dev_fd, z, k, off);
+    r = full_pwrite (cur_fd (), z, k, off);
     n -= k; off += k;
   }
   if (r == -1)
@@ -180,10 +205,23 @@ dev_discard (uint64_t n, uint64_t off)
   return r;
 }
 
+/* Zone management on the read-write descriptor (libzbd knows only the
+ * descriptors it opened itself, by path).
+ */
+static int
+zone_mgmt (unsigned long op, const struct zone *z)
+{
+  struct blk_zone_range range = {
+    .sector = z->start / 512, .nr_sectors = z->len / 512,
+  };
+
+  return ioctl (cur_fd (), op, &range);
+}
+
 static int
 dev_reset (const struct zone *z)
 {
-  if (zbd_reset_zones (dev_fd, z->start, z->len) != 0) {
+  if (zone_mgmt (BLKRESETZONE, z) != 0) {
     nbdkit_error ("device=%s: zone reset at %" PRIu64 " failed: %m",
                   params->device_path, z->start);
     return -1;
@@ -194,7 +232,7 @@ dev_reset (const struct zone *z)
 static int
 dev_finish (const struct zone *z)
 {
-  if (zbd_finish_zones (dev_fd, z->start, z->len) != 0) {
+  if (zone_mgmt (BLKFINISHZONE, z) != 0) {
     nbdkit_error ("device=%s: zone finish at %" PRIu64 " failed: %m",
                   params->device_path, z->start);
     return -1;
@@ -205,7 +243,7 @@ dev_finish (const struct zone *z)
 static int
 dev_flush (void)
 {
-  if (fdatasync (dev_fd) == -1) {
+  if (fdatasync (cur_fd ()) == -1) {
     nbdkit_error ("device=%s: flush: %m", params->device_path);
     return -1;
   }
@@ -223,7 +261,7 @@ dev_query_zone (uint64_t start, struct zone *out)
   uint64_t len = disk->disk_size - start < disk->table.zone_size
     ? disk->disk_size - start : disk->table.zone_size;
 
-  if (zbd_report_zones (dev_fd, start, len, ZBD_RO_ALL, &zz, &n) != 0)
+  if (zbd_report_zones (dev_ro_fd, start, len, ZBD_RO_ALL, &zz, &n) != 0)
     return -1;
   if (n != 1) {
     errno = EIO;
@@ -247,26 +285,66 @@ dev_open_fd (int mode, bool *direct)
   return fd;
 }
 
+/* The device's identity: the same node and, where the kernel tells, the
+ * same disk (its sequence number changes when a disk is replaced).
+ */
+static bool
+same_device (int a, int b)
+{
+  struct stat sa, sb;
+  uint64_t qa, qb;
+
+  if (fstat (a, &sa) == -1 || fstat (b, &sb) == -1 ||
+      sa.st_rdev != sb.st_rdev || sa.st_dev != sb.st_dev ||
+      sa.st_ino != sb.st_ino)
+    return false;
+#ifdef BLKGETDISKSEQ
+  if (ioctl (a, BLKGETDISKSEQ, &qa) == 0 &&
+      ioctl (b, BLKGETDISKSEQ, &qb) == 0 && qa != qb)
+    return false;
+#endif
+  return true;
+}
+
+/* Reopen the device read-write through the descriptor opened at start
+ * (not by its path, which may now name another disk), and check it is
+ * the same device.  Called once, under the plugin's open lock.
+ */
 static int
 dev_open_rw (void)
 {
-  bool direct;
+  char self[64];
+  bool direct = true;
   int fd;
 
   if (dev_rw)
     return 0;
-  fd = dev_open_fd (O_RDWR, &direct);
-  if (fd < 0) {
-    errno = fd < -1 ? -fd : errno;
-    nbdkit_error ("device=%s: cannot open for writing: %m", params->device_path);
+  snprintf (self, sizeof self, "/proc/self/fd/%d", dev_ro_fd);
+  fd = open (self, O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (fd == -1 && errno == EINVAL) {
+    direct = false;
+    fd = open (self, O_RDWR | O_CLOEXEC);
+  }
+  if (fd == -1) {
+    nbdkit_error ("device=%s: cannot open for writing: %m",
+                  params->device_path);
+    return -1;
+  }
+  if (!same_device (fd, dev_ro_fd)) {
+    nbdkit_error ("device=%s: reopened for writing, it is no longer the "
+                  "device this server started with (replaced?); refusing "
+                  "to write to it with the old zone table",
+                  params->device_path);
+    close (fd);
+    errno = EIO;
     return -1;
   }
   /* Bounce buffers suit either descriptor: keep them if either needs
    * them, before other threads switch to the new descriptor.
    */
   if (direct)
-    __atomic_store_n (&dev_direct, true, __ATOMIC_SEQ_CST);
-  __atomic_store_n (&dev_fd, fd, __ATOMIC_SEQ_CST);
+    __atomic_store_n (&dev_direct, true, __ATOMIC_RELEASE);
+  __atomic_store_n (&dev_fd, fd, __ATOMIC_RELEASE);
   dev_rw = true;
   return 0;
 }
@@ -353,7 +431,7 @@ open_device (const struct zbd_params *p, struct zbd_disk *d,
     return -1;
   }
   errno = 0;
-  dev_fd = dev_open_fd (O_RDONLY, &dev_direct);
+  dev_ro_fd = dev_fd = dev_open_fd (O_RDONLY, &dev_direct);
   if (dev_fd < 0) {
     int e = dev_fd < -1 ? -dev_fd : errno;
     nbdkit_error ("device=%s: cannot open: %s", params->device_path,

@@ -181,10 +181,17 @@ open_memory (const struct backend **b)
 #define IMG_HEADER_USED 96
 #define SLOT_HEADER 24
 
-static int img_fd = -1;
+static int img_fd = -1;        /* read-only, then read-write */
 static bool img_rw;
 static uint64_t img_slot_size, img_data_offset, img_seq;
 static pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The current descriptor: load it with the ordering its writer uses. */
+static int
+image_fd (void)
+{
+  return __atomic_load_n (&img_fd, __ATOMIC_ACQUIRE);
+}
 
 struct img_geometry {
   uint64_t size, zone_size, zone_capacity;
@@ -383,9 +390,9 @@ write_table (const uint64_t *w)
     return -1;
   }
   encode_slot (s, seq, w);
-  if (full_pwrite (img_fd, s, img_slot_size,
+  if (full_pwrite (image_fd (), s, img_slot_size,
                    IMG_HEADER_SIZE + (seq & 1) * img_slot_size) == -1 ||
-      fdatasync (img_fd) == -1)
+      fdatasync (image_fd ()) == -1)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", params->emulate);
   else {
     img_seq = seq;
@@ -412,7 +419,7 @@ persist_locked (void)
   }
   zt_copy_wps (ZT, w);
 
-  if (fdatasync (img_fd) == -1) {
+  if (fdatasync (image_fd ()) == -1) {
     nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
     free (w);
     return -1;
@@ -451,7 +458,7 @@ persist_lock_drop (void)
 static int
 file_pread (void *buf, uint32_t n, uint64_t off)
 {
-  if (full_pread (img_fd, buf, n, img_data_offset + off) == -1) {
+  if (full_pread (image_fd (), buf, n, img_data_offset + off) == -1) {
     nbdkit_error ("emulate=%s: read at %" PRIu64 ": %m", params->emulate, off);
     return -1;
   }
@@ -461,7 +468,7 @@ file_pread (void *buf, uint32_t n, uint64_t off)
 static int
 file_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
-  if (full_pwrite (img_fd, buf, n, img_data_offset + off) == -1) {
+  if (full_pwrite (image_fd (), buf, n, img_data_offset + off) == -1) {
     nbdkit_error ("emulate=%s: write at %" PRIu64 ": %m", params->emulate, off);
     return -1;
   }
@@ -473,7 +480,7 @@ file_discard (uint64_t n, uint64_t off)
 {
   static const char zero[65536];
 
-  if (fallocate (img_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+  if (fallocate (image_fd (), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  img_data_offset + off, n) == 0)
     return 0;
   /* No hole punching here: write the zeros. */
@@ -489,17 +496,32 @@ file_discard (uint64_t n, uint64_t off)
 static int
 file_open_rw (void)
 {
+  char self[64];
+  struct stat a, b;
   int fd;
 
   if (img_rw)
     return 0;
-  fd = open (params->emulate, O_RDWR | O_CLOEXEC);
+  /* Through the descriptor opened at start, not the path: the path may
+   * name another file by now.
+   */
+  snprintf (self, sizeof self, "/proc/self/fd/%d", img_fd);
+  fd = open (self, O_RDWR | O_CLOEXEC);
   if (fd == -1) {
     nbdkit_error ("emulate=%s: cannot open for writing: %m", params->emulate);
     return -1;
   }
+  if (fstat (fd, &a) == -1 || fstat (img_fd, &b) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    nbdkit_error ("emulate=%s: reopened for writing, it is not the image "
+                  "this server started with; refusing to write to it",
+                  params->emulate);
+    close (fd);
+    errno = EIO;
+    return -1;
+  }
   /* The read-only descriptor stays open: other threads may use it. */
-  __atomic_store_n (&img_fd, fd, __ATOMIC_SEQ_CST);
+  __atomic_store_n (&img_fd, fd, __ATOMIC_RELEASE);
   img_rw = true;
   return 0;
 }
