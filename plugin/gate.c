@@ -562,3 +562,59 @@ zt_finish (struct zone_table *t, struct zone *z)
 {
   return zone_op (t, z, do_finish, COND_FULL);
 }
+
+int
+zt_write_zeroes (struct zone_table *t, struct zone *z, uint32_t n,
+                 uint64_t offset)
+{
+  static const char zeros[65536];
+  uint64_t end = offset + n;
+
+  if (end == zone_end (z) && offset <= zone_cap_end (z))
+    end = zone_cap_end (z);
+  while (offset < end) {
+    uint32_t k = end - offset < sizeof zeros ? end - offset : sizeof zeros;
+
+    if (zt_write (t, z, zeros, k, offset) == -1)
+      return -1;
+    offset += k;
+  }
+  return 0;
+}
+
+bool
+zt_zeroes_finish (struct zone_table *t, struct zone *z, uint32_t n,
+                  uint64_t offset)
+{
+  uint64_t end = offset + n;
+
+  return t->config.emulated && !z->conventional &&
+    offset == zt_snapshot (t, z).wp &&
+    (end == zone_end (z) || end == zone_cap_end (z));
+}
+
+int
+zt_readable (struct zone_table *t, struct zone *z, uint64_t offset,
+             uint64_t *data_end)
+{
+  struct zone s;
+
+  if (z->conventional) {
+    *data_end = zone_end (z);
+    return 0;
+  }
+  s = zt_snapshot (t, z);
+  switch (s.cond) {
+  case COND_OFFLINE:
+    nbdkit_error ("read at %" PRIu64 ": zone %" PRIu64 " is offline: EIO",
+                  offset, zt_index (t, z));
+    errno = EIO;
+    return -1;
+  case COND_READONLY:
+    *data_end = zone_cap_end (&s);
+    return 0;
+  default:
+    *data_end = s.wp;
+    return 0;
+  }
+}

@@ -129,6 +129,29 @@ extern uint64_t zt_nr_active (struct zone_table *t);
 extern int zt_write (struct zone_table *t, struct zone *z,
                      const void *buf, uint32_t n, uint64_t offset);
 
+/* Write zeroes [OFFSET, OFFSET+N) in sequential zone Z through the gate
+ * (a range ending at the zone end stops at the capacity: the rest reads
+ * as zeros anyway).  This is how a real device is finished by write
+ * zeroes: a finish command would leave the blocks above the WP
+ * undefined (NVMe ZNS need not read them as zeros).
+ */
+extern int zt_write_zeroes (struct zone_table *t, struct zone *z,
+                            uint32_t n, uint64_t offset);
+/* True if write zeroes [OFFSET, OFFSET+N) of Z is a zone finish the
+ * table may do itself: emulated zones, from the WP to the zone or
+ * capacity end (zt_finish discards the data above the WP).
+ */
+extern bool zt_zeroes_finish (struct zone_table *t, struct zone *z,
+                              uint32_t n, uint64_t offset);
+
+/* What a read of Z may take from the device: [Z->start, *DATA_END);
+ * above that it reads as zeros.  A read-only zone keeps all its data
+ * readable (that is when it is rescued); an offline zone has none:
+ * -1 with errno EIO and a log line naming OFFSET.
+ */
+extern int zt_readable (struct zone_table *t, struct zone *z,
+                        uint64_t offset, uint64_t *data_end);
+
 /* Zone operations: wait until no write of Z is at the device, claim
  * it, run the command, record the new state.  A failure re-reads the
  * zone from the device.

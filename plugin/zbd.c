@@ -75,26 +75,33 @@ static char *description;      /* the geometry as key=value words */
 /* ---------------------------------------------------------------- */
 /* Small helpers */
 
-/* Parse a duration: "5s", "500ms", "2m", or plain seconds ("2"). */
+/* Parse a duration: "5s", "500ms", "2m", or plain seconds ("2"), at
+ * most 24 hours.  The range is checked before converting to
+ * milliseconds, so no value can wrap around into a valid one.
+ */
 static int
 parse_duration (const char *key, const char *value, uint64_t *ms)
 {
+  const unsigned long long max_ms = 24ULL * 3600 * 1000;
+  unsigned long long v, unit;
   char *end;
-  unsigned long long v;
 
   errno = 0;
   v = strtoull (value, &end, 10);
-  if (errno || end == value || value[0] == '-')
+  if (errno || end == value || value[0] == '-' || value[0] == '+' ||
+      value[0] == ' ')
     goto bad;
   if (*end == '\0' || strcmp (end, "s") == 0)
-    v *= 1000;
+    unit = 1000;
   else if (strcmp (end, "m") == 0)
-    v *= 60000;
-  else if (strcmp (end, "ms") != 0)
+    unit = 60000;
+  else if (strcmp (end, "ms") == 0)
+    unit = 1;
+  else
     goto bad;
-  if (v > 24ULL * 3600 * 1000)
+  if (v > max_ms / unit)
     goto bad;
-  *ms = v;
+  *ms = v * unit;
   return 0;
  bad:
   nbdkit_error ("%s=%s: not a duration; use e.g. 5s, 500ms, 2m or a number "
@@ -405,10 +412,45 @@ zbd_get_size (void *handle)
   return disk.disk_size;
 }
 
+/* The zones now read-only or offline (the device can turn them so at
+ * any time) as ranges in BUF, or "none".
+ */
+static int
+cond_ranges (enum zone_cond c, char *buf, size_t len, bool *any)
+{
+  bool *is = calloc (table->nr_zones, sizeof *is);
+  uint64_t i;
+  int r;
+
+  if (!is)
+    return -1;
+  for (i = 0; i < table->nr_zones; i++) {
+    is[i] = zt_snapshot (table, &table->zones[i]).cond == c;
+    *any |= is[i];
+  }
+  r = zoned_format_ranges (is, table->nr_zones, buf, len);
+  free (is);
+  return r;
+}
+
+/* The geometry, and which zones are read-only or offline if any are
+ * ("readonly=RANGES offline=RANGES"), when each connection asks.
+ */
 static const char *
 zbd_export_description (void *handle)
 {
-  return description;
+  size_t len = 24 * table->nr_zones + 8;
+  char *ro = malloc (len), *off = malloc (len);
+  bool any = false;
+  const char *r = description;
+
+  if (ro && off && cond_ranges (COND_READONLY, ro, len, &any) == 0 &&
+      cond_ranges (COND_OFFLINE, off, len, &any) == 0 && any)
+    r = nbdkit_printf_intern ("%s readonly=%s offline=%s", description,
+                              ro, off);
+  free (ro);
+  free (off);
+  return r;
 }
 
 static int
@@ -464,10 +506,22 @@ check_aligned (const char *what, uint32_t count, uint64_t offset)
   return 0;
 }
 
+/* Where the data of Z ends for block status: an offline zone is shown
+ * as data (reads of it fail, so it is not zeros).
+ */
 static uint64_t
-current_wp (struct zone *z)
+extent_data_end (struct zone *z)
 {
-  return zt_snapshot (table, z).wp;
+  struct zone s;
+
+  if (z->conventional)
+    return zone_end (z);
+  s = zt_snapshot (table, z);
+  if (s.cond == COND_OFFLINE)
+    return zone_end (z);
+  if (s.cond == COND_READONLY)
+    return zone_cap_end (z);
+  return s.wp;
 }
 
 /* Reads above the WP, or past capacity, are zeros without device I/O. */
@@ -483,10 +537,12 @@ zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
     struct zone *z = zt_zone_of (table, offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
-    uint64_t valid = z->conventional ? end : current_wp (z);
-    uint32_t d = valid > offset ? (valid - offset < n ? valid - offset : n)
-      : 0;
+    uint64_t valid;
+    uint32_t d;
 
+    if (zt_readable (table, z, offset, &valid) == -1)
+      return -1;
+    d = valid > offset ? (valid - offset < n ? valid - offset : n) : 0;
     if (d > 0 && backend->pread (p, d, offset) == -1) {
       zt_read_failed (table, z);
       return -1;
@@ -576,32 +632,23 @@ zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 }
 
 /* Write zeroes from the WP to the zone end (or to the capacity end)
- * finishes the zone.  Any other zero request writes zeros: through
+ * finishes the zone: emulated zones by discarding the rest, a real
+ * device by writing the zeros (see zt_write_zeroes).  Any other zero request writes zeros: through
  * the gate in sequential zones, directly in conventional ones.
  */
 static int
 zero_part (struct zone *z, uint32_t n, uint64_t offset)
 {
-  uint64_t end = offset + n;
-  static const char zeros[65536];
-
   if (z->conventional)
     return backend->discard (n, offset);
-  if (offset == current_wp (z) &&
-      (end == zone_end (z) || end == zone_cap_end (z))) {
+  if (zt_zeroes_finish (table, z, n, offset)) {
     int r;
 
     zone_ops_begin ();
     r = zt_finish (table, z);
     return zone_ops_end (true, r);
   }
-  while (offset < end) {
-    uint32_t k = end - offset < sizeof zeros ? end - offset : sizeof zeros;
-    if (zt_write (table, z, zeros, k, offset) == -1)
-      return -1;
-    offset += k;
-  }
-  return 0;
+  return zt_write_zeroes (table, z, n, offset);
 }
 
 static int
@@ -622,7 +669,8 @@ zbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 }
 
 /* Block status: [start,WP) data, [WP,end) hole+zero in sequential
- * zones; conventional zones are data.
+ * zones; conventional zones are data.  A read-only zone is data up to
+ * its capacity; an offline zone is data (not zeros: reads of it fail).
  */
 static int
 zbd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
@@ -632,7 +680,7 @@ zbd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
 
   while (offset < end) {
     struct zone *z = zt_zone_of (table, offset);
-    uint64_t wp = z->conventional ? zone_end (z) : current_wp (z);
+    uint64_t wp = extent_data_end (z);
 
     if (wp > z->start &&
         nbdkit_add_extent (extents, z->start, wp - z->start, 0) == -1)

@@ -684,6 +684,72 @@ test_emulated_limits (void)
          zt_nr_active (&t) == 2, "reset of a full zone");
 }
 
+/* A real device finished by write zeroes must read zeros above the old
+ * WP: its finish command does not promise that (NVMe ZNS), as the fake
+ * device shows; the table writes the zeros instead.
+ */
+static void
+test_finish_by_write_zeroes (void)
+{
+  uint64_t z = 2 * ZS, z7 = SMALL_CAP_ZONE * (uint64_t) ZS, end;
+
+  setup (false, 300, 0, 0);
+  memset (dev.data + z, 0xa5, ZS);      /* unwritten blocks: not zeros */
+  memset (dev.data + z7, 0xa5, ZS);
+  write1 (z);
+  CHECK (zt_finish (&t, &t.zones[2]) == 0 && !data_is (z + B, B, 0),
+         "the fake device's finish should leave its unwritten blocks");
+  zt_reset (&t, &t.zones[2]);
+  memset (dev.data + z, 0xa5, ZS);
+  write1 (z);
+  CHECK (!zt_zeroes_finish (&t, &t.zones[2], ZS - B, z + B),
+         "a real device's finish by write zeroes taken as a finish command");
+  CHECK (zt_write_zeroes (&t, &t.zones[2], ZS - B, z + B) == 0,
+         "write zeroes to the zone end: %m");
+  CHECK (data_is (z + B, ZS - B, 0), "a finished zone does not read zeros "
+         "above its old WP");
+  CHECK (cond_of (2) == COND_FULL && dev.wp[2] == z + ZS, "zone not full");
+  /* Capacity below the zone size: zeros up to the capacity. */
+  CHECK (zt_write_zeroes (&t, &t.zones[SMALL_CAP_ZONE], ZS, z7) == 0,
+         "write zeroes of a whole zone with a smaller capacity: %m");
+  CHECK (data_is (z7, ZS / 2, 0) && cond_of (SMALL_CAP_ZONE) == COND_FULL,
+         "zone with a smaller capacity");
+  /* Emulated zones finish by discarding. */
+  setup (true, 300, 0, 0);
+  write1 (z);
+  CHECK (zt_zeroes_finish (&t, &t.zones[2], ZS - B, z + B),
+         "emulated: write zeroes from the WP is a finish");
+  CHECK (!zt_zeroes_finish (&t, &t.zones[2], B, z + B),
+         "emulated: a partial write zeroes is not a finish");
+  CHECK (zt_readable (&t, &t.zones[2], z, &end) == 0 && end == z + B,
+         "readable part of a written zone");
+}
+
+/* Read-only zones stay readable to their capacity; offline ones fail. */
+static void
+test_readable (void)
+{
+  uint64_t end;
+  char line[512];
+
+  setup (false, 300, 0, 0);
+  write1 (1 * ZS);
+  write1 (2 * ZS);
+  dev.cond[1] = COND_READONLY;
+  dev.cond[2] = COND_OFFLINE;
+  zt_read_failed (&t, &t.zones[1]);
+  zt_read_failed (&t, &t.zones[2]);
+  CHECK (zt_readable (&t, &t.zones[1], 1 * ZS, &end) == 0 &&
+         end == 2 * ZS, "a read-only zone is not readable to its capacity");
+  CHECK (zt_readable (&t, &t.zones[2], 2 * ZS + B, &end) == -1 &&
+         errno == EIO, "an offline zone read did not fail with EIO");
+  last_error_line (line, sizeof line);
+  CHECK (strstr (line, "read at 135168: zone 2 is offline: EIO"),
+         "log line: %s", line);
+  CHECK (zt_readable (&t, &t.zones[0], 0, &end) == 0 && end == ZS,
+         "conventional zone");
+}
+
 int
 main (int argc, char *argv[])
 {
@@ -701,6 +767,8 @@ main (int argc, char *argv[])
   test_readonly_offline ();
   test_reset_and_lost_reset ();
   test_emulated_limits ();
+  test_finish_by_write_zeroes ();
+  test_readable ();
   zt_free (&t);
   if (failures) {
     fprintf (stderr, "%d check(s) failed\n", failures);
