@@ -129,10 +129,17 @@ zt_snapshot (struct zone_table *t, const struct zone *z)
 {
   struct zone s;
 
+  /* The state only: not the gate's condition variables and waiters. */
+  memset (&s, 0, sizeof s);
   pthread_mutex_lock (&t->lock);
-  s = *z;
+  s.start = z->start;
+  s.len = z->len;
+  s.cap = z->cap;
+  s.wp = z->wp;
+  s.conventional = z->conventional;
+  s.cond = z->cond;
+  s.busy = z->busy;
   pthread_mutex_unlock (&t->lock);
-  s.waiters = NULL;
   return s;
 }
 
@@ -568,10 +575,11 @@ zt_write_zeroes (struct zone_table *t, struct zone *z, uint32_t n,
                  uint64_t offset)
 {
   static const char zeros[65536];
+  const struct zone s = zt_snapshot (t, z);
   uint64_t end = offset + n;
 
-  if (end == zone_end (z) && offset <= zone_cap_end (z))
-    end = zone_cap_end (z);
+  if (end == zone_end (&s) && offset <= zone_cap_end (&s))
+    end = zone_cap_end (&s);
   while (offset < end) {
     uint32_t k = end - offset < sizeof zeros ? end - offset : sizeof zeros;
 
@@ -586,11 +594,11 @@ bool
 zt_zeroes_finish (struct zone_table *t, struct zone *z, uint32_t n,
                   uint64_t offset)
 {
+  const struct zone s = zt_snapshot (t, z);
   uint64_t end = offset + n;
 
-  return t->config.emulated && !z->conventional &&
-    offset == zt_snapshot (t, z).wp &&
-    (end == zone_end (z) || end == zone_cap_end (z));
+  return t->config.emulated && !s.conventional && offset == s.wp &&
+    (end == zone_end (&s) || end == zone_cap_end (&s));
 }
 
 int

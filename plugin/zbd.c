@@ -520,7 +520,7 @@ extent_data_end (struct zone *z)
   if (s.cond == COND_OFFLINE)
     return zone_end (z);
   if (s.cond == COND_READONLY)
-    return zone_cap_end (z);
+    return zone_cap_end (&s);
   return s.wp;
 }
 
