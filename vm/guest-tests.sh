@@ -771,8 +771,8 @@ case_badblocks ()
     p1=$!
     timeout 120 $CLIENT shuffle "$(uri srv)" $z2 524288 92 16384 2 8 6 > $W/s2 2>&1 &
     p2=$!
-    wait $p1; rc1=$?
-    wait $p2; rc2=$?
+    rc1=0; wait $p1 || rc1=$?
+    rc2=0; wait $p2 || rc2=$?
     tail -n 5 $W/s1
     [ $rc1 = 1 ] || die "the stream through bad blocks ended with $rc1 (1 expected: failed writes, no hang)"
     [ $rc2 = 0 ] || { cat $W/s2; die "the stream in the other zone failed"; }
@@ -795,16 +795,18 @@ case_badblocks ()
 
 # The device is reopened read-write by the first writer: through the
 # descriptor opened at start, not the path.  Here the path is made to
-# name another device before that: the write must reach the served one.
+# name another device before that: the write must reach the served one,
+# and the other device must not change.
 case_reopen_device ()
 {
     local zs start other
     zs=$(zone_bytes nullb0)
     start=$(( $(first_seq_zone nullb0) * zs ))
-    mknod $W/disk b $(tr : ' ' < /sys/block/nullb0/dev) || die "mknod"
+    # A name that can be pointed elsewhere (udev's /dev/disk/by-* links
+    # are such names, and follow a hot-swapped disk).
+    ln -s /dev/nullb0 $W/disk || die "ln"
     start_nbdkit srv $PLUGIN device=$W/disk
-    rm $W/disk
-    mknod $W/disk b $(tr : ' ' < /sys/block/nullb1/dev) || die "mknod"
+    ln -sfn /dev/nullb1 $W/disk || die "ln"
     other=$(zone_field nullb1 $((start / $(zone_bytes nullb1))) wptr)
     $CLIENT write "$(uri srv)" $start 65536 95 || die "write"
     assert_zone nullb0 $((start / zs)) 65536
@@ -812,8 +814,8 @@ case_reopen_device ()
         die "the write went to the device now at the path (nullb1)"
 }
 
-# Write zeroes from the WP to the zone end through the kernel NBD client
-# finishes the zone: full on the device, zeros read back above the old WP.
+# Write zeroes from the WP to the zone end finishes the zone: full on
+# the device, zeros read back above the old WP.
 case_zeroes_finish ()
 {
     local dev=$1 z zs start cap
@@ -823,14 +825,15 @@ case_zeroes_finish ()
     cap=$(zone_field $dev $z cap)
     start_nbdkit srv $PLUGIN device=/dev/$dev
     $CLIENT write "$(uri srv)" $start 65536 97 || die "write"
-    nbd_attach srv
-    timeout 120 blkdiscard -z -o $((start + 65536)) -l $((zs - 65536)) /dev/nbd0 ||
-        die "blkdiscard -z (write zeroes) to the zone end"
-    nbd_detach
+    $CLIENT zero "$(uri srv)" $((start + 65536)) $((zs - 65536)) ||
+        die "write zeroes to the zone end"
     [ "$(zone_field $dev $z cond)" = 14 ] || die "the zone is not full"
     $CLIENT verify "$(uri srv)" $start 65536 97 || die "data below the old WP"
     $CLIENT verify "$(uri srv)" $((start + 65536)) $((cap - 65536)) zero ||
         die "the finished zone does not read zeros above the old WP"
+    dd if=/dev/$dev of=$W/raw bs=65536 count=1 skip=$(((start + cap) / 65536 - 1)) iflag=direct status=none
+    dd if=/dev/zero of=$W/zero bs=65536 count=1 status=none
+    cmp $W/zero $W/raw || die "the device itself does not read zeros at the end of the zone"
 }
 
 # ---- running cases -----------------------------------------------------------
