@@ -347,9 +347,11 @@ gate_enter (struct zone_table *t, struct zone *z, uint64_t offset,
       break;
     clock_gettime (CLOCK_MONOTONIC, &now);
     if (z->busy) {
-      /* The clock stands still; look again in a while. */
+      /* The clock stands still; look again in a while (not in a busy
+       * loop when the timeout is 0).
+       */
       deadline = now;
-      add_ms (&deadline, timeout);
+      add_ms (&deadline, timeout > 0 ? timeout : 10);
     }
     else {
       /* No progress since the later of our arrival and the end of the
