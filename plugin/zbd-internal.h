@@ -46,6 +46,7 @@ struct backend {
    */
   int (*query_zone) (uint64_t start, struct zone *out);
   int (*open_rw) (void);        /* upgrade to read-write, or NULL */
+  int (*open_ro) (void);        /* a read-only connection, or NULL */
   /* Zone operations on the image file are serialised with flushes by
    * these (see zbd.c), or NULL.
    */
