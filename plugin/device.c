@@ -22,8 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+
+#include <linux/blkzoned.h>
+#include <linux/fs.h>
 
 #ifdef HAVE_LIBZBD
 #include <libzbd/zbd.h>
@@ -37,8 +41,29 @@
 
 #ifdef HAVE_LIBZBD
 
-static int dev_fd = -1;
+static const struct zbd_params *params;
+static struct zbd_disk *disk;
+/* The descriptor of the device: read-only (libzbd's, from zbd_open)
+ * until the first writable connection, then read-write (reopened
+ * through the read-only one, so the very same device).  Threads load
+ * it with acquire ordering; dev_direct says whether either descriptor
+ * needs aligned bounce buffers (O_DIRECT) and is set before a new
+ * descriptor is published.  Zone reports use libzbd on dev_ro_fd.
+ */
+static int dev_fd = -1, dev_ro_fd = -1;
 static bool dev_rw, dev_direct;
+
+static int
+cur_fd (void)
+{
+  return __atomic_load_n (&dev_fd, __ATOMIC_ACQUIRE);
+}
+
+static bool
+cur_direct (void)
+{
+  return __atomic_load_n (&dev_direct, __ATOMIC_ACQUIRE);
+}
 
 static enum zone_cond
 cond_from_zbd (const struct zbd_zone *zz)
@@ -68,7 +93,7 @@ zone_from_zbd (struct zone *z, const struct zbd_zone *zz)
   else if (z->cond == COND_FULL)
     z->wp = zone_cap_end (z);
   else if (z->cond == COND_READONLY || z->cond == COND_OFFLINE)
-    z->wp = z->start;
+    z->wp = zone_cap_end (z);   /* no WP: nothing can be written */
   else
     z->wp = zbd_zone_wp (zz);
 }
@@ -78,7 +103,7 @@ static void *
 bounce_alloc (size_t n)
 {
   void *p;
-  size_t align = phys_block_size > 4096 ? phys_block_size : 4096;
+  size_t align = disk->phys_block_size > 4096 ? disk->phys_block_size : 4096;
 
   if (posix_memalign (&p, align, n ? n : align) != 0) {
     errno = ENOMEM;
@@ -90,18 +115,19 @@ bounce_alloc (size_t n)
 static int
 dev_pread (void *buf, uint32_t n, uint64_t off)
 {
-  void *b = dev_direct ? bounce_alloc (n) : buf;
+  int fd = cur_fd ();
+  void *b = cur_direct () ? bounce_alloc (n) : buf;
   int r;
 
   if (!b) {
     nbdkit_error ("device=%s: no memory for a %" PRIu32 "-byte read",
-                  device_path, n);
+                  params->device_path, n);
     return -1;
   }
-  r = full_pread (dev_fd, b, n, off);
+  r = full_pread (fd, b, n, off);
   if (r == -1)
     nbdkit_error ("device=%s: read of %" PRIu32 " bytes at %" PRIu64 ": %m",
-                  device_path, n, off);
+                  params->device_path, n, off);
   else if (b != buf)
     memcpy (buf, b, n);
   if (b != buf)
@@ -124,30 +150,31 @@ report_write_error (uint32_t n, uint64_t off)
     nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64
                   " refused by the device: too many %s zones (%s); "
                   "finish or reset a zone first: ENOSPC",
-                  device_path, n, off,
+                  params->device_path, n, off,
                   e == EOVERFLOW ? "active" : "open", strerror (e));
     errno = ENOSPC;
     return;
   }
   nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64 ": %s",
-                device_path, n, off, strerror (e));
+                params->device_path, n, off, strerror (e));
   errno = e;
 }
 
 static int
 dev_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
-  void *b = dev_direct ? bounce_alloc (n) : (void *) buf;
+  int fd = cur_fd ();
+  void *b = cur_direct () ? bounce_alloc (n) : (void *) buf;
   int r;
 
   if (!b) {
     nbdkit_error ("device=%s: no memory for a %" PRIu32 "-byte write",
-                  device_path, n);
+                  params->device_path, n);
     return -1;
   }
   if (b != buf)
     memcpy (b, buf, n);
-  r = full_pwrite (dev_fd, b, n, off);
+  r = full_pwrite (fd, b, n, off);
   if (r == -1)
     report_write_error (n, off);
   if (b != buf)
@@ -168,33 +195,46 @@ dev_discard (uint64_t n, uint64_t off)
   memset (z, 0, chunk);
   while (n > 0 && r == 0) {
     size_t k = n < chunk ? n : chunk;
-    r = full_pwrite (dev_fd, z, k, off);
+    r = full_pwrite (cur_fd (), z, k, off);
     n -= k; off += k;
   }
   if (r == -1)
     nbdkit_error ("device=%s: writing zeros at %" PRIu64 ": %m",
-                  device_path, off);
+                  params->device_path, off);
   free (z);
   return r;
 }
 
+/* Zone management on the read-write descriptor (libzbd knows only the
+ * descriptors it opened itself, by path).
+ */
 static int
-dev_reset (struct zone *z)
+zone_mgmt (unsigned long op, const struct zone *z)
 {
-  if (zbd_reset_zones (dev_fd, z->start, z->len) != 0) {
+  struct blk_zone_range range = {
+    .sector = z->start / 512, .nr_sectors = z->len / 512,
+  };
+
+  return ioctl (cur_fd (), op, &range);
+}
+
+static int
+dev_reset (const struct zone *z)
+{
+  if (zone_mgmt (BLKRESETZONE, z) != 0) {
     nbdkit_error ("device=%s: zone reset at %" PRIu64 " failed: %m",
-                  device_path, z->start);
+                  params->device_path, z->start);
     return -1;
   }
   return 0;
 }
 
 static int
-dev_finish (struct zone *z)
+dev_finish (const struct zone *z)
 {
-  if (zbd_finish_zones (dev_fd, z->start, z->len) != 0) {
+  if (zone_mgmt (BLKFINISHZONE, z) != 0) {
     nbdkit_error ("device=%s: zone finish at %" PRIu64 " failed: %m",
-                  device_path, z->start);
+                  params->device_path, z->start);
     return -1;
   }
   return 0;
@@ -203,31 +243,32 @@ dev_finish (struct zone *z)
 static int
 dev_flush (void)
 {
-  if (fdatasync (dev_fd) == -1) {
-    nbdkit_error ("device=%s: flush: %m", device_path);
+  if (fdatasync (cur_fd ()) == -1) {
+    nbdkit_error ("device=%s: flush: %m", params->device_path);
     return -1;
   }
   return 0;
 }
 
-/* Called with zones_lock held: the device is the truth. */
-static void
-dev_reload_zone (struct zone *z)
+/* The device's own view of the zone at START, after an error; called
+ * by the zone table without its lock.
+ */
+static int
+dev_query_zone (uint64_t start, struct zone *out)
 {
   struct zbd_zone zz;
   unsigned int n = 1;
-  int saved = errno;
+  uint64_t len = disk->disk_size - start < disk->table.zone_size
+    ? disk->disk_size - start : disk->table.zone_size;
 
-  if (zbd_report_zones (dev_fd, z->start, z->len, ZBD_RO_ALL, &zz, &n) == 0
-      && n == 1) {
-    zone_from_zbd (z, &zz);
-    nbdkit_debug ("zone %" PRIu64 " re-read after an error: wp %" PRIu64,
-                  zone_index (z), z->wp);
+  if (zbd_report_zones (dev_ro_fd, start, len, ZBD_RO_ALL, &zz, &n) != 0)
+    return -1;
+  if (n != 1) {
+    errno = EIO;
+    return -1;
   }
-  else
-    nbdkit_error ("device=%s: cannot re-read zone %" PRIu64 ": %m",
-                  device_path, zone_index (z));
-  errno = saved;
+  zone_from_zbd (out, &zz);
+  return 0;
 }
 
 /* Open with O_DIRECT where the device allows it; *DIRECT says so. */
@@ -237,33 +278,73 @@ dev_open_fd (int mode, bool *direct)
   struct zbd_info info;
   int fd;
 
-  fd = zbd_open (device_path, mode | O_DIRECT | O_CLOEXEC, &info);
+  fd = zbd_open (params->device_path, mode | O_DIRECT | O_CLOEXEC, &info);
   *direct = fd >= 0;
   if (fd < 0 && (errno == EINVAL || fd == -EINVAL))
-    fd = zbd_open (device_path, mode | O_CLOEXEC, &info);
+    fd = zbd_open (params->device_path, mode | O_CLOEXEC, &info);
   return fd;
 }
 
+/* The device's identity: the same node and, where the kernel tells, the
+ * same disk (its sequence number changes when a disk is replaced).
+ */
+static bool
+same_device (int a, int b)
+{
+  struct stat sa, sb;
+  uint64_t qa, qb;
+
+  if (fstat (a, &sa) == -1 || fstat (b, &sb) == -1 ||
+      sa.st_rdev != sb.st_rdev || sa.st_dev != sb.st_dev ||
+      sa.st_ino != sb.st_ino)
+    return false;
+#ifdef BLKGETDISKSEQ
+  if (ioctl (a, BLKGETDISKSEQ, &qa) == 0 &&
+      ioctl (b, BLKGETDISKSEQ, &qb) == 0 && qa != qb)
+    return false;
+#endif
+  return true;
+}
+
+/* Reopen the device read-write through the descriptor opened at start
+ * (not by its path, which may now name another disk), and check it is
+ * the same device.  Called once, under the plugin's open lock.
+ */
 static int
 dev_open_rw (void)
 {
-  bool direct;
+  char self[64];
+  bool direct = true;
   int fd;
 
   if (dev_rw)
     return 0;
-  fd = dev_open_fd (O_RDWR, &direct);
-  if (fd < 0) {
-    errno = fd < -1 ? -fd : errno;
-    nbdkit_error ("device=%s: cannot open for writing: %m", device_path);
+  snprintf (self, sizeof self, "/proc/self/fd/%d", dev_ro_fd);
+  fd = open (self, O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (fd == -1 && errno == EINVAL) {
+    direct = false;
+    fd = open (self, O_RDWR | O_CLOEXEC);
+  }
+  if (fd == -1) {
+    nbdkit_error ("device=%s: cannot open for writing: %m",
+                  params->device_path);
+    return -1;
+  }
+  if (!same_device (fd, dev_ro_fd)) {
+    nbdkit_error ("device=%s: reopened for writing, it is no longer the "
+                  "device this server started with (replaced?); refusing "
+                  "to write to it with the old zone table",
+                  params->device_path);
+    close (fd);
+    errno = EIO;
     return -1;
   }
   /* Bounce buffers suit either descriptor: keep them if either needs
    * them, before other threads switch to the new descriptor.
    */
   if (direct)
-    __atomic_store_n (&dev_direct, true, __ATOMIC_SEQ_CST);
-  __atomic_store_n (&dev_fd, fd, __ATOMIC_SEQ_CST);
+    __atomic_store_n (&dev_direct, true, __ATOMIC_RELEASE);
+  __atomic_store_n (&dev_fd, fd, __ATOMIC_RELEASE);
   dev_rw = true;
   return 0;
 }
@@ -272,7 +353,7 @@ static const struct backend device_backend = {
   .name = "device", .emulated = false,
   .pread = dev_pread, .pwrite = dev_pwrite, .discard = dev_discard,
   .zone_op_reset = dev_reset, .zone_op_finish = dev_finish,
-  .flush = dev_flush, .reload_zone = dev_reload_zone,
+  .flush = dev_flush, .query_zone = dev_query_zone,
   .open_rw = dev_open_rw,
 };
 
@@ -282,19 +363,19 @@ check_device_path (void)
 {
   struct stat st;
 
-  if (stat (device_path, &st) == -1) {
-    nbdkit_error ("device=%s: %m", device_path);
+  if (stat (params->device_path, &st) == -1) {
+    nbdkit_error ("device=%s: %m", params->device_path);
     return -1;
   }
   if (S_ISREG (st.st_mode)) {
     nbdkit_error ("device=%s: is a regular file, not a zoned block device; "
-                  "for an emulated zoned disk use emulate=%s", device_path,
-                  device_path);
+                  "for an emulated zoned disk use emulate=%s", params->device_path,
+                  params->device_path);
     return -1;
   }
   if (!S_ISBLK (st.st_mode)) {
     nbdkit_error ("device=%s: is not a block device (zoned block devices "
-                  "are /dev/sdX, /dev/nvmeXnY, /dev/nullbX)", device_path);
+                  "are /dev/sdX, /dev/nvmeXnY, /dev/nullbX)", params->device_path);
     return -1;
   }
   return 0;
@@ -304,7 +385,7 @@ check_device_path (void)
 static void
 read_queue_attr (const char *attr, char *buf, size_t len)
 {
-  char path[PATH_MAX], *real = realpath (device_path, NULL);
+  char path[PATH_MAX], *real = realpath (params->device_path, NULL);
   const char *base;
   FILE *fp;
 
@@ -325,75 +406,75 @@ read_queue_attr (const char *attr, char *buf, size_t len)
 }
 
 int
-open_device (void)
+open_device (const struct zbd_params *p, struct zbd_disk *d,
+             const struct backend **b)
 {
   struct zbd_info info;
   struct zbd_zone *zz = NULL;
   unsigned int n = 0, i;
   char model[64], rot[8];
 
+  params = p;
+  disk = d;
   if (check_device_path () == -1)
     return -1;
   zbd_set_log_level (ZBD_LOG_NONE);
   /* zbd_open fails on a non-zoned device without a useful errno, so
    * ask first, and name the model the kernel reports.
    */
-  if (zbd_device_is_zoned (device_path) != 1) {
+  if (zbd_device_is_zoned (params->device_path) != 1) {
     read_queue_attr ("zoned", model, sizeof model);
     nbdkit_error ("device=%s: not a zoned block device (the kernel reports "
                   "its zoned model as \"%s\"); this plugin serves "
-                  "host-managed or host-aware zoned devices", device_path,
+                  "host-managed or host-aware zoned devices", params->device_path,
                   model[0] ? model : "unknown: no queue/zoned in sysfs");
     return -1;
   }
   errno = 0;
-  dev_fd = dev_open_fd (O_RDONLY, &dev_direct);
+  dev_ro_fd = dev_fd = dev_open_fd (O_RDONLY, &dev_direct);
   if (dev_fd < 0) {
     int e = dev_fd < -1 ? -dev_fd : errno;
-    nbdkit_error ("device=%s: cannot open: %s", device_path,
+    nbdkit_error ("device=%s: cannot open: %s", params->device_path,
                   e ? strerror (e) : "libzbd could not read its zone "
                   "information");
     return -1;
   }
   if (zbd_get_info (dev_fd, &info) != 0) {
     nbdkit_error ("device=%s: cannot read zone information: %m",
-                  device_path);
+                  params->device_path);
     return -1;
   }
   if (info.model != ZBD_DM_HOST_MANAGED && info.model != ZBD_DM_HOST_AWARE) {
     nbdkit_error ("device=%s: not a zoned block device (zoned model \"%s\")",
-                  device_path, zbd_device_model_str (info.model, false));
+                  params->device_path, zbd_device_model_str (info.model, false));
     return -1;
   }
   if (zbd_list_zones (dev_fd, 0, 0, ZBD_RO_ALL, &zz, &n) != 0 || n == 0) {
-    nbdkit_error ("device=%s: cannot report zones: %m", device_path);
+    nbdkit_error ("device=%s: cannot report zones: %m", params->device_path);
     return -1;
   }
-  zones = calloc (n, sizeof *zones);
-  if (!zones) {
+  if (zt_init (&disk->table, n, info.zone_size) == -1) {
     nbdkit_error ("calloc: %m");
     free (zz);
     return -1;
   }
-  init_zone_conds (zones, n);
   for (i = 0; i < n; i++)
-    zone_from_zbd (&zones[i], &zz[i]);
+    zone_from_zbd (&disk->table.zones[i], &zz[i]);
   free (zz);
-  nr_zones = n;
-  zone_size = info.zone_size;
-  disk_size = zones[n - 1].start + zones[n - 1].len;
-  block_size = info.lblock_size;
-  phys_block_size = info.pblock_size;
-  max_open = info.max_nr_open_zones == (unsigned) -1 ? 0
+  disk->disk_size = disk->table.zones[n - 1].start +
+    disk->table.zones[n - 1].len;
+  disk->block_size = info.lblock_size;
+  disk->phys_block_size = info.pblock_size;
+  disk->max_open = info.max_nr_open_zones == (unsigned) -1 ? 0
     : info.max_nr_open_zones;
-  max_active = info.max_nr_active_zones == (unsigned) -1 ? 0
+  disk->max_active = info.max_nr_active_zones == (unsigned) -1 ? 0
     : info.max_nr_active_zones;
-  host_aware = info.model == ZBD_DM_HOST_AWARE;
+  disk->host_aware = info.model == ZBD_DM_HOST_AWARE;
   read_queue_attr ("rotational", rot, sizeof rot);
-  rotational = strcmp (rot, "1") == 0;
-  backend = &device_backend;
+  disk->rotational = strcmp (rot, "1") == 0;
+  *b = &device_backend;
   nbdkit_debug ("device=%s: %s, %u zones of %llu bytes, block %u/%u, "
-                "O_DIRECT %s", device_path, info.vendor_id, n, info.zone_size,
+                "O_DIRECT %s", params->device_path, info.vendor_id, n, info.zone_size,
                 info.lblock_size, info.pblock_size, dev_direct ? "yes" : "no");
   return 0;
 }
@@ -401,11 +482,12 @@ open_device (void)
 #else /* !HAVE_LIBZBD */
 
 int
-open_device (void)
+open_device (const struct zbd_params *p, struct zbd_disk *d,
+             const struct backend **b)
 {
   nbdkit_error ("device=%s: this zbd plugin was built without libzbd, so it "
                 "cannot serve real zoned devices; use emulate=FILE|memory",
-                device_path);
+                params->device_path);
   return -1;
 }
 

@@ -52,6 +52,14 @@
 #include "zbd-internal.h"
 #include "image-format.h"
 
+/* Set by open_memory_backend / open_file. */
+static const struct zbd_params *params;
+static struct zbd_disk *disk;
+#define ZT (&disk->table)
+
+/* Active zones of the loaded table. */
+static uint64_t loaded_active;
+
 /* Derive the condition of an emulated sequential zone from its WP, as
  * after a power cycle: partially written zones are closed.
  */
@@ -68,7 +76,7 @@ emulated_cond_from_wp (struct zone *z)
   }
   else {
     z->cond = COND_CLOSED;
-    nr_active++;
+    loaded_active++;
   }
 }
 
@@ -79,22 +87,15 @@ build_emulated_zones (uint64_t size, uint64_t zsize, uint64_t zcap,
 {
   uint64_t i;
 
-  nr_zones = size / zsize;
-  zone_size = zsize;
-  disk_size = size;
-  zones = calloc (nr_zones, sizeof *zones);
-  if (!zones) {
+  disk->disk_size = size;
+  if (zt_init (ZT, size / zsize, zsize) == -1) {
     nbdkit_error ("calloc: %m");
     return -1;
   }
-  init_zone_conds (zones, nr_zones);
-  for (i = 0; i < nr_zones; i++) {
-    struct zone *z = &zones[i];
-    z->start = i * zsize;
-    z->len = zsize;
+  for (i = 0; i < ZT->nr_zones; i++) {
+    struct zone *z = &ZT->zones[i];
     z->conventional = i < nconv;
     z->cap = z->conventional ? zsize : zcap;
-    z->wp = z->start;
     z->cond = z->conventional ? COND_NOT_WP : COND_EMPTY;
   }
   return 0;
@@ -153,29 +154,36 @@ static const struct backend memory_backend = {
 };
 
 static int
-open_memory (void)
+open_memory (const struct backend **b)
 {
-  mem = mmap (NULL, disk_size, PROT_READ | PROT_WRITE,
+  mem = mmap (NULL, disk->disk_size, PROT_READ | PROT_WRITE,
               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
     nbdkit_error ("emulate=memory: cannot map %" PRIu64 " bytes: %m",
-                  disk_size);
+                  disk->disk_size);
     return -1;
   }
-  backend = &memory_backend;
+  *b = &memory_backend;
   return 0;
 }
 
 /* ---------------------------------------------------------------- */
 /* Emulated backend: image file (format: image-format.h) */
 
-static int img_fd = -1;
+static int img_fd = -1;        /* read-only, then read-write */
 static bool img_rw;
 static struct img_geometry img_geom;
 static uint64_t img_seq;
 /* The image does not exist yet: created by the first writer. */
 static bool img_create_pending;
-pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The current descriptor: load it with the ordering its writer uses. */
+static int
+image_fd (void)
+{
+  return __atomic_load_n (&img_fd, __ATOMIC_ACQUIRE);
+}
 
 /* Read both table slots and load the newest valid one into the zone
  * table.
@@ -185,7 +193,7 @@ load_table (const char *path)
 {
   uint64_t used = img_slot_used (&img_geom);
   unsigned char *s = malloc (2 * used);
-  uint64_t *rel = malloc (nr_zones * sizeof *rel);
+  uint64_t *rel = malloc (ZT->nr_zones * sizeof *rel);
   char err[256];
   uint64_t z;
   int r = -1;
@@ -205,9 +213,9 @@ load_table (const char *path)
     nbdkit_error ("emulate=%s: %s", path, err);
     goto out;
   }
-  for (z = 0; z < nr_zones; z++) {
-    zones[z].wp = zones[z].start + rel[z];
-    emulated_cond_from_wp (&zones[z]);
+  for (z = 0; z < ZT->nr_zones; z++) {
+    ZT->zones[z].wp = ZT->zones[z].start + rel[z];
+    emulated_cond_from_wp (&ZT->zones[z]);
   }
   r = 0;
  out:
@@ -229,7 +237,7 @@ write_table (const uint64_t *w)
 {
   uint64_t used = img_slot_used (&img_geom);
   unsigned char *s = malloc (used);
-  uint64_t *rel = malloc (nr_zones * sizeof *rel);
+  uint64_t *rel = malloc (ZT->nr_zones * sizeof *rel);
   uint64_t seq = img_seq + 1, i;
   int r = -1;
 
@@ -239,18 +247,18 @@ write_table (const uint64_t *w)
     free (rel);
     return -1;
   }
-  for (i = 0; i < nr_zones; i++)
-    rel[i] = w[i] - zones[i].start;
+  for (i = 0; i < ZT->nr_zones; i++)
+    rel[i] = w[i] - ZT->zones[i].start;
   img_encode_slot (s, &img_geom, seq, rel);
   free (rel);
-  if (full_pwrite (img_fd, s, used,
+  if (full_pwrite (image_fd (), s, used,
                    IMG_FIRST_SLOT + (seq & 1) * img_geom.slot_size) == -1 ||
-      fdatasync (img_fd) == -1)
-    nbdkit_error ("emulate=%s: cannot write the zone table: %m", emulate);
+      fdatasync (image_fd ()) == -1)
+    nbdkit_error ("emulate=%s: cannot write the zone table: %m", params->emulate);
   else {
     img_seq = seq;
     if (persisted_wps)
-      memcpy (persisted_wps, w, nr_zones * sizeof *w);
+      memcpy (persisted_wps, w, ZT->nr_zones * sizeof *w);
     r = 0;
   }
   free (s);
@@ -260,28 +268,24 @@ write_table (const uint64_t *w)
 /* Crash consistency: snapshot the WPs, then sync the data they cover,
  * then write and sync the table.  Caller holds persist_lock.
  */
-int
+static int
 persist_locked (void)
 {
-  uint64_t *w = malloc (nr_zones * sizeof *w);
-  uint64_t i;
+  uint64_t *w = malloc (ZT->nr_zones * sizeof *w);
   int r;
 
   if (!w) {
     nbdkit_error ("malloc: %m");
     return -1;
   }
-  pthread_mutex_lock (&zones_lock);
-  for (i = 0; i < nr_zones; i++)
-    w[i] = zones[i].wp;
-  pthread_mutex_unlock (&zones_lock);
+  zt_copy_wps (ZT, w);
 
-  if (fdatasync (img_fd) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", emulate);
+  if (fdatasync (image_fd ()) == -1) {
+    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
     free (w);
     return -1;
   }
-  if (persisted_wps && memcmp (persisted_wps, w, nr_zones * sizeof *w) == 0)
+  if (persisted_wps && memcmp (persisted_wps, w, ZT->nr_zones * sizeof *w) == 0)
     r = 0;
   else
     r = write_table (w);
@@ -300,11 +304,23 @@ file_persist (void)
   return r;
 }
 
+static void
+persist_lock_take (void)
+{
+  pthread_mutex_lock (&persist_lock);
+}
+
+static void
+persist_lock_drop (void)
+{
+  pthread_mutex_unlock (&persist_lock);
+}
+
 static int
 file_pread (void *buf, uint32_t n, uint64_t off)
 {
-  if (full_pread (img_fd, buf, n, img_geom.data_offset + off) == -1) {
-    nbdkit_error ("emulate=%s: read at %" PRIu64 ": %m", emulate, off);
+  if (full_pread (image_fd (), buf, n, img_geom.data_offset + off) == -1) {
+    nbdkit_error ("emulate=%s: read at %" PRIu64 ": %m", params->emulate, off);
     return -1;
   }
   return 0;
@@ -313,8 +329,8 @@ file_pread (void *buf, uint32_t n, uint64_t off)
 static int
 file_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
-  if (full_pwrite (img_fd, buf, n, img_geom.data_offset + off) == -1) {
-    nbdkit_error ("emulate=%s: write at %" PRIu64 ": %m", emulate, off);
+  if (full_pwrite (image_fd (), buf, n, img_geom.data_offset + off) == -1) {
+    nbdkit_error ("emulate=%s: write at %" PRIu64 ": %m", params->emulate, off);
     return -1;
   }
   return 0;
@@ -325,7 +341,7 @@ file_discard (uint64_t n, uint64_t off)
 {
   static const char zero[65536];
 
-  if (fallocate (img_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+  if (fallocate (image_fd (), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  img_geom.data_offset + off, n) == 0)
     return 0;
   /* No hole punching here: write the zeros. */
@@ -346,19 +362,34 @@ static int create_image (void);
 static int
 file_open_rw (void)
 {
+  char self[64];
+  struct stat a, b;
   int fd;
 
   if (img_rw)
     return 0;
   if (img_create_pending)
     return create_image ();
-  fd = open (emulate, O_RDWR | O_CLOEXEC);
+  /* Through the descriptor opened at start, not the path: the path may
+   * name another file by now.
+   */
+  snprintf (self, sizeof self, "/proc/self/fd/%d", img_fd);
+  fd = open (self, O_RDWR | O_CLOEXEC);
   if (fd == -1) {
-    nbdkit_error ("emulate=%s: cannot open for writing: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot open for writing: %m", params->emulate);
+    return -1;
+  }
+  if (fstat (fd, &a) == -1 || fstat (img_fd, &b) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    nbdkit_error ("emulate=%s: reopened for writing, it is not the image "
+                  "this server started with; refusing to write to it",
+                  params->emulate);
+    close (fd);
+    errno = EIO;
     return -1;
   }
   /* The read-only descriptor stays open: other threads may use it. */
-  __atomic_store_n (&img_fd, fd, __ATOMIC_SEQ_CST);
+  __atomic_store_n (&img_fd, fd, __ATOMIC_RELEASE);
   img_rw = true;
   return 0;
 }
@@ -367,20 +398,20 @@ file_open_rw (void)
  * Caller holds persist_lock.
  */
 static int
-persist_zone_wp (struct zone *z, uint64_t wp)
+persist_zone_wp (const struct zone *z, uint64_t wp)
 {
   uint64_t *w;
   int r;
 
-  if (persisted_wps[zone_index (z)] == wp)
+  if (persisted_wps[zt_index (ZT, z)] == wp)
     return 0;
-  w = malloc (nr_zones * sizeof *w);
+  w = malloc (ZT->nr_zones * sizeof *w);
   if (!w) {
     nbdkit_error ("malloc: %m");
     return -1;
   }
-  memcpy (w, persisted_wps, nr_zones * sizeof *w);
-  w[zone_index (z)] = wp;
+  memcpy (w, persisted_wps, ZT->nr_zones * sizeof *w);
+  w[zt_index (ZT, z)] = wp;
   r = write_table (w);
   free (w);
   return r;
@@ -388,7 +419,7 @@ persist_zone_wp (struct zone *z, uint64_t wp)
 
 /* Reset of a claimed zone, under persist_lock: table first. */
 static int
-file_zone_reset (struct zone *z)
+file_zone_reset (const struct zone *z)
 {
   if (persist_zone_wp (z, z->start) == -1)
     return -1;
@@ -397,7 +428,7 @@ file_zone_reset (struct zone *z)
 
 /* Finish of a claimed zone, under persist_lock: discard first. */
 static int
-file_zone_finish (struct zone *z)
+file_zone_finish (const struct zone *z)
 {
   uint64_t wp;
   int r = 0;
@@ -405,29 +436,31 @@ file_zone_finish (struct zone *z)
   /* The emulated active-zone rule, as for the memory backend: finishing
    * an empty zone makes it active for a moment on a real device.
    */
-  pthread_mutex_lock (&zones_lock);
-  wp = z->wp;
-  if (z->cond == COND_EMPTY && max_active && nr_active >= max_active) {
+  const struct zone s = zt_snapshot (ZT, z);
+  uint64_t active = zt_nr_active (ZT);
+
+  wp = s.wp;
+  if (s.cond == COND_EMPTY && disk->max_active &&
+      active >= disk->max_active) {
     nbdkit_error ("finish of zone %" PRIu64 ": too many active zones (%"
                   PRIu64 ", max-active-zones=%" PRIu64 "): ENOSPC",
-                  zone_index (z), nr_active, max_active);
+                  zt_index (ZT, z), active, disk->max_active);
     errno = ENOSPC;
     r = -1;
   }
-  pthread_mutex_unlock (&zones_lock);
   if (r == -1)
     return -1;
 
   if (wp < zone_cap_end (z) &&
       file_discard (zone_cap_end (z) - wp, wp) == -1)
     return -1;
-  if (persisted_wps[zone_index (z)] == zone_cap_end (z))
+  if (persisted_wps[zt_index (ZT, z)] == zone_cap_end (z))
     return 0;
   /* The discard and the zone's data below the WP (a zone filled by
    * writes that no flush covered yet), durable before the table.
    */
-  if (fdatasync (img_fd) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", emulate);
+  if (fdatasync (image_fd ()) == -1) {
+    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
     return -1;
   }
   return persist_zone_wp (z, zone_cap_end (z));
@@ -440,7 +473,7 @@ file_open_ro (void)
   if (img_create_pending) {
     nbdkit_error ("emulate=%s: no such image, and a read-only server "
                   "(nbdkit -r) does not create one; run once without -r "
-                  "(with size= and zone-size=) to create it", emulate);
+                  "(with size= and zone-size=) to create it", params->emulate);
     return -1;
   }
   return 0;
@@ -452,25 +485,27 @@ static const struct backend file_backend = {
   .zone_op_reset = file_zone_reset, .zone_op_finish = file_zone_finish,
   .flush = file_persist, .persist = file_persist, .open_rw = file_open_rw,
   .open_ro = file_open_ro,
+  .zone_ops_lock = persist_lock_take, .zone_ops_unlock = persist_lock_drop,
+  .persist_locked = persist_locked,
 };
 
 /* The geometry asked for on the command line, with defaults. */
 static int
 requested_geometry (struct img_geometry *g)
 {
-  if (param_size == -1 || param_zone_size == -1) {
+  if (params->size == -1 || params->zone_size == -1) {
     nbdkit_error ("emulate=%s: a new image needs size= and zone-size= "
-                  "(e.g. size=1G zone-size=64M)", emulate);
+                  "(e.g. size=1G zone-size=64M)", params->emulate);
     return -1;
   }
-  g->size = param_size;
-  g->zone_size = param_zone_size;
-  g->zone_capacity = param_zone_capacity == -1
-    ? (uint64_t) param_zone_size : (uint64_t) param_zone_capacity;
-  g->block_size = param_block_size == -1 ? 512 : param_block_size;
-  g->nr_conventional = param_conventional == -1 ? 0 : param_conventional;
-  g->max_open = param_max_open == -1 ? 0 : param_max_open;
-  g->max_active = param_max_active == -1 ? 0 : param_max_active;
+  g->size = params->size;
+  g->zone_size = params->zone_size;
+  g->zone_capacity = params->zone_capacity == -1
+    ? (uint64_t) params->zone_size : (uint64_t) params->zone_capacity;
+  g->block_size = params->block_size == -1 ? 512 : params->block_size;
+  g->nr_conventional = params->conventional == -1 ? 0 : params->conventional;
+  g->max_open = params->max_open == -1 ? 0 : params->max_open;
+  g->max_active = params->max_active == -1 ? 0 : params->max_active;
   g->nr_zones = g->size / g->zone_size;
   return 0;
 }
@@ -478,7 +513,7 @@ requested_geometry (struct img_geometry *g)
 static int
 check_geometry (const struct img_geometry *g)
 {
-  const char *what = emulate;
+  const char *what = params->emulate;
 
   if (g->block_size < 512 || g->block_size > 65536 ||
       (g->block_size & (g->block_size - 1))) {
@@ -524,13 +559,13 @@ static int
 match_geometry (const struct img_geometry *g)
 {
   struct { const char *key; int64_t given; uint64_t have; } p[] = {
-    { "size", param_size, g->size },
-    { "zone-size", param_zone_size, g->zone_size },
-    { "zone-capacity", param_zone_capacity, g->zone_capacity },
-    { "conventional-zones", param_conventional, g->nr_conventional },
-    { "max-open-zones", param_max_open, g->max_open },
-    { "max-active-zones", param_max_active, g->max_active },
-    { "block-size", param_block_size, g->block_size },
+    { "size", params->size, g->size },
+    { "zone-size", params->zone_size, g->zone_size },
+    { "zone-capacity", params->zone_capacity, g->zone_capacity },
+    { "conventional-zones", params->conventional, g->nr_conventional },
+    { "max-open-zones", params->max_open, g->max_open },
+    { "max-active-zones", params->max_active, g->max_active },
+    { "block-size", params->block_size, g->block_size },
   };
   size_t i;
 
@@ -539,7 +574,7 @@ match_geometry (const struct img_geometry *g)
       nbdkit_error ("emulate=%s: %s=%" PRIi64 " does not match the existing "
                     "image (%s=%" PRIu64 "); omit the geometry parameters to "
                     "use the image as it is, or give a new file name",
-                    emulate, p[i].key, p[i].given, p[i].key, p[i].have);
+                    params->emulate, p[i].key, p[i].given, p[i].key, p[i].have);
       return -1;
     }
   return 0;
@@ -548,11 +583,12 @@ match_geometry (const struct img_geometry *g)
 static void
 apply_geometry (const struct img_geometry *g)
 {
-  block_size = g->block_size;
-  max_open = g->max_open;
-  max_active = g->max_active;
-  if (max_active && max_open > max_active)
-    max_open = max_active;      /* as null_blk does */
+  disk->block_size = g->block_size;
+  disk->phys_block_size = 4096;
+  disk->max_open = g->max_open;
+  disk->max_active = g->max_active;
+  if (disk->max_active && disk->max_open > disk->max_active)
+    disk->max_open = disk->max_active;  /* as null_blk does */
 }
 
 /* The directory PATH is in (a new string). */
@@ -582,7 +618,7 @@ prepare_new_image (void)
   if (requested_geometry (&g) == -1 || check_geometry (&g) == -1)
     return -1;
   /* What would fail at the first connection, said at start. */
-  dir = parent_dir (emulate);
+  dir = parent_dir (params->emulate);
   if (!dir) {
     nbdkit_error ("strdup: %m");
     return -1;
@@ -590,7 +626,7 @@ prepare_new_image (void)
   r = access (dir, W_OK | X_OK);
   if (r == -1)
     nbdkit_error ("emulate=%s: no such image, and it cannot be created in "
-                  "%s: %m", emulate, dir);
+                  "%s: %m", params->emulate, dir);
   free (dir);
   if (r == -1)
     return -1;
@@ -632,35 +668,35 @@ create_image (void)
   uint64_t size = img_geom.data_offset + img_geom.size;
   int fd;
 
-  fd = open (emulate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  fd = open (params->emulate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd == -1) {
-    nbdkit_error ("emulate=%s: cannot create the image: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot create the image: %m", params->emulate);
     return -1;
   }
-  img_fd = fd;
+  __atomic_store_n (&img_fd, fd, __ATOMIC_RELEASE);
   if (ftruncate (fd, size) == -1) {
     nbdkit_error ("emulate=%s: cannot size the image to %" PRIu64
-                  " bytes: %m", emulate, size);
+                  " bytes: %m", params->emulate, size);
     goto err;
   }
   img_encode_header (h, &img_geom);
   if (full_pwrite (fd, h, sizeof h, 0) == -1) {
-    nbdkit_error ("emulate=%s: cannot write the header: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot write the header: %m", params->emulate);
     goto err;
   }
   img_seq = 0;
   if (write_table (persisted_wps) == -1)
     goto err;
-  if (sync_parent_dir (emulate) == -1) {
-    nbdkit_error ("emulate=%s: cannot sync its directory: %m", emulate);
+  if (sync_parent_dir (params->emulate) == -1) {
+    nbdkit_error ("emulate=%s: cannot sync its directory: %m", params->emulate);
     goto err;
   }
   img_create_pending = false;
   img_rw = true;
-  nbdkit_debug ("emulate=%s: created a new image", emulate);
+  nbdkit_debug ("emulate=%s: created a new image", params->emulate);
   return 0;
  err:
-  unlink (emulate);
+  unlink (params->emulate);
   close (fd);
   img_fd = -1;
   return -1;
@@ -674,24 +710,24 @@ open_image (void)
   char err[256];
   struct stat st;
 
-  img_fd = open (emulate, O_RDONLY | O_CLOEXEC);
+  img_fd = open (params->emulate, O_RDONLY | O_CLOEXEC);
   if (img_fd == -1) {
-    nbdkit_error ("emulate=%s: cannot open: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot open: %m", params->emulate);
     return -1;
   }
   if (fstat (img_fd, &st) == -1 || !S_ISREG (st.st_mode)) {
     nbdkit_error ("emulate=%s: not a regular file; emulate= takes an image "
-                  "file (created if absent) or \"memory\"", emulate);
+                  "file (created if absent) or \"memory\"", params->emulate);
     return -1;
   }
   memset (h, 0, sizeof h);
   if (full_pread (img_fd, h, st.st_size < IMG_HEADER_SIZE ? st.st_size
                   : IMG_HEADER_SIZE, 0) == -1) {
-    nbdkit_error ("emulate=%s: cannot read the header: %m", emulate);
+    nbdkit_error ("emulate=%s: cannot read the header: %m", params->emulate);
     return -1;
   }
   if (img_decode_header (h, sizeof h, st.st_size, &g, err, sizeof err) == -1) {
-    nbdkit_error ("emulate=%s: %s", emulate, err);
+    nbdkit_error ("emulate=%s: %s", params->emulate, err);
     return -1;
   }
   if (match_geometry (&g) == -1 || check_geometry (&g) == -1)
@@ -701,54 +737,60 @@ open_image (void)
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
-  nr_active = 0;
-  if (load_table (emulate) == -1)
+  loaded_active = 0;
+  if (load_table (params->emulate) == -1)
     return -1;
-  if (max_active && nr_active > max_active) {
+  if (disk->max_active && loaded_active > disk->max_active) {
     nbdkit_error ("emulate=%s: %" PRIu64 " zones are active, more than "
                   "max-active-zones=%" PRIu64 "; refusing to use the image",
-                  emulate, nr_active, max_active);
+                  params->emulate, loaded_active, disk->max_active);
     return -1;
   }
   return 0;
 }
 
 int
-open_file (void)
+open_file (const struct zbd_params *p, struct zbd_disk *d,
+           const struct backend **b)
 {
   uint64_t i;
   int r;
 
-  if (access (emulate, F_OK) == 0)
+  params = p;
+  disk = d;
+  if (access (params->emulate, F_OK) == 0)
     r = open_image ();
   else
     r = prepare_new_image ();
   if (r == -1)
     return -1;
-  persisted_wps = malloc (nr_zones * sizeof *persisted_wps);
+  persisted_wps = malloc (ZT->nr_zones * sizeof *persisted_wps);
   if (!persisted_wps) {
     nbdkit_error ("malloc: %m");
     return -1;
   }
   /* What is in the table now (or will be once created). */
-  for (i = 0; i < nr_zones; i++)
-    persisted_wps[i] = zones[i].wp;
-  backend = &file_backend;
+  for (i = 0; i < ZT->nr_zones; i++)
+    persisted_wps[i] = ZT->zones[i].wp;
+  *b = &file_backend;
   return 0;
 }
 
 int
-open_memory_backend (void)
+open_memory_backend (const struct zbd_params *p, struct zbd_disk *d,
+                     const struct backend **b)
 {
   struct img_geometry g;
 
+  params = p;
+  disk = d;
   if (requested_geometry (&g) == -1 || check_geometry (&g) == -1)
     return -1;
   apply_geometry (&g);
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
-  return open_memory ();
+  return open_memory (b);
 }
 
 void

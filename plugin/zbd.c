@@ -14,12 +14,12 @@
  *
  * Writes to a sequential zone pass a per-zone gate: one write in
  * flight per zone, a write at the WP runs, a write ahead of the WP
- * waits (up to reorder-timeout) for the gap to fill, a write below the
- * WP or past the capacity fails at once.  nbdkit runs requests in
- * parallel threads, so this is what turns a pipelined stream of writes
- * back into write-pointer order.  One mutex (zones_lock) protects the
- * whole table; device I/O is done without it, so zones proceed in
- * parallel.
+ * waits for the gap to fill (failing after reorder-timeout without
+ * progress), a write below the WP or past the capacity fails at once.
+ * nbdkit runs requests in parallel threads, so this is what turns a
+ * pipelined stream of writes back into write-pointer order.  The zone
+ * table and the gate are their own unit (gate.c, gate.h), tested
+ * apart from nbdkit.
  *
  * The backends live in emulate.c (memory, and an image file whose zone
  * table is crash-consistent) and device.c (libzbd); zbd-internal.h is
@@ -51,62 +51,57 @@
 #include "zbd-internal.h"
 
 /* ---------------------------------------------------------------- */
-/* Parameters, the zone table and the backend (see zbd-internal.h) */
+/* Parameters, the disk and its backend */
 
-const char *device_path;
-const char *emulate;
-int64_t param_size = -1;
-int64_t param_zone_size = -1;
-int64_t param_zone_capacity = -1;
-int64_t param_conventional = -1;
-int64_t param_max_open = -1;
-int64_t param_max_active = -1;
-int64_t param_block_size = -1;
+static struct zbd_params params = {
+  .size = -1, .zone_size = -1, .zone_capacity = -1, .conventional = -1,
+  .max_open = -1, .max_active = -1, .block_size = -1,
+};
 static uint64_t reorder_timeout_ms = 5000;
 
 /* -D zbd.gate=1: log every write that has to wait for its zone's WP. */
 NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
 
-struct zone *zones;
-uint64_t nr_zones;
-uint64_t zone_size;
-uint64_t disk_size;
-uint32_t block_size = 512;
-uint32_t phys_block_size = 4096;
-uint64_t max_open, max_active;
-bool host_aware;
-bool rotational;
-static char *description;      /* the geometry as key=value words */
+/* -D zbd.write_delay_ms=N: the emulated device takes N ms for every
+ * write (a slow device, e.g. an SMR drive that stalls), for tests.
+ */
+NBDKIT_DLL_PUBLIC int zbd_debug_write_delay_ms = 0;
 
-pthread_mutex_t zones_lock = PTHREAD_MUTEX_INITIALIZER;
-uint64_t nr_active;                     /* emulated accounting */
-static uint64_t nr_open;
-static uint64_t close_cursor;           /* round robin implicit close */
-const struct backend *backend;
+static struct zbd_disk disk = { .block_size = 512, .phys_block_size = 4096 };
+static struct zone_table *const table = &disk.table;
+static const struct backend *backend;
+static char *description;      /* the geometry as key=value words */
 
 /* ---------------------------------------------------------------- */
 /* Small helpers */
 
-/* Parse a duration: "5s", "500ms", "2m", or plain seconds ("2"). */
+/* Parse a duration: "5s", "500ms", "2m", or plain seconds ("2"), at
+ * most 24 hours.  The range is checked before converting to
+ * milliseconds, so no value can wrap around into a valid one.
+ */
 static int
 parse_duration (const char *key, const char *value, uint64_t *ms)
 {
+  const unsigned long long max_ms = 24ULL * 3600 * 1000;
+  unsigned long long v, unit;
   char *end;
-  unsigned long long v;
 
   errno = 0;
   v = strtoull (value, &end, 10);
-  if (errno || end == value || value[0] == '-')
+  if (errno || end == value || value[0] == '-' || value[0] == '+' ||
+      value[0] == ' ')
     goto bad;
   if (*end == '\0' || strcmp (end, "s") == 0)
-    v *= 1000;
+    unit = 1000;
   else if (strcmp (end, "m") == 0)
-    v *= 60000;
-  else if (strcmp (end, "ms") != 0)
+    unit = 60000;
+  else if (strcmp (end, "ms") == 0)
+    unit = 1;
+  else
     goto bad;
-  if (v > 24ULL * 3600 * 1000)
+  if (v > max_ms / unit)
     goto bad;
-  *ms = v;
+  *ms = v * unit;
   return 0;
  bad:
   nbdkit_error ("%s=%s: not a duration; use e.g. 5s, 500ms, 2m or a number "
@@ -138,14 +133,6 @@ parse_bytes (const char *key, const char *value, int64_t *out)
   }
   *out = v;
   return 0;
-}
-
-static struct zone *
-zone_of (uint64_t offset)
-{
-  uint64_t i = offset / zone_size;
-
-  return &zones[i < nr_zones ? i : nr_zones - 1];
 }
 
 int
@@ -184,344 +171,75 @@ full_pwrite (int fd, const void *buf, size_t n, off_t off)
   return 0;
 }
 
-/* Condition variables of the gate time out on the monotonic clock. */
-static pthread_condattr_t monotonic_condattr;
-
-void
-init_zone_conds (struct zone *z, size_t n)
-{
-  size_t i;
-
-  pthread_condattr_init (&monotonic_condattr);
-  pthread_condattr_setclock (&monotonic_condattr, CLOCK_MONOTONIC);
-  for (i = 0; i < n; i++) {
-    pthread_cond_init (&z[i].changed, &monotonic_condattr);
-    z[i].waiters = NULL;
-  }
-}
-
 /* ---------------------------------------------------------------- */
-/* Emulated zone resources (null_blk semantics).  zones_lock held. */
+/* The device, as the zone table sees it */
 
-/* Make room for one more open zone by closing an implicitly open zone
- * with no write in flight, round robin.  Returns false if none can be.
- */
-static bool
-make_open_room (void)
-{
-  uint64_t i;
-
-  if (max_open == 0 || nr_open < max_open)
-    return true;
-  for (i = 0; i < nr_zones; i++) {
-    struct zone *v = &zones[(close_cursor + i) % nr_zones];
-
-    if (v->cond == COND_IMP_OPEN && !v->busy) {
-      close_cursor = zone_index (v) + 1;
-      nr_open--;
-      if (v->wp == v->start) {
-        v->cond = COND_EMPTY;
-        nr_active--;
-      }
-      else
-        v->cond = COND_CLOSED;
-      return true;
-    }
-  }
-  return false;
-}
-
-/* Open zone Z implicitly for a write, or fail with ENOSPC. */
+/* The backend's write, slowed down by -D zbd.write_delay_ms. */
 static int
-open_for_write (struct zone *z, uint64_t offset)
+device_write (const void *buf, uint32_t n, uint64_t offset)
 {
-  if (!backend->emulated || z->cond == COND_IMP_OPEN ||
-      z->cond == COND_EXP_OPEN)
-    return 0;
-  if (z->cond == COND_EMPTY && max_active && nr_active >= max_active) {
-    nbdkit_error ("write at %" PRIu64 " to zone %" PRIu64 ": too many active "
-                  "zones (%" PRIu64 ", max-active-zones=%" PRIu64 "): "
-                  "ENOSPC", offset, zone_index (z), nr_active, max_active);
-    errno = ENOSPC;
-    return -1;
+  if (zbd_debug_write_delay_ms > 0 && backend->emulated) {
+    struct timespec ts = {
+      .tv_sec = zbd_debug_write_delay_ms / 1000,
+      .tv_nsec = (zbd_debug_write_delay_ms % 1000) * 1000000L,
+    };
+    while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+      ;
   }
-  if (!make_open_room ()) {
-    nbdkit_error ("write at %" PRIu64 " to zone %" PRIu64 ": too many open "
-                  "zones (%" PRIu64 ", max-open-zones=%" PRIu64 ", none can "
-                  "be closed): ENOSPC", offset, zone_index (z), nr_open,
-                  max_open);
-    errno = ENOSPC;
-    return -1;
-  }
-  if (z->cond == COND_EMPTY)
-    nr_active++;
-  nr_open++;
-  z->cond = COND_IMP_OPEN;
-  return 0;
-}
-
-/* Release the resources of Z and set its new condition. */
-static void
-set_cond (struct zone *z, enum zone_cond c)
-{
-  if (backend->emulated) {
-    if (z->cond == COND_IMP_OPEN || z->cond == COND_EXP_OPEN)
-      nr_open--;
-    if (z->cond == COND_IMP_OPEN || z->cond == COND_EXP_OPEN ||
-        z->cond == COND_CLOSED)
-      nr_active--;
-    if (c == COND_IMP_OPEN || c == COND_EXP_OPEN)
-      nr_open++;
-    if (c == COND_IMP_OPEN || c == COND_EXP_OPEN || c == COND_CLOSED)
-      nr_active++;
-  }
-  z->cond = c;
-}
-
-/* ---------------------------------------------------------------- */
-/* The write gate */
-
-static void
-deadline_after (struct timespec *ts, uint64_t ms)
-{
-  clock_gettime (CLOCK_MONOTONIC, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (ms % 1000) * 1000000;
-  if (ts->tv_nsec >= 1000000000) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000;
-  }
-}
-
-/* A write waiting at a zone's gate.  Each has its own condition variable,
- * so that a completed write wakes only the write that may go next (at the
- * new write pointer) and those that must now fail (below it), not every
- * write queued in the zone: with many writes in flight per zone, waking
- * them all cost several context switches per write.
- */
-struct gate_waiter {
-  uint64_t offset;
-  pthread_cond_t wake;
-  struct gate_waiter *next;
-};
-
-static void
-gate_register (struct zone *z, struct gate_waiter *w)
-{
-  pthread_cond_init (&w->wake, &monotonic_condattr);
-  w->next = z->waiters;
-  z->waiters = w;
-}
-
-static void
-gate_unregister (struct zone *z, struct gate_waiter *w)
-{
-  struct gate_waiter **p;
-
-  for (p = &z->waiters; *p; p = &(*p)->next)
-    if (*p == w) {
-      *p = w->next;
-      break;
-    }
-  pthread_cond_destroy (&w->wake);
-}
-
-/* Wake (zones_lock held) the writes waiting in zone Z that can now
- * proceed or fail; ALL after a change that may affect any of them (a zone
- * operation, a failed write, a re-read zone).  Zone operations waiting to
- * claim the zone wait on Z->changed.
- */
-static void
-gate_wake (struct zone *z, bool all)
-{
-  struct gate_waiter *w;
-
-  for (w = z->waiters; w; w = w->next)
-    if (all || w->offset <= z->wp)
-      pthread_cond_signal (&w->wake);
-  pthread_cond_broadcast (&z->changed);
-}
-
-/* Why the write [OFFSET, OFFSET+N) cannot run in zone Z now, ever, as an
- * errno with a log line; 0 if it may still run, now or later.
- */
-static int
-gate_refusal (struct zone *z, uint64_t offset)
-{
-  if (z->cond == COND_READONLY || z->cond == COND_OFFLINE) {
-    nbdkit_error ("write at %" PRIu64 ": zone %" PRIu64 " is %s",
-                  offset, zone_index (z),
-                  z->cond == COND_READONLY ? "read-only" : "offline");
-    return EIO;
-  }
-  if (offset < z->wp) {
-    nbdkit_error ("write at %" PRIu64 " is below the write pointer %"
-                  PRIu64 " of zone %" PRIu64 ": EIO",
-                  offset, z->wp, zone_index (z));
-    return EIO;
-  }
-  return 0;
-}
-
-/* Wait (zones_lock held) until the write [OFFSET, OFFSET+N) in
- * sequential zone Z may run.  Returns 0 with Z->busy set, or -1.
- */
-static int
-gate_enter (struct zone *z, uint64_t offset, uint32_t n)
-{
-  struct timespec deadline;
-  struct gate_waiter w = { .offset = offset };
-  bool waiting = false, timed_out = false;
-  int e;
-
-  if (offset + n > zone_cap_end (z)) {
-    nbdkit_error ("write of %" PRIu32 " bytes at %" PRIu64 " goes past the "
-                  "capacity of zone %" PRIu64 " (ends at %" PRIu64 "): "
-                  "ENOSPC", n, offset, zone_index (z), zone_cap_end (z));
-    errno = ENOSPC;
-    return -1;
-  }
-  deadline_after (&deadline, reorder_timeout_ms);
-  for (;;) {
-    e = gate_refusal (z, offset);
-    if (e || (offset == z->wp && !z->busy))
-      break;
-    if (timed_out) {
-      nbdkit_error ("write at %" PRIu64 " waited %" PRIu64 " ms for zone %"
-                    PRIu64 " whose write pointer stayed at %" PRIu64
-                    " (reorder-timeout): EIO", offset, reorder_timeout_ms,
-                    zone_index (z), z->wp);
-      e = EIO;
-      break;
-    }
-    if (zbd_debug_gate)
-      nbdkit_debug ("gate: write at %" PRIu64 " waits in zone %" PRIu64
-                    " (WP %" PRIu64 "%s)", offset, zone_index (z), z->wp,
-                    z->busy ? ", a write in flight" : "");
-    if (!waiting) {
-      gate_register (z, &w);
-      waiting = true;
-    }
-    if (pthread_cond_timedwait (&w.wake, &zones_lock, &deadline)
-        == ETIMEDOUT)
-      timed_out = true;
-  }
-  if (waiting)
-    gate_unregister (z, &w);
-  if (e) {
-    errno = e;
-    return -1;
-  }
-  if (open_for_write (z, offset) == -1)
-    return -1;
-  z->busy = true;
-  return 0;
-}
-
-/* Record the outcome of the write (zones_lock held) and wake waiters. */
-static void
-gate_leave (struct zone *z, uint32_t n, bool ok)
-{
-  z->busy = false;
-  if (ok) {
-    z->wp += n;
-    if (z->wp >= zone_cap_end (z))
-      set_cond (z, COND_FULL);
-  }
-  else if (backend->reload_zone)
-    backend->reload_zone (z);
-  gate_wake (z, !ok);
+  return backend->pwrite (buf, n, offset);
 }
 
 static int
-gated_write (struct zone *z, const void *buf, uint32_t n, uint64_t offset)
+op_write (void *opaque, const void *buf, uint32_t n, uint64_t off)
 {
-  int r, saved;
-
-  pthread_mutex_lock (&zones_lock);
-  r = gate_enter (z, offset, n);
-  pthread_mutex_unlock (&zones_lock);
-  if (r == -1)
-    return -1;
-
-  r = backend->pwrite (buf, n, offset);
-  saved = errno;
-
-  pthread_mutex_lock (&zones_lock);
-  gate_leave (z, n, r == 0);
-  pthread_mutex_unlock (&zones_lock);
-  errno = saved;
-  return r;
+  return device_write (buf, n, off);
 }
 
-/* Claim zone Z for a zone operation: no write in flight during it. */
-static void
-claim_zone (struct zone *z)
-{
-  pthread_mutex_lock (&zones_lock);
-  while (z->busy)
-    pthread_cond_wait (&z->changed, &zones_lock);
-  z->busy = true;
-  pthread_mutex_unlock (&zones_lock);
-}
-
-static void
-release_zone (struct zone *z, bool ok, enum zone_cond c, uint64_t wp)
-{
-  pthread_mutex_lock (&zones_lock);
-  z->busy = false;
-  if (ok) {
-    set_cond (z, c);
-    z->wp = wp;
-  }
-  else if (backend->reload_zone)
-    backend->reload_zone (z);
-  gate_wake (z, true);
-  pthread_mutex_unlock (&zones_lock);
-}
-
-/* Reset a sequential zone: discard its data, WP to the start. */
 static int
-reset_zone (struct zone *z)
+op_discard (void *opaque, uint64_t n, uint64_t off)
 {
-  int r;
+  return backend->discard (n, off);
+}
 
-  claim_zone (z);
+static int
+op_reset (void *opaque, const struct zone *z)
+{
+  return backend->zone_op_reset (z);
+}
+
+static int
+op_finish (void *opaque, const struct zone *z)
+{
+  return backend->zone_op_finish (z);
+}
+
+static int
+op_query (void *opaque, uint64_t start, struct zone *out)
+{
+  return backend->query_zone (start, out);
+}
+
+static struct zone_ops zone_ops = { .write = op_write,
+                                    .discard = op_discard };
+
+static void
+start_table (void)
+{
+  struct gate_config config = {
+    .reorder_timeout_ms = reorder_timeout_ms,
+    .emulated = backend->emulated,
+    .max_open = disk.max_open,
+    .max_active = disk.max_active,
+    .debug = zbd_debug_gate,
+  };
+
   if (backend->zone_op_reset)
-    r = backend->zone_op_reset (z);
-  else
-    r = backend->discard (z->len, z->start);
-  release_zone (z, r == 0, COND_EMPTY, z->start);
-  return r;
-}
-
-/* Finish a sequential zone: it becomes full. */
-static int
-finish_zone (struct zone *z)
-{
-  int r = 0;
-
-  claim_zone (z);
+    zone_ops.reset = op_reset;
   if (backend->zone_op_finish)
-    r = backend->zone_op_finish (z);
-  else {
-    /* Data above the WP may be stale (written before a crash, never
-     * covered by a durable WP): it must read as zeros once full.
-     */
-    pthread_mutex_lock (&zones_lock);
-    if (z->cond == COND_EMPTY && max_active && nr_active >= max_active) {
-      nbdkit_error ("finish of zone %" PRIu64 ": too many active zones (%"
-                    PRIu64 ", max-active-zones=%" PRIu64 "): ENOSPC",
-                    zone_index (z), nr_active, max_active);
-      errno = ENOSPC;
-      r = -1;
-    }
-    pthread_mutex_unlock (&zones_lock);
-    if (r == 0 && z->wp < zone_cap_end (z))
-      r = backend->discard (zone_cap_end (z) - z->wp, z->wp);
-  }
-  release_zone (z, r == 0, COND_FULL, zone_cap_end (z));
-  return r;
+    zone_ops.finish = op_finish;
+  if (backend->query_zone)
+    zone_ops.query = op_query;
+  zt_start (table, &config, &zone_ops, NULL);
 }
 
 /* ---------------------------------------------------------------- */
@@ -532,30 +250,30 @@ zbd_unload (void)
 {
   free (description);
   emulate_unload ();
-  free (zones);
+  zt_free (table);
 }
 
 static int
 zbd_config (const char *key, const char *value)
 {
   if (strcmp (key, "device") == 0)
-    device_path = value;
+    params.device_path = value;
   else if (strcmp (key, "emulate") == 0)
-    emulate = value;
+    params.emulate = value;
   else if (strcmp (key, "size") == 0)
-    return parse_bytes (key, value, &param_size);
+    return parse_bytes (key, value, &params.size);
   else if (strcmp (key, "zone-size") == 0)
-    return parse_bytes (key, value, &param_zone_size);
+    return parse_bytes (key, value, &params.zone_size);
   else if (strcmp (key, "zone-capacity") == 0)
-    return parse_bytes (key, value, &param_zone_capacity);
+    return parse_bytes (key, value, &params.zone_capacity);
   else if (strcmp (key, "block-size") == 0)
-    return parse_bytes (key, value, &param_block_size);
+    return parse_bytes (key, value, &params.block_size);
   else if (strcmp (key, "conventional-zones") == 0)
-    return parse_count (key, value, &param_conventional);
+    return parse_count (key, value, &params.conventional);
   else if (strcmp (key, "max-open-zones") == 0)
-    return parse_count (key, value, &param_max_open);
+    return parse_count (key, value, &params.max_open);
   else if (strcmp (key, "max-active-zones") == 0)
-    return parse_count (key, value, &param_max_active);
+    return parse_count (key, value, &params.max_active);
   else if (strcmp (key, "reorder-timeout") == 0)
     return parse_duration (key, value, &reorder_timeout_ms);
   else {
@@ -569,18 +287,19 @@ zbd_config (const char *key, const char *value)
 static int
 zbd_config_complete (void)
 {
-  if (!device_path == !emulate) {
+  if (!params.device_path == !params.emulate) {
     nbdkit_error ("give exactly one of device=PATH (a zoned block device) "
                   "or emulate=FILE|memory");
     return -1;
   }
-  if (device_path && (param_size != -1 || param_zone_size != -1 ||
-                      param_zone_capacity != -1 || param_conventional != -1 ||
-                      param_max_open != -1 || param_max_active != -1 ||
-                      param_block_size != -1)) {
+  if (params.device_path &&
+      (params.size != -1 || params.zone_size != -1 ||
+       params.zone_capacity != -1 || params.conventional != -1 ||
+       params.max_open != -1 || params.max_active != -1 ||
+       params.block_size != -1)) {
     nbdkit_error ("device=%s: size, zone and limit parameters are for "
                   "emulate= only; a real device reports its own geometry",
-                  device_path);
+                  params.device_path);
     return -1;
   }
   return 0;
@@ -590,6 +309,8 @@ zbd_config_complete (void)
 static int
 build_description (void)
 {
+  const uint64_t nr_zones = table->nr_zones, zone_size = table->zone_size;
+  const struct zone *zones = table->zones;
   bool *conv = calloc (nr_zones, sizeof *conv);
   size_t rlen = 24 * nr_zones + 8;      /* worst case: "n," per zone */
   char *ranges = malloc (rlen);
@@ -614,8 +335,9 @@ build_description (void)
                 "zoned=%s zone-size=%" PRIu64 " zone-capacity=%" PRIu64
                 " zones=%" PRIu64 " conventional=%s max-open=%" PRIu64
                 " max-active=%" PRIu64 " block-size=%" PRIu32,
-                host_aware ? "host-aware" : "host-managed", zone_size, cap,
-                nr_zones, ranges, max_open, max_active, block_size) == -1)
+                disk.host_aware ? "host-aware" : "host-managed", zone_size,
+                cap, nr_zones, ranges, disk.max_open, disk.max_active,
+                disk.block_size) == -1)
     r = -1;
   free (ranges);
   if (r == -1)
@@ -634,14 +356,15 @@ zbd_get_ready (void)
 {
   int r;
 
-  if (device_path)
-    r = open_device ();
-  else if (strcmp (emulate, "memory") == 0)
-    r = open_memory_backend ();
+  if (params.device_path)
+    r = open_device (&params, &disk, &backend);
+  else if (strcmp (params.emulate, "memory") == 0)
+    r = open_memory_backend (&params, &disk, &backend);
   else
-    r = open_file ();
+    r = open_file (&params, &disk, &backend);
   if (r == -1)
     return -1;
+  start_table ();
   if (build_description () == -1)
     return -1;
   nbdkit_debug ("zbd: %s backend: %s", backend->name, description);
@@ -689,21 +412,57 @@ zbd_open_connection (int readonly)
 static int64_t
 zbd_get_size (void *handle)
 {
-  return disk_size;
+  return disk.disk_size;
 }
 
+/* The zones now read-only or offline (the device can turn them so at
+ * any time) as ranges in BUF, or "none".
+ */
+static int
+cond_ranges (enum zone_cond c, char *buf, size_t len, bool *any)
+{
+  bool *is = calloc (table->nr_zones, sizeof *is);
+  uint64_t i;
+  int r;
+
+  if (!is)
+    return -1;
+  for (i = 0; i < table->nr_zones; i++) {
+    is[i] = zt_snapshot (table, &table->zones[i]).cond == c;
+    *any |= is[i];
+  }
+  r = zoned_format_ranges (is, table->nr_zones, buf, len);
+  free (is);
+  return r;
+}
+
+/* The geometry, and which zones are read-only or offline if any are
+ * ("readonly=RANGES offline=RANGES"), when each connection asks.
+ */
 static const char *
 zbd_export_description (void *handle)
 {
-  return description;
+  size_t len = 24 * table->nr_zones + 8;
+  char *ro = malloc (len), *off = malloc (len);
+  bool any = false;
+  const char *r = description;
+
+  if (ro && off && cond_ranges (COND_READONLY, ro, len, &any) == 0 &&
+      cond_ranges (COND_OFFLINE, off, len, &any) == 0 && any)
+    r = nbdkit_printf_intern ("%s readonly=%s offline=%s", description,
+                              ro, off);
+  free (ro);
+  free (off);
+  return r;
 }
 
 static int
 zbd_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
                 uint32_t *maximum)
 {
-  *minimum = block_size;
-  *preferred = phys_block_size > block_size ? phys_block_size : block_size;
+  *minimum = disk.block_size;
+  *preferred = disk.phys_block_size > disk.block_size
+    ? disk.phys_block_size : disk.block_size;
   if (*preferred < 4096)
     *preferred = 4096;
   *maximum = 0xffffffff;
@@ -719,7 +478,7 @@ zbd_can_write (void *handle)
 static int
 zbd_is_rotational (void *handle)
 {
-  return rotational;
+  return disk.rotational;
 }
 
 static int
@@ -740,40 +499,32 @@ zbd_can_fua (void *handle)
 static int
 check_aligned (const char *what, uint32_t count, uint64_t offset)
 {
-  if ((offset | count) & (block_size - 1)) {
+  if ((offset | count) & (disk.block_size - 1)) {
     nbdkit_error ("%s of %" PRIu32 " bytes at %" PRIu64 " is not aligned to "
                   "the %" PRIu32 "-byte block size: EINVAL",
-                  what, count, offset, block_size);
+                  what, count, offset, disk.block_size);
     errno = EINVAL;
     return -1;
   }
   return 0;
 }
 
+/* Where the data of Z ends for block status: an offline zone is shown
+ * as data (reads of it fail, so it is not zeros).
+ */
 static uint64_t
-current_wp (struct zone *z)
+extent_data_end (struct zone *z)
 {
-  uint64_t wp;
+  struct zone s;
 
-  pthread_mutex_lock (&zones_lock);
-  wp = z->wp;
-  pthread_mutex_unlock (&zones_lock);
-  return wp;
-}
-
-/* After a failed read the device is asked for the zone again. */
-static void
-reload_after_error (struct zone *z)
-{
-  if (z->conventional || !backend->reload_zone)
-    return;
-  pthread_mutex_lock (&zones_lock);
-  /* A write in flight re-reads the zone itself when it ends. */
-  if (!z->busy) {
-    backend->reload_zone (z);
-    gate_wake (z, true);
-  }
-  pthread_mutex_unlock (&zones_lock);
+  if (z->conventional)
+    return zone_end (z);
+  s = zt_snapshot (table, z);
+  if (s.cond == COND_OFFLINE)
+    return zone_end (z);
+  if (s.cond == COND_READONLY)
+    return zone_cap_end (&s);
+  return s.wp;
 }
 
 /* Reads above the WP, or past capacity, are zeros without device I/O. */
@@ -786,15 +537,17 @@ zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
   if (!backend->emulated && check_aligned ("read", count, offset) == -1)
     return -1;
   while (count > 0) {
-    struct zone *z = zone_of (offset);
+    struct zone *z = zt_zone_of (table, offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
-    uint64_t valid = z->conventional ? end : current_wp (z);
-    uint32_t d = valid > offset ? (valid - offset < n ? valid - offset : n)
-      : 0;
+    uint64_t valid;
+    uint32_t d;
 
+    if (zt_readable (table, z, offset, &valid) == -1)
+      return -1;
+    d = valid > offset ? (valid - offset < n ? valid - offset : n) : 0;
     if (d > 0 && backend->pread (p, d, offset) == -1) {
-      reload_after_error (z);
+      zt_read_failed (table, z);
       return -1;
     }
     memset (p + d, 0, n - d);
@@ -815,11 +568,11 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
    * ascending order, each after the previous one completed.
    */
   while (count > 0) {
-    struct zone *z = zone_of (offset);
+    struct zone *z = zt_zone_of (table, offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
-    int r = z->conventional ? backend->pwrite (p, n, offset)
-      : gated_write (z, p, n, offset);
+    int r = z->conventional ? device_write (p, n, offset)
+      : zt_write (table, z, p, n, offset);
 
     if (r == -1)
       return -1;
@@ -843,18 +596,18 @@ zbd_flush (void *handle, uint32_t flags)
 static void
 zone_ops_begin (void)
 {
-  if (backend->persist)
-    pthread_mutex_lock (&persist_lock);
+  if (backend->zone_ops_lock)
+    backend->zone_ops_lock ();
 }
 
 static int
 zone_ops_end (bool changed, int r)
 {
   /* A real device executes zone management commands durably. */
-  if (r == 0 && changed && backend->persist)
-    r = persist_locked ();
-  if (backend->persist)
-    pthread_mutex_unlock (&persist_lock);
+  if (r == 0 && changed && backend->persist_locked)
+    r = backend->persist_locked ();
+  if (backend->zone_ops_unlock)
+    backend->zone_ops_unlock ();
   return r;
 }
 
@@ -870,10 +623,10 @@ zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 
   zone_ops_begin ();
   while (offset < end && r == 0) {
-    struct zone *z = zone_of (offset);
+    struct zone *z = zt_zone_of (table, offset);
 
     if (!z->conventional && offset == z->start && zone_end (z) <= end) {
-      r = reset_zone (z);
+      r = zt_reset (table, z);
       changed = true;
     }
     offset = zone_end (z);
@@ -882,32 +635,23 @@ zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 }
 
 /* Write zeroes from the WP to the zone end (or to the capacity end)
- * finishes the zone.  Any other zero request writes zeros: through
+ * finishes the zone: emulated zones by discarding the rest, a real
+ * device by writing the zeros (see zt_write_zeroes).  Any other zero request writes zeros: through
  * the gate in sequential zones, directly in conventional ones.
  */
 static int
 zero_part (struct zone *z, uint32_t n, uint64_t offset)
 {
-  uint64_t end = offset + n;
-  static const char zeros[65536];
-
   if (z->conventional)
     return backend->discard (n, offset);
-  if (offset == current_wp (z) &&
-      (end == zone_end (z) || end == zone_cap_end (z))) {
+  if (zt_zeroes_finish (table, z, n, offset)) {
     int r;
 
     zone_ops_begin ();
-    r = finish_zone (z);
+    r = zt_finish (table, z);
     return zone_ops_end (true, r);
   }
-  while (offset < end) {
-    uint32_t k = end - offset < sizeof zeros ? end - offset : sizeof zeros;
-    if (gated_write (z, zeros, k, offset) == -1)
-      return -1;
-    offset += k;
-  }
-  return 0;
+  return zt_write_zeroes (table, z, n, offset);
 }
 
 static int
@@ -916,7 +660,7 @@ zbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   if (check_aligned ("write zeroes", count, offset) == -1)
     return -1;
   while (count > 0) {
-    struct zone *z = zone_of (offset);
+    struct zone *z = zt_zone_of (table, offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
 
@@ -928,7 +672,8 @@ zbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 }
 
 /* Block status: [start,WP) data, [WP,end) hole+zero in sequential
- * zones; conventional zones are data.
+ * zones; conventional zones are data.  A read-only zone is data up to
+ * its capacity; an offline zone is data (not zeros: reads of it fail).
  */
 static int
 zbd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
@@ -937,8 +682,8 @@ zbd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
   uint64_t end = offset + count;
 
   while (offset < end) {
-    struct zone *z = zone_of (offset);
-    uint64_t wp = z->conventional ? zone_end (z) : current_wp (z);
+    struct zone *z = zt_zone_of (table, offset);
+    uint64_t wp = extent_data_end (z);
 
     if (wp > z->start &&
         nbdkit_add_extent (extents, z->start, wp - z->start, 0) == -1)

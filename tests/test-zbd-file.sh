@@ -84,6 +84,14 @@ refused "bad size" "size=10485760 must be a non-zero multiple of zone-size=41943
         zbd emulate=memory size=10M zone-size=4M
 refused "bad duration" "reorder-timeout=5x: not a duration" \
         zbd emulate=memory size=8M zone-size=1M reorder-timeout=5x
+# Seconds and minutes that overflow 64 bits of milliseconds (this one
+# wrapped to 384 ms): refused, not wrapped.
+refused "overflowing duration" "reorder-timeout=18446744073709552: not a duration" \
+        zbd emulate=memory size=8M zone-size=1M reorder-timeout=18446744073709552
+refused "overflowing minutes" "reorder-timeout=307445734561826m: not a duration" \
+        zbd emulate=memory size=8M zone-size=1M reorder-timeout=307445734561826m
+refused "a day and a millisecond" "reorder-timeout=86400001ms: not a duration" \
+        zbd emulate=memory size=8M zone-size=1M reorder-timeout=86400001ms
 
 # Both table slots corrupt: refused.  Newest slot torn: the older one.
 slot=$(( $(od -An -t u8 -j 72 -N 8 "$img") ))

@@ -12,6 +12,8 @@ ZBD_TESTS = \
 	test-zbd-ordering-filter.sh \
 	test-zbd-demo.sh \
 	test-zbd-gate.sh \
+	test-zbd-slow.sh \
+	test-zbd-reopen.sh \
 	test-zbd-limits.sh \
 	test-zbd-file.sh \
 	test-zbd-crash.sh \
@@ -32,6 +34,7 @@ EXTRA_DIST += \
 	zbd-profile.sh \
 	zbd-ordering-lib.sh \
 	zbd-gate.py \
+	zbd-slow.py \
 	zbd-limits.py \
 	zbd-stream.py \
 	zbd-threads.py \
@@ -58,3 +61,41 @@ crash_recorder_la_LIBADD = -ldl
 # -rpath: libtool builds a shared object only for an installable library.
 crash_recorder_la_LDFLAGS = -module -avoid-version -shared -pthread \
 	-rpath $(abs_builddir)
+
+# The zone table and write gate alone, against a fake device.
+TESTS += test-zbd-gate-unit
+check_PROGRAMS += test-zbd-gate-unit
+test_zbd_gate_unit_SOURCES = test-zbd-gate-unit.c
+test_zbd_gate_unit_CPPFLAGS = -I$(top_srcdir)/plugin
+test_zbd_gate_unit_CFLAGS = $(WARNINGS_CFLAGS) $(NBDKIT_CFLAGS) -pthread
+test_zbd_gate_unit_LDADD = $(top_builddir)/plugin/libzbdgate.la
+test_zbd_gate_unit_LDFLAGS = -pthread
+
+# make check-tsan: the gate's unit test and the plugin's ordering and
+# concurrency tests against ThreadSanitizer builds; any data race fails.
+ZBD_TSAN_TESTS = \
+	test-zbd-ordering.sh \
+	test-zbd-gate.sh \
+	test-zbd-slow.sh \
+	test-zbd-reopen.sh \
+	test-zbd-threads.sh \
+	test-zbd-flush-order.sh \
+	$(NULL)
+ZBD_TSAN_OPTIONS = halt_on_error=1 exitcode=66 second_deadlock_stack=1
+check-tsan: check-tsan-zbd
+check-tsan-zbd: zone-writer
+	$(MAKE) -C $(top_builddir)/plugin tsan
+	$(MKDIR_P) tsan
+	$(CC) -fsanitize=thread -g -O1 -I$(top_srcdir)/plugin -I$(top_builddir) \
+	  $(WARNINGS_CFLAGS) $(NBDKIT_CFLAGS) \
+	  $(srcdir)/test-zbd-gate-unit.c $(top_srcdir)/plugin/gate.c \
+	  -o tsan/test-zbd-gate-unit -lpthread
+	TSAN_OPTIONS="$(ZBD_TSAN_OPTIONS)" tsan/test-zbd-gate-unit
+	$(MAKE) check TESTS="$(ZBD_TSAN_TESTS)" \
+	  ZBD_PLUGIN="$(abs_top_builddir)/plugin/tsan/nbdkit-zbd-plugin.so" \
+	  NBDKIT_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" \
+	  TSAN_OPTIONS="$(ZBD_TSAN_OPTIONS)"
+.PHONY: check-tsan-zbd
+
+clean-local:
+	rm -rf tsan

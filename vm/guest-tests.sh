@@ -779,6 +779,193 @@ case_crash ()
     $CLIENT verify "$(uri srv)" $start $((wp + 65536)) 61 || die "data differs after restart"
 }
 
+# ---- faults of a real device: slow, read-only/offline zones, bad blocks ----
+
+# fault_nullb NAME ATTR=VALUE...: a null_blk of 8 zones of 8 MiB, zone 0
+# conventional, 4K blocks, with extra attributes, for one case (removed
+# by cleanup_case).
+fault_nullb ()
+{
+    local name=$1
+    shift
+    make_nullb $name blocksize=4096 memory_backed=1 size=64 zoned=1 \
+        zone_size=8 zone_nr_conv=1 "$@"
+    [ -b /dev/$name ] || die "no /dev/$name"
+}
+
+# extent_type_at MAPFILE OFFSET: the type nbdinfo --map gives the byte at
+# OFFSET (0 data, 3 hole and zero).
+extent_type_at () { awk -v x=$2 '$1 <= x && x < $1 + $2 { print $3 }' $1; }
+
+# Milliseconds since boot.
+now_ms () { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+# Every write takes 0.7 s at the device (completion_nsec), the gate's
+# timeout is 1 s: pipelined writes into one zone, together much longer
+# than the timeout, all succeed (the timeout measures lack of progress);
+# a gap that nobody fills still fails about 1 s after the WP last moved,
+# with a log line naming the WP as it stood.
+case_slow_device ()
+{
+    local dev=nullbslow zs start t0 el
+    fault_nullb $dev irqmode=2 completion_nsec=700000000
+    zs=$(zone_bytes $dev)
+    start=$zs
+    # The device really is slow: one raw 4K write in the last zone.
+    t0=$(now_ms)
+    dd if=/dev/zero of=/dev/$dev bs=4096 count=1 seek=$((7 * zs / 4096)) \
+        oflag=direct status=none || die "raw write"
+    el=$(($(now_ms) - t0))
+    say "one raw 4K write took $el ms"
+    [ $el -ge 600 ] || die "the device is not slow ($el ms per write)"
+
+    start_nbdkit srv --threads 16 $PLUGIN device=/dev/$dev reorder-timeout=1s
+    t0=$(now_ms)
+    timeout 120 $CLIENT shuffle "$(uri srv)" $start 24576 71 4096 1 6 3 ||
+        die "pipelined writes on a slow device failed"
+    el=$(($(now_ms) - t0))
+    say "6 pipelined writes (shuffled within one window) took $el ms"
+    [ $el -ge 3500 ] || die "6 writes took only $el ms: not slow enough to prove anything"
+    assert_zone $dev 1 24576
+    $CLIENT verify "$(uri srv)" $start 24576 71 || die "data differs"
+
+    say "-- a gap nobody fills"
+    t0=$(now_ms)
+    expect_error "EIO" "reorder-timeout" \
+        $CLIENT write "$(uri srv)" $((start + 24576 + 8192)) 4096 72
+    el=$(($(now_ms) - t0))
+    say "the write beyond the gap failed after $el ms"
+    [ $el -ge 950 ] && [ $el -lt 5000 ] || die "gap write failed after $el ms (timeout 1 s)"
+    grep -q "write at $((start + 32768)) waited 1000 ms for zone 1 whose write pointer stayed at $((start + 24576)) (reorder-timeout): EIO" $W/srv.log ||
+        die "no true log line for the timed-out write"
+    assert_zone $dev 1 24576
+}
+
+# Read-only zones stay readable (that is when data is rescued), offline
+# zones fail reads with EIO, writes to both fail without touching the
+# device, and block status and the export description say so.
+case_zone_states ()
+{
+    local dev=nullbstate d=/sys/kernel/config/nullb/nullbstate zs x
+    fault_nullb $dev
+    [ -e $d/zone_readonly ] && [ -e $d/zone_offline ] ||
+        die "this kernel's null_blk has no zone_readonly/zone_offline" \
+            "(features: $(cat /sys/kernel/config/nullb/features))"
+    zs=$(zone_bytes $dev)
+    $CLIENT gen 81 $zs 65536 > $W/z1 || die "gen"
+    $CLIENT gen 82 $((2 * zs)) 65536 > $W/z2 || die "gen"
+    dd if=$W/z1 of=/dev/$dev bs=65536 seek=$((zs / 65536)) oflag=direct status=none || die "write zone 1"
+    dd if=$W/z2 of=/dev/$dev bs=65536 seek=$((2 * zs / 65536)) oflag=direct status=none || die "write zone 2"
+    echo $((zs / 512)) > $d/zone_readonly || die "zone_readonly"
+    echo $((2 * zs / 512)) > $d/zone_offline || die "zone_offline"
+    say "device: $(blkzone report -o $((zs / 512)) -c 2 /dev/$dev)"
+    [ "$(zone_field $dev 1 cond)" = 13 ] || die "zone 1 is not read-only"
+    [ "$(zone_field $dev 2 cond)" = 15 ] || die "zone 2 is not offline"
+
+    start_nbdkit srv $PLUGIN device=/dev/$dev
+    $CLIENT verify "$(uri srv)" $zs 65536 81 ||
+        die "a read-only zone does not read back its data"
+    expect_error "EIO" "offline" $CLIENT verify "$(uri srv)" $((2 * zs)) 4096 82
+    expect_error "EIO" "read-only" $CLIENT write "$(uri srv)" $((zs + 65536)) 4096 83
+    expect_error "EIO" "offline" $CLIENT write "$(uri srv)" $((2 * zs + 65536)) 4096 83
+    dd if=/dev/$dev of=$W/back bs=65536 count=1 skip=$((zs / 65536)) iflag=direct status=none
+    cmp $W/z1 $W/back || die "the read-only zone changed"
+    nbdinfo --map "$(uri srv)" > $W/map || die "nbdinfo --map"
+    cat $W/map
+    # Zone 1 (read-only) is data to its end, zone 2 (offline) is not zeros.
+    for x in $zs $((2 * zs - 4096)) $((2 * zs)) $((3 * zs - 4096)); do
+        [ "$(extent_type_at $W/map $x)" = 0 ] ||
+            die "block status at $x: type $(extent_type_at $W/map $x), not data"
+    done
+    nbdinfo "$(uri srv)" > $W/info
+    grep -q "readonly=1 offline=2" $W/info ||
+        die "the export description does not name the read-only and offline zones: $(grep -i descr $W/info)"
+}
+
+# Bad blocks in the middle of a zone during pipelined write streams in
+# two zones: the failing write gets EIO, the zone's WP is re-read and
+# true, the writes behind it fail in time, the other zone is unaffected,
+# and once the blocks are good again writing resumes at the WP.
+case_badblocks ()
+{
+    local dev=nullbbad d=/sys/kernel/config/nullb/nullbbad zs z1 z2 bad rc1 rc2 wp
+    fault_nullb $dev
+    zs=$(zone_bytes $dev)
+    z1=$zs
+    z2=$((2 * zs))
+    bad=$((z1 + 262144 + 4096))
+    echo "+$((bad / 512))-$((bad / 512 + 7))" > $d/badblocks || die "badblocks"
+    say "bad blocks: $(cat $d/badblocks)"
+    start_nbdkit srv -v --threads 16 $PLUGIN device=/dev/$dev reorder-timeout=2s
+    timeout 120 $CLIENT shuffle "$(uri srv)" $z1 524288 91 16384 2 8 5 > $W/s1 2>&1 &
+    p1=$!
+    timeout 120 $CLIENT shuffle "$(uri srv)" $z2 524288 92 16384 2 8 6 > $W/s2 2>&1 &
+    p2=$!
+    rc1=0; wait $p1 || rc1=$?
+    rc2=0; wait $p2 || rc2=$?
+    tail -n 5 $W/s1
+    [ $rc1 = 1 ] || die "the stream through bad blocks ended with $rc1 (1 expected: failed writes, no hang)"
+    [ $rc2 = 0 ] || { cat $W/s2; die "the stream in the other zone failed"; }
+    grep -q "errno=EIO" $W/s1 || die "no EIO reached the client"
+    grep -q "write of 16384 bytes at $((z1 + 262144)): Input/output error" $W/srv.log ||
+        die "no log line for the failing device write"
+    grep -q "zone 1 re-read from the device: WP $((z1 + 262144))" $W/srv.log ||
+        die "the zone was not re-read after the error"
+    assert_zone $dev 1 262144
+    # The server's WP (block status) is the device's.
+    wp=$(nbdinfo --map "$(uri srv)" | awk -v s=$z1 -v e=$((z1 + zs)) '$1 >= s && $1 < e && $3 == 3 { print $1 - s; exit }')
+    [ "$wp" = 262144 ] || die "block status shows WP $wp, the device 262144"
+    $CLIENT verify "$(uri srv)" $z1 262144 91 || die "data before the bad blocks"
+    $CLIENT verify "$(uri srv)" $z2 524288 92 || die "data of the other zone"
+    echo "-$((bad / 512))-$((bad / 512 + 7))" > $d/badblocks || die "clearing badblocks"
+    $CLIENT write "$(uri srv)" $((z1 + 262144)) 262144 91 16384 || die "writing on at the WP"
+    assert_zone $dev 1 524288
+    $CLIENT verify "$(uri srv)" $z1 524288 91 || die "data after the bad blocks healed"
+}
+
+# The device is reopened read-write by the first writer: through the
+# descriptor opened at start, not the path.  Here the path is made to
+# name another device before that: the write must reach the served one,
+# and the other device must not change.
+case_reopen_device ()
+{
+    local zs start other
+    zs=$(zone_bytes nullb0)
+    start=$(( $(first_seq_zone nullb0) * zs ))
+    # A name that can be pointed elsewhere (udev's /dev/disk/by-* links
+    # are such names, and follow a hot-swapped disk).
+    ln -s /dev/nullb0 $W/disk || die "ln"
+    start_nbdkit srv $PLUGIN device=$W/disk
+    ln -sfn /dev/nullb1 $W/disk || die "ln"
+    other=$(zone_field nullb1 $((start / $(zone_bytes nullb1))) wptr)
+    $CLIENT write "$(uri srv)" $start 65536 95 || die "write"
+    assert_zone nullb0 $((start / zs)) 65536
+    [ "$(zone_field nullb1 $((start / $(zone_bytes nullb1))) wptr)" = "$other" ] ||
+        die "the write went to the device now at the path (nullb1)"
+}
+
+# Write zeroes from the WP to the zone end finishes the zone: full on
+# the device, zeros read back above the old WP.
+case_zeroes_finish ()
+{
+    local dev=$1 z zs start cap
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    cap=$(zone_field $dev $z cap)
+    start_nbdkit srv $PLUGIN device=/dev/$dev
+    $CLIENT write "$(uri srv)" $start 65536 97 || die "write"
+    $CLIENT zero "$(uri srv)" $((start + 65536)) $((zs - 65536)) ||
+        die "write zeroes to the zone end"
+    [ "$(zone_field $dev $z cond)" = 14 ] || die "the zone is not full"
+    $CLIENT verify "$(uri srv)" $start 65536 97 || die "data below the old WP"
+    $CLIENT verify "$(uri srv)" $((start + 65536)) $((cap - 65536)) zero ||
+        die "the finished zone does not read zeros above the old WP"
+    dd if=/dev/$dev of=$W/raw bs=65536 count=1 skip=$(((start + cap) / 65536 - 1)) iflag=direct status=none
+    dd if=/dev/zero of=$W/zero bs=65536 count=1 status=none
+    cmp $W/zero $W/raw || die "the device itself does not read zeros at the end of the zone"
+}
+
 # ---- the kernel ----------------------------------------------------------------
 
 # kernel_at_least MAJOR MINOR: is the running kernel that version or later?
@@ -845,6 +1032,13 @@ cleanup_case ()
     [ -e /sys/block/nbd0/pid ] && timeout 30 nbd-client -d /dev/nbd0 >/dev/null 2>&1
     timeout 30 dmsetup remove_all >/dev/null 2>&1
     rm -rf $W
+    # The devices a case made for itself.
+    for p in /sys/kernel/config/nullb/*/; do
+        case $p in */nullb0/|*/nullb1/) continue ;; esac
+        [ -d "$p" ] || continue
+        echo 0 > ${p}power 2>/dev/null
+        rmdir $p
+    done
     # Every case starts from empty sequential zones.
     for dev in $ZONED_DEVICES; do
         [ -b /dev/$dev ] && timeout 60 blkzone reset /dev/$dev
@@ -921,6 +1115,14 @@ for dev in $ZONED_DEVICES; do
     run 300 "$dev: case 7: LUKS2 detached header, cryptsetup open --header interoperability" case_luks_interop $dev luks2
 done
 run 300 "nullb1: case 7: LUKS1 detached header, cryptsetup open --header interoperability" case_luks_interop nullb1 luks1
+
+run 120 "slow device: in-order pipelined writes beat the gate's timeout" case_slow_device
+run 120 "read-only and offline zones" case_zone_states
+run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
+run 60 "reopening for writing keeps the device" case_reopen_device
+for dev in $ZONED_DEVICES; do
+    run 180 "$dev: write zeroes to the zone end finishes it, zeros read back" case_zeroes_finish $dev
+done
 
 # The client side: the export as a zoned block device (zoned ublk, 6.6+).
 if kernel_at_least 6 6; then

@@ -17,6 +17,7 @@
  *       "flushed END" after each flush returned, PAUSE_MS between
  *       chunks (so a test can kill the server mid-stream on any machine)
  *   zone-client trim URI OFFSET LENGTH
+ *   zone-client zero URI OFFSET LENGTH                  write zeroes
  *   zone-client flush URI
  *
  * With ZONE_CLIENT_UNALIGNED set in the environment, requests that are
@@ -415,6 +416,8 @@ do_simple (const char *cmd, const char *uri, uint64_t offset, uint64_t length)
 
   if (strcmp (cmd, "trim") == 0)
     r = nbd_trim (nbd, length, offset, 0);
+  else if (strcmp (cmd, "zero") == 0)
+    r = nbd_zero (nbd, length, offset, 0);
   else
     r = nbd_flush (nbd, 0);
   if (r == -1) {
@@ -462,7 +465,7 @@ main (int argc, char *argv[])
     return do_write (argv[2], N (3, "offset"), N (4, "length"), N (5, "seed"),
                      N (6, "chunk"), N (7, "flush interval"),
                      argc == 9 ? N (8, "pause") : 0);
-  if (strcmp (cmd, "trim") == 0 && argc == 5)
+  if ((strcmp (cmd, "trim") == 0 || strcmp (cmd, "zero") == 0) && argc == 5)
     return do_simple (cmd, argv[2], N (3, "offset"), N (4, "length"));
   if (strcmp (cmd, "flush") == 0 && argc == 3)
     return do_simple (cmd, argv[2], 0, 0);
