@@ -17,6 +17,7 @@ ZBD_TESTS = \
 	test-zbd-crash.sh \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
+	test-nbdzone-attach.sh \
 	test-zbd-nbdcopy.sh \
 	test-zbd-threads.sh \
 	test-zbd-flush-order.sh \

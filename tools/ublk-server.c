@@ -1307,9 +1307,8 @@ nbdzone_attach (int argc, char **argv)
     else if (i + 1 < argc && strcmp (argv[i], "--id") == 0)
       d.id = arg_int ("--id", argv[++i], 0, 1 << 20);
     else if (argv[i][0] == '-' || uri) {
-      fprintf (stderr, "%s: attach: unknown or incomplete option \"%s\"\n",
-               progname, argv[i]);
-      usage_attach ();
+      fprintf (stderr, "%s: attach: unknown or incomplete option \"%s\" "
+               "(see %s --help)\n", progname, argv[i], progname);
       return EXIT_FAILURE;
     }
     else
