@@ -72,6 +72,7 @@
 struct zone_state {
   uint64_t wp;                  /* the next append goes here */
   bool stale;                   /* an error happened: ask the server */
+  unsigned appends;             /* zone appends in flight */
 };
 
 struct queue;
@@ -127,6 +128,8 @@ struct dev {
   uint32_t max_io;
   uint32_t block_size;
   bool can_fua, can_flush;
+  uint64_t appends;             /* zone appends served */
+  unsigned max_appends;         /* most in flight in one zone at once */
   int cdev;
   struct queue *queues;
   volatile sig_atomic_t stop;
@@ -542,6 +545,9 @@ assign_append (struct tag_io *io, uint64_t *off)
   else {
     *off = d->zones[z].wp;
     d->zones[z].wp += io->len;
+    d->appends++;
+    if (++d->zones[z].appends > d->max_appends)
+      d->max_appends = d->zones[z].appends;
   }
   pthread_mutex_unlock (&d->zone_lock);
   if (r)
@@ -698,6 +704,12 @@ finish_io (struct tag_io *io)
   case UBLK_IO_OP_WRITE:
   case UBLK_IO_OP_ZONE_APPEND: {
     uint64_t off = io->op == UBLK_IO_OP_WRITE ? io->off : io->append_off;
+
+    if (io->op == UBLK_IO_OP_ZONE_APPEND) {
+      pthread_mutex_lock (&d->zone_lock);
+      d->zones[z].appends--;
+      pthread_mutex_unlock (&d->zone_lock);
+    }
 
     if (io->err) {
       log_failure (io, off, io->err);
@@ -1281,6 +1293,10 @@ attach_device (struct dev *d, int report_fd)
                d->id, strerror (-r));
   }
   control_close (&c);
+  if (started)
+    fprintf (stderr, "%s: /dev/ublkb%d detached; %" PRIu64 " zone appends, "
+             "at most %u in flight in one zone\n", progname, d->id,
+             d->appends, d->max_appends);
   if (report_fd >= 0 && report_fd != STDOUT_FILENO)
     close (report_fd);
   return ret;
