@@ -181,13 +181,13 @@ zone_wp (const struct disk *d, uint64_t z)
 
 /* Condition, as NBD shows it: open and closed cannot be told apart. */
 static void
-print_zone (const struct disk *d, uint64_t z)
+print_zone (const struct disk *d, uint64_t z, uint64_t wp)
 {
   struct blk_zone bz;
   bool conv = zone_is_conv (&d->l, z);
   const char *cond;
 
-  zone_describe (&d->l, z, conv ? 0 : zone_wp (d, z), &bz);
+  zone_describe (&d->l, z, wp, &bz);
   switch (bz.cond) {
   case BLK_ZONE_COND_EMPTY: cond = "em"; break;
   case BLK_ZONE_COND_FULL: cond = "fu"; break;
@@ -228,18 +228,29 @@ do_report (struct disk *d, int argc, char **argv)
 {
   uint64_t offset = argc > 0 ? arg_bytes ("OFFSET", argv[0]) : 0;
   uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->l.size;
-  uint64_t z;
+  uint64_t first, z, end, *wps;
 
   if (offset >= d->l.size) {
     fprintf (stderr, "%s: offset %" PRIu64 " is beyond the end of the "
              "export (%" PRIu64 " bytes)\n", progname, offset, d->l.size);
     return EXIT_FAILURE;
   }
-  for (z = offset / d->l.g.zone_size;
-       z < d->l.g.nr_zones && zone_start (&d->l, z) < d->l.size &&
-         zone_start (&d->l, z) < offset + length;
-       z++)
-    print_zone (d, z);
+  first = offset / d->l.g.zone_size;
+  for (end = first;
+       end < zone_count (&d->l) && zone_start (&d->l, end) < offset + length;
+       end++)
+    ;
+  /* One scan over all the zones, as the ublk device's reports do. */
+  wps = calloc (end - first, sizeof *wps);
+  if (!wps) {
+    perror ("calloc");
+    return EXIT_FAILURE;
+  }
+  if (zone_wps_sync (d->nbd, &d->l, first, end - first, wps) == -1)
+    die_nbd (d, "block status failed on");
+  for (z = first; z < end; z++)
+    print_zone (d, z, wps[z - first]);
+  free (wps);
   return EXIT_SUCCESS;
 }
 

@@ -123,8 +123,15 @@ wp_scan_extents (struct wp_scan *s, uint64_t offset,
         s->wp[z - s->first] = s->pos;
         s->pos = start + zone_len (s->l, z);
       }
-      else
-        s->pos = e_end < capend ? e_end : capend;
+      else if (e_end < capend)
+        s->pos = e_end;
+      else {
+        /* Written up to its capacity: full.  (With a capacity equal
+         * to the zone size, capend is the next zone's start.)
+         */
+        s->wp[z - s->first] = capend;
+        s->pos = start + zone_len (s->l, z);
+      }
       skip_known (s);
     }
     offset = e_end;
