@@ -890,6 +890,31 @@ finish_ready (struct queue *q)
   }
 }
 
+/* SIGUSR1: what every queue is doing, for someone chasing a stall. */
+static volatile sig_atomic_t dump_wanted[64];
+
+static void
+dump_queue (struct queue *q)
+{
+  struct dev *d = q->d;
+  int t;
+
+  fprintf (stderr, "%s: queue %d: %d busy, %d aborted, NBD in flight %d, "
+           "polls in:%d out:%d, direction %u, connection %s\n", progname,
+           q->id, q->busy, q->aborted, nbd_aio_in_flight (q->nbd),
+           q->poll_in, q->poll_out, nbd_aio_get_direction (q->nbd),
+           nbd_aio_is_dead (q->nbd) ? "dead" : "up");
+  for (t = 0; t < d->depth; t++) {
+    struct tag_io *io = &q->ios[t];
+
+    if (io->pending || io->ready)
+      fprintf (stderr, "%s:   tag %d: %s of %" PRIu32 " at %" PRIu64
+               " (append at %" PRIu64 "), %d NBD commands pending%s\n",
+               progname, t, op_name (io->op), io->len, io->off,
+               io->append_off, io->pending, io->ready ? ", ready" : "");
+  }
+}
+
 static void *
 queue_thread (void *arg)
 {
@@ -916,6 +941,10 @@ queue_thread (void *arg)
     }
     io_uring_cq_advance (&q->ring, n);
     finish_ready (q);
+    if (q->id < 64 && dump_wanted[q->id]) {
+      dump_wanted[q->id] = 0;
+      dump_queue (q);
+    }
   }
   q->exited = true;
   return NULL;
@@ -1160,6 +1189,13 @@ static volatile sig_atomic_t got_signal;
 static void
 on_signal (int sig)
 {
+  int i;
+
+  if (sig == SIGUSR1) {
+    for (i = 0; i < 64; i++)
+      dump_wanted[i] = 1;
+    return;
+  }
   got_signal = sig;
 }
 
@@ -1357,6 +1393,7 @@ nbdzone_attach (int argc, char **argv)
   sigaction (SIGTERM, &sa, NULL);
   sigaction (SIGINT, &sa, NULL);
   sigaction (SIGHUP, &sa, NULL);
+  sigaction (SIGUSR1, &sa, NULL);
 
   if (foreground)
     return attach_device (&d, STDOUT_FILENO);

@@ -67,15 +67,16 @@ compare_ublk_report ()
 }
 
 # attach_serve NAME DEV unix|tcp [NBDKIT-ARGS...]: nbdkit with the
-# filter on /dev/DEV; prints the URI.
+# filter on /dev/DEV; its URI in $URI.  Not in a subshell: nbdkit exits
+# with its parent.
 attach_serve ()
 {
     local name=$1 dev=$2 transport=$3 i=0
     shift 3
     [ -s $W/key ] || make_key
     if [ $transport = unix ]; then
-        serve $name $dev crypt "$@" >&2
-        uri $name
+        serve $name $dev crypt "$@"
+        URI=$(uri $name)
         return
     fi
     ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
@@ -88,7 +89,20 @@ attach_serve ()
         [ $i -gt 300 ] && die "nbdkit on TCP did not start"
         sleep 0.1
     done
-    echo nbd://127.0.0.1:$ATTACH_PORT
+    URI=nbd://127.0.0.1:$ATTACH_PORT
+}
+
+# On the harness's timeout: what was going on.
+ublk_dump ()
+{
+    echo "---- timed out; last lines of attach.log, srv.log, the kernel log:"
+    $NBDZONE list 2>/dev/null | sed -n 's/.* pid \([0-9]*\).*/\1/p' |
+        while read -r p; do kill -USR1 $p; done
+    sleep 2
+    echo w > /proc/sysrq-trigger 2>/dev/null
+    tail -n 40 $W/attach.log $W/srv.log 2>/dev/null
+    dmesg | tail -n 60
+    ps | grep -v ']$' | tail -n 15
 }
 
 need_ublk ()
@@ -96,6 +110,7 @@ need_ublk ()
     need_product
     [ -c /dev/ublk-control ] || die "no /dev/ublk-control (ublk_drv not loaded)"
     trap ublk_cleanup EXIT
+    trap 'ublk_dump; exit 124' TERM
 }
 
 # ---- cases -----------------------------------------------------------------
@@ -125,7 +140,7 @@ case_attach_report ()
     zs=$(zone_bytes $dev)
     start=$((z * zs))
     shape_zones $dev $z
-    u=$(attach_serve srv $dev $transport)
+    attach_serve srv $dev $transport; u=$URI
     ublk=$(ublk_attach "$u")
     say "$dev over $transport: $ublk, $(cat /sys/block/${ublk#/dev/}/queue/zoned)," \
         "$(cat /sys/block/${ublk#/dev/}/queue/nr_zones) zones," \
@@ -180,7 +195,7 @@ case_attach_fio ()
 {
     local dev=$1 u ublk maxopen nz
     need_ublk
-    u=$(attach_serve srv $dev unix)
+    attach_serve srv $dev unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32)
     maxopen=$(cat /sys/block/${ublk#/dev/}/queue/max_open_zones)
     [ "$maxopen" = 0 ] && maxopen=4
@@ -230,17 +245,20 @@ write_files ()
 # from dm-crypt on the raw device: it is ciphertext there.
 case_attach_btrfs ()
 {
-    local u ublk
+    local u ublk line n
     need_ublk
     make_fs_dev
-    u=$(attach_serve srv $FS_DEV unix)
+    attach_serve srv $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32)
+    say "mkfs.btrfs -O zoned on $ublk"
     timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
         { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
     mkdir -p /mnt/a
     mount -t btrfs $ublk /mnt/a || die "mount btrfs"
+    say "writing files"
     write_files /mnt/a 8 12
     sync
+    say "written and synced"
     umount /mnt/a || die "umount"
     mount -t btrfs $ublk /mnt/a || die "second mount"
     ( cd /mnt/a && sha256sum -c --quiet $W/sums ) || die "checksums differ after remount"
@@ -249,7 +267,11 @@ case_attach_btrfs ()
     grep -q "no errors found\|Error summary: *no errors" $W/scrub.out || die "scrub found errors"
     umount /mnt/a
     ublk_detach $ublk
-    grep 'zone append' $W/attach.log || :
+    # btrfs wrote its data with zone appends, several in one zone at once.
+    line=$(grep 'zone appends' $W/attach.log | tail -n 1)
+    say "$line"
+    n=$(echo "$line" | sed -n 's/.*at most \([0-9]*\) in flight.*/\1/p')
+    [ -n "$n" ] && [ "$n" -ge 2 ] || die "zone appends were not pipelined"
     stop_nbdkit srv
 
     # The raw device holds ciphertext that dm-crypt opens as the same fs.
@@ -271,7 +293,7 @@ case_attach_f2fs ()
     local u ublk
     need_ublk
     make_fs_dev
-    u=$(attach_serve srv $FS_DEV unix)
+    attach_serve srv $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32)
     timeout 120 mkfs.f2fs -f -m $ublk > $W/mkfs.out 2>&1 ||
         { cat $W/mkfs.out; die "mkfs.f2fs -m"; }
@@ -291,10 +313,10 @@ case_attach_f2fs ()
 # and a new attach, the filesystem mounts and the synced files are intact.
 case_attach_kill ()
 {
-    local u ublk pid
+    local u ublk pid i
     need_ublk
     make_fs_dev
-    u=$(attach_serve srv $FS_DEV unix)
+    attach_serve srv $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32)
     timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
         { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
@@ -302,24 +324,32 @@ case_attach_kill ()
     mount -t btrfs $ublk /mnt/a || die "mount btrfs"
     write_files /mnt/a 4 8
     sync
-    timeout 120 fio --name=bg --directory=/mnt/a --rw=write --bs=64k --size=64m \
+    timeout 300 fio --name=bg --directory=/mnt/a --rw=write --bs=64k --size=64m \
         --numjobs=2 --fsync=4 --output=$W/fio-kill.out > /dev/null 2>&1 &
-    sleep 3
+    pid=$!
+    sleep 5
+    say "kill -9 nbdkit during fio"
     kill -9 $(cat $W/srv.pid)
     rm -f $W/srv.pid
-    timeout 120 sh -c 'wait' || :
-    wait || :
+    # fio sees errors and ends: nothing waits forever on the device.
+    i=0
+    while kill -0 $pid 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 120 ] && die "fio still runs 120 s after the server died"
+        sleep 1
+    done
+    say "fio ended ${i}s after the kill"
     # New I/O fails at once.
     if timeout 30 dd if=$ublk of=/dev/null bs=4096 count=1 iflag=direct 2>$W/dd.err; then
         die "a read succeeded with the server gone"
     fi
     cat $W/dd.err
     grep -q "Input/output error" $W/dd.err || die "the read did not fail with EIO"
-    umount -l /mnt/a 2>/dev/null || :
+    timeout 60 umount /mnt/a || umount -l /mnt/a || :
     ublk_detach $ublk
     grep -c 'failed' $W/attach.log | sed 's/^/failed requests logged: /'
 
-    u=$(attach_serve srv2 $FS_DEV unix)
+    attach_serve srv2 $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u")
     mount -t btrfs $ublk /mnt/a || die "mount after the crash"
     ( cd /mnt/a && sha256sum -c --quiet $W/sums ) || die "synced files differ after the crash"
