@@ -3,25 +3,27 @@
 # this build tree's plugin, filter and tools, and the kernel modules the
 # tests need (with their dependencies).
 #
-#   build-initramfs.sh CACHE SRCDIR BUILDDIR
+#   build-initramfs.sh CACHE SRCDIR BUILDDIR SERIES
 #
-# Writes CACHE/initramfs.img (cpio newc, gzip).  The image is rebuilt only
+# SERIES is the kernel fetch-kernel.sh unpacked in CACHE/kernel-SERIES.
+# Writes CACHE/initramfs-SERIES.img (cpio newc, gzip).  The image is rebuilt only
 # when an input changed: the list of input files with their sizes and
 # modification times is the stamp.
 set -euo pipefail
 
-cache="${1:?usage: build-initramfs.sh CACHE SRCDIR BUILDDIR}"
+cache="${1:?usage: build-initramfs.sh CACHE SRCDIR BUILDDIR SERIES}"
 srcdir="${2:?}"
 builddir="${3:?}"
-kdir="$cache/kernel"
+series="${4:?}"
+kdir="$cache/kernel-$series"
 release=$(cat "$kdir/release")
-out="$cache/initramfs.img"
+out="$cache/initramfs-$series.img"
 
 # Programs the guest runs, at their paths on this machine (the guest has
 # the same layout, so nbdkit finds its own plugins where it expects).
 PATH=$PATH:/usr/sbin:/sbin
 guest_commands="busybox nbdkit nbd-client cryptsetup dmsetup blkzone blkdiscard
-                nbdcopy nbdinfo dd timeout"
+                nbdcopy nbdinfo dd timeout fio mkfs.btrfs btrfs mkfs.f2fs fsck.f2fs"
 nbdkit_plugins="memory file"
 host_programs=
 for c in $guest_commands; do
@@ -51,12 +53,18 @@ tree_programs="
 # table is loaded, and nvme-core's T10 PI support for the CRC
 # implementations, and the guest has no udev to load them on demand.
 modules="
-  crc64-rocksoft-generic crct10dif-generic
+  crc64-rocksoft-generic crct10dif-generic crc32c-generic crc32c-intel
   xts ecb aesni-intel crypto_simd cryptd af_alg algif_skcipher
-  configfs null_blk nbd nvme dm-mod dm-crypt
+  configfs null_blk nbd nvme dm-mod dm-crypt btrfs f2fs
 "
+# Loaded where the kernel has them: zoned ublk needs 6.6 or later, and
+# Debian's 6.1 has no ublk_drv at all (the guest tests check that
+# nbdzone attach says so there).
+optional_modules="ublk_drv"
 
 guest_files="init guest-tests.sh"
+# Cases of nbdzone attach (zoned ublk), run by guest-tests.sh when present.
+[ -f "$srcdir/vm/guest-attach.sh" ] && guest_files="$guest_files guest-attach.sh"
 
 # Is a file an ELF object (and not a libtool wrapper script)?
 is_elf () { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
@@ -88,12 +96,13 @@ libs=$(for p in "${inputs[@]}"; do
 # Module files in load order: for each module, its dependencies (which
 # modules.dep lists last-needed-first) then itself.
 modpath=$(
-    for m in $modules; do
+    for m in $modules $optional_modules; do
         pattern="/${m//[-_]/[-_]}\\.ko(\\.[a-z]+)?:"
         line=$(grep -E "$pattern" "$kdir/modules/modules.dep" || :)
         if [ -z "$line" ]; then
             # Built into this kernel: nothing to load.
             grep -qE "/${m//[-_]/[-_]}\\.ko\$" "$kdir/modules/modules.builtin" && continue
+            case " $optional_modules " in *" $m "*) continue ;; esac
             echo "build-initramfs: no module $m in $release" >&2
             exit 1
         fi
@@ -140,7 +149,9 @@ cp "$kdir/modules"/modules.{order,builtin,builtin.modinfo} "$stage$mdir/" 2>/dev
 depmod -b "$stage" "$release"
 
 install -m 0755 "$srcdir/vm/init" "$stage/init"
-install -m 0755 "$srcdir/vm/guest-tests.sh" "$stage/guest-tests.sh"
+for f in $guest_files; do
+    [ "$f" = init ] || install -m 0755 "$srcdir/vm/$f" "$stage/$f"
+done
 echo "$release" > "$stage/etc/kernel-release"
 
 ( cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet ) |

@@ -649,6 +649,35 @@ case_crash ()
     $CLIENT verify "$(uri srv)" $start $((wp + 65536)) 61 || die "data differs after restart"
 }
 
+# ---- the kernel ----------------------------------------------------------------
+
+# kernel_at_least MAJOR MINOR: is the running kernel that version or later?
+kernel_at_least ()
+{
+    local v major minor
+    v=$(uname -r)
+    major=${v%%.*}; minor=${v#*.}; minor=${minor%%[!0-9]*}
+    [ "$major" -gt "$1" ] || { [ "$major" -eq "$1" ] && [ "$minor" -ge "$2" ]; }
+}
+
+# Zoned ublk (nbdzone attach) needs 6.6 or later: Debian 12's backports
+# kernel.  The programs a zoned client runs on it are in the image too.
+case_zoned_client_tools ()
+{
+    local m t
+    for m in ublk_drv btrfs f2fs; do
+        [ -d /sys/module/$m ] || die "module $m not loaded"
+    done
+    [ -c /dev/ublk-control ] || die "no /dev/ublk-control"
+    for t in fio mkfs.btrfs btrfs mkfs.f2fs; do
+        command -v $t >/dev/null || die "$t is not in the image"
+    done
+    say "$(fio --version), $(mkfs.btrfs --version | head -n 1), ublk_drv loaded"
+}
+
+# nbdzone attach's cases (vm/guest-attach.sh), where the image has them.
+[ -f /guest-attach.sh ] && . /guest-attach.sh
+
 # ---- running cases -----------------------------------------------------------
 
 if [ "${1:-}" = case ]; then
@@ -747,6 +776,14 @@ done
 for dev in $ZONED_DEVICES; do
     run 400 "$dev: case 6: kill -9 during a write stream, restart" case_crash $dev
 done
+
+# The client side: the export as a zoned block device (zoned ublk, 6.6+).
+if kernel_at_least 6 6; then
+    run 30 "zoned client: ublk_drv, btrfs, f2fs, fio present" case_zoned_client_tools
+fi
+if command -v attach_cases >/dev/null 2>&1; then
+    attach_cases
+fi
 
 tap "1..$tap_n"
 echo "guest-tests: $tap_fail of $tap_n failed"

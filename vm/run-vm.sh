@@ -1,9 +1,10 @@
 #!/bin/bash -
-# make check-vm: boot Debian's kernel under QEMU with this tree's
-# initramfs, run the guest tests on real kernel zoned devices (null_blk,
-# NVMe ZNS), and turn the guest's TAP lines into a pass or a failure.
+# One boot of the test VM (check-vm.sh runs one per kernel): boot one of
+# Debian's kernels under QEMU with this tree's initramfs, run the guest
+# tests on real kernel zoned devices (null_blk, NVMe ZNS), and turn the
+# guest's TAP lines into a pass or a failure.
 #
-#   run-vm.sh SRCDIR BUILDDIR
+#   run-vm.sh SRCDIR BUILDDIR stable|backports
 #
 # Environment:
 #   VM_ACCEL=auto|tcg|kvm  accelerator (default auto: KVM only when a
@@ -13,23 +14,25 @@
 #   VM_CASES="PATTERN..."  run only guest cases whose name matches one of
 #                          these shell patterns (default: all)
 #
-# Outputs in BUILDDIR/vm: console.log (the guest's whole serial console),
-# tap.log (the guest's TAP lines), test-suite.log (the verdict, failing
-# lines and the console's tail).
+# Outputs in BUILDDIR/vm/SERIES: console.log (the guest's whole serial
+# console), tap.log (the guest's TAP lines), test-suite.log (the verdict,
+# failing lines and the console's tail).
 set -euo pipefail
 
-srcdir="${1:?usage: run-vm.sh SRCDIR BUILDDIR}"
+srcdir="${1:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports}"
 builddir="${2:?}"
+series="${3:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports}"
 vmdir="$builddir/vm"
 cache="$vmdir/cache"
-console="$vmdir/console.log"
-taplog="$vmdir/tap.log"
-suitelog="$vmdir/test-suite.log"
+outdir="$vmdir/$series"
+console="$outdir/console.log"
+taplog="$outdir/tap.log"
+suitelog="$outdir/test-suite.log"
 accel="${VM_ACCEL:-auto}"
 vm_timeout="${VM_TIMEOUT:-1200}"
 probe_timeout="${VM_PROBE_TIMEOUT:-30}"
 
-mkdir -p "$cache"
+mkdir -p "$cache" "$outdir"
 rm -f "$console" "$taplog" "$suitelog"
 started=$(date +%s)
 
@@ -38,18 +41,18 @@ for tool in qemu-system-x86_64 timeout cpio gzip depmod apt-get dpkg-deb; do
         echo "check-vm: $tool not found (run ./install-deps)" >&2; exit 1; }
 done
 
-"$srcdir/vm/fetch-kernel.sh" "$cache"
-"$srcdir/vm/build-initramfs.sh" "$cache" "$srcdir" "$builddir"
+"$srcdir/vm/fetch-kernel.sh" "$cache" "$series"
+"$srcdir/vm/build-initramfs.sh" "$cache" "$srcdir" "$builddir" "$series"
 
 # The NVMe ZNS namespace's backing store: fresh for every run, so zone
 # states never leak from one run into the next.  QEMU keeps the zone
 # state in memory only (no zoned.zone_state file), so all zones start empty.
-zns_img="$cache/zns.img"
+zns_img="$cache/zns-$series.img"
 rm -f "$zns_img"
 truncate -s 128M "$zns_img"
 
-kernel="$cache/kernel/vmlinuz"
-initrd="$cache/initramfs.img"
+kernel="$cache/kernel-$series/vmlinuz"
+initrd="$cache/initramfs-$series.img"
 append="console=ttyS0 panic=-1 loglevel=4 quiet"
 
 # qemu ARGS... : QEMU with what every boot needs.
@@ -76,7 +79,7 @@ fi
 cases="${VM_CASES:-}"
 [ -n "$cases" ] && append="$append zoned.cases=$(echo "$cases" | tr ' ' ,)"
 
-echo "check-vm: booting (${accel_args[1]}); console: $console; timeout ${vm_timeout}s"
+echo "check-vm: booting $(cat "$cache/kernel-$series/release") (${accel_args[1]}); console: $console; timeout ${vm_timeout}s"
 status=0
 timeout -k 10 "$vm_timeout" "${qemu_base[@]}" "${accel_args[@]}" \
     -append "$append" \
@@ -94,7 +97,7 @@ verdict ()
 {
     local why=$1
     {
-        echo "check-vm: $why"
+        echo "check-vm: $(cat "$cache/kernel-$series/release"): $why"
         echo "check-vm: ${elapsed}s, accelerator ${accel_args[1]}"
         echo
         echo "---- TAP"
@@ -130,7 +133,7 @@ elif [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
     verdict "FAIL: $failed of $planned guest tests failed"
 else
     verdict "PASS: $passed of $planned guest tests passed"
-    echo "check-vm: PASS: $passed of $planned guest tests passed in ${elapsed}s"
+    echo "check-vm: $series kernel: PASS: $passed of $planned guest tests passed in ${elapsed}s"
     exit 0
 fi
 cat "$suitelog" >&2
