@@ -95,7 +95,7 @@ attach_serve ()
 # On the harness's timeout: what was going on.
 ublk_dump ()
 {
-    echo "---- timed out; last lines of attach.log, srv.log, the kernel log:"
+    echo "---- stalled; last lines of attach.log, srv.log, the kernel log:"
     $NBDZONE list 2>/dev/null | sed -n 's/.* pid \([0-9]*\).*/\1/p' |
         while read -r p; do kill -USR1 $p; done
     sleep 2
@@ -229,14 +229,32 @@ make_fs_dev ()
 # their checksums in $W/sums.
 write_files ()
 {
-    local dir=$1 n=$2 mb=$3 i
+    local dir=$1 n=$2 mb=$3 i pids=
     i=0
     while [ $i -lt $n ]; do
         dd if=/dev/urandom of=$dir/f$i bs=1M count=$mb status=none &
+        pids="$pids $!"
         i=$((i + 1))
     done
-    wait
+    # Only the writers: a bare wait would wait for nbdkit too.
+    for i in $pids; do wait $i || die "writing $dir failed"; done
     ( cd $dir && sha256sum f* ) > $W/sums
+}
+
+# bounded_sync: sync, or a dump of what hangs after 120 s.
+bounded_sync ()
+{
+    local pid i=0
+    sync &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt 120 ]; then
+            ublk_dump
+            die "sync did not finish in 120 s"
+        fi
+        sleep 1
+    done
 }
 
 # btrfs -O zoned on the ublk device: data writes are zone appends,
@@ -257,7 +275,7 @@ case_attach_btrfs ()
     mount -t btrfs $ublk /mnt/a || die "mount btrfs"
     say "writing files"
     write_files /mnt/a 8 12
-    sync
+    bounded_sync
     say "written and synced"
     umount /mnt/a || die "umount"
     mount -t btrfs $ublk /mnt/a || die "second mount"
@@ -300,7 +318,7 @@ case_attach_f2fs ()
     mkdir -p /mnt/a
     mount -t f2fs $ublk /mnt/a || die "mount f2fs"
     write_files /mnt/a 4 8
-    sync
+    bounded_sync
     umount /mnt/a || die "umount"
     mount -t f2fs $ublk /mnt/a || die "second mount"
     ( cd /mnt/a && sha256sum -c --quiet $W/sums ) || die "checksums differ after remount"
