@@ -241,8 +241,12 @@ def zbd_config(setup, mode=None):
     geometry = ["size=%d" % SIZE, "zone-size=%d" % ZONE_SIZE]
     if setup.zbd_pristine is None:
         setup.zbd_pristine = os.path.join(setup.dir, "zbd-pristine.img")
-        with Server(setup.dir, ["zbd", "emulate=" + setup.zbd_pristine] + geometry):
-            pass                        # creates the image, all zones empty
+        with Server(setup.dir, ["zbd", "emulate=" + setup.zbd_pristine] +
+                    geometry) as srv:
+            # The first connection for writing creates the image, all
+            # zones empty.
+            subprocess.run(["nbdinfo", srv.uri], check=True,
+                           stdout=subprocess.DEVNULL)
         preallocate(setup.zbd_pristine)
     image = os.path.join(setup.dir, "zbd.img")
     shutil.copyfile(setup.zbd_pristine, image)    # writes every page

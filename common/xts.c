@@ -4,13 +4,8 @@
 
 #include <string.h>
 
+#include "keymem.h"
 #include "xts.h"
-
-/* Initial size of libgcrypt's secure memory pool.  Each cipher handle
- * keeps its key schedule there (a few KiB); the pool grows on demand for
- * many threads (GCRYCTL_AUTO_EXPAND_SECMEM).
- */
-#define SECMEM_BYTES (256 * 1024)
 
 const char *
 xts_library_init (void)
@@ -19,16 +14,17 @@ xts_library_init (void)
     return NULL;                /* someone in this process did it already */
   if (!gcry_check_version (GCRYPT_VERSION))
     return "libgcrypt is older than the version this was built against";
-  /* Unprivileged processes may not mlock; libgcrypt then keeps secure
-   * memory unlocked and would print a warning on stderr at every start.
+  /* libgcrypt's own secure memory pool is locked once, when it is made,
+   * and is part of core dumps: after nbdkit forks, key schedules in it
+   * would be swappable and dumpable.  Keep them in keymem instead, which
+   * the serving process locks again after the fork.
+   */
+  keymem_use_for_libgcrypt ();
+  /* Unprivileged processes may not mlock; keymem then keeps secrets
+   * unlocked (still out of core dumps), and libgcrypt must not print
+   * its "using insecure memory" warning at every start.
    */
   gcry_control (GCRYCTL_DISABLE_SECMEM_WARN);
-  /* This reports an error when the pool could not be locked into RAM
-   * (RLIMIT_MEMLOCK); the pool is still there and used, only swappable,
-   * which is no reason to refuse to start.
-   */
-  gcry_control (GCRYCTL_INIT_SECMEM, SECMEM_BYTES, 0);
-  gcry_control (GCRYCTL_AUTO_EXPAND_SECMEM, SECMEM_BYTES, 0);
   gcry_control (GCRYCTL_INITIALIZATION_FINISHED, 0);
   return NULL;
 }

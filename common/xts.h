@@ -33,10 +33,11 @@ struct xts_format {
 };
 
 /* Initialise libgcrypt once per process, before any other use: checks the
- * version, sets up secure memory (growing on demand) for keys and key
- * schedules, silences the "using insecure memory" warning that libgcrypt
- * prints when it may not lock memory (unprivileged users), and finishes
- * initialisation.  Returns NULL or a one-line reason.
+ * version, makes libgcrypt's secure memory (key schedules) come from
+ * keymem (locked, out of core dumps, see keymem.h), silences the "using
+ * insecure memory" warning that libgcrypt prints when it may not lock
+ * memory (unprivileged users), and finishes initialisation.  Returns NULL
+ * or a one-line reason.
  */
 extern const char *xts_library_init (void);
 

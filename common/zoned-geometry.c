@@ -11,6 +11,41 @@
 
 #include "zoned-geometry.h"
 
+/* S for a one-line message: bytes outside printable ASCII as \xNN, cut
+ * to fit OUT with "..." (a hostile server must not put line breaks or
+ * terminal controls into a log through its description).
+ */
+static const char *
+quote (const char *s, char *out, size_t outlen)
+{
+  const unsigned char *p = (const unsigned char *) s;
+  size_t used = 0;
+
+  for (; *p; p++) {
+    char esc[5];
+    size_t n;
+
+    if (*p >= 0x20 && *p < 0x7f && *p != '\\') {
+      esc[0] = *p;
+      esc[1] = '\0';
+    }
+    else
+      snprintf (esc, sizeof esc, "\\x%02x", *p);
+    n = strlen (esc);
+    if (used + n + 4 > outlen) {
+      snprintf (out + used, outlen - used, "...");
+      return out;
+    }
+    memcpy (out + used, esc, n + 1);
+    used += n;
+  }
+  if (used == 0 && outlen > 0)
+    out[0] = '\0';
+  return out;
+}
+
+#define QUOTED_MAX 200
+
 static int
 parse_u64 (const char *s, uint64_t *v)
 {
@@ -86,6 +121,44 @@ parse_word (const char *key, const char *val, struct zoned_geometry *g)
   return 0;
 }
 
+/* A geometry a client can rely on: the description comes from a server
+ * that may not be trusted, and a client computes offsets from it.
+ */
+static int
+check_consistent (const struct zoned_geometry *g, char *err, size_t errlen)
+{
+  uint64_t total;
+  size_t i;
+
+  if (g->block_size < 512 || g->block_size > 65536 ||
+      (g->block_size & (g->block_size - 1)) != 0) {
+    snprintf (err, errlen, "block-size=%" PRIu64 " in the export description "
+              "is not a power of two from 512 to 65536", g->block_size);
+    return -1;
+  }
+  if (g->zone_size % g->block_size || g->zone_capacity % g->block_size) {
+    snprintf (err, errlen, "zone-size=%" PRIu64 " or zone-capacity=%" PRIu64
+              " in the export description is not a whole number of "
+              "%" PRIu64 "-byte blocks", g->zone_size, g->zone_capacity,
+              g->block_size);
+    return -1;
+  }
+  if (__builtin_mul_overflow (g->zone_size, g->nr_zones, &total)) {
+    snprintf (err, errlen, "zones=%" PRIu64 " of zone-size=%" PRIu64
+              " in the export description exceed 2^64 bytes",
+              g->nr_zones, g->zone_size);
+    return -1;
+  }
+  for (i = 0; i < g->nr_conventional_ranges; i++)
+    if (g->conventional[i].last >= g->nr_zones) {
+      snprintf (err, errlen, "conventional zone %" PRIu64 " in the export "
+                "description is beyond its %" PRIu64 " zones",
+                g->conventional[i].last, g->nr_zones);
+      return -1;
+    }
+  return 0;
+}
+
 int
 zoned_geometry_parse (const char *description, struct zoned_geometry *g,
                       char *err, size_t errlen)
@@ -110,8 +183,10 @@ zoned_geometry_parse (const char *description, struct zoned_geometry *g,
       continue;
     *eq = '\0';
     if (parse_word (word, eq + 1, g) == -1) {
+      char qk[QUOTED_MAX], qv[QUOTED_MAX];
       snprintf (err, errlen, "bad value for %s in the export description: "
-                "\"%s\"", word, eq + 1);
+                "\"%s\"", quote (word, qk, sizeof qk),
+                quote (eq + 1, qv, sizeof qv));
       free (copy);
       zoned_geometry_free (g);
       return -1;
@@ -120,14 +195,16 @@ zoned_geometry_parse (const char *description, struct zoned_geometry *g,
   free (copy);
 
   if (!g->model[0]) {
+    char q[QUOTED_MAX];
     snprintf (err, errlen, "the export description has no zoned= word "
-              "(description: \"%s\")", description);
+              "(description: \"%s\")", quote (description, q, sizeof q));
     zoned_geometry_free (g);
     return -1;
   }
   if (g->zone_size == 0 || g->nr_zones == 0) {
+    char q[QUOTED_MAX];
     snprintf (err, errlen, "the export description lacks zone-size= or "
-              "zones= (description: \"%s\")", description);
+              "zones= (description: \"%s\")", quote (description, q, sizeof q));
     zoned_geometry_free (g);
     return -1;
   }
@@ -135,6 +212,10 @@ zoned_geometry_parse (const char *description, struct zoned_geometry *g,
     g->zone_capacity = g->zone_size;
   if (g->block_size == 0)
     g->block_size = 512;
+  if (check_consistent (g, err, errlen) == -1) {
+    zoned_geometry_free (g);
+    return -1;
+  }
   return 0;
 }
 

@@ -8,6 +8,24 @@
  * syncs it, so after a crash the newest valid slot never has a WP
  * above data that is not on disk, and a torn slot write leaves the
  * previous slot.
+ *
+ * Zone operations keep the same rule from the other side, inside the
+ * zone operation (the zone stays claimed, no write can reach it):
+ *   reset:  the table with the zone empty is durable, then its data is
+ *           discarded (a crash in between leaves an empty zone over old
+ *           data, which reads as zeros above the WP; never the old WP
+ *           over discarded data);
+ *   finish: the data above the WP is discarded and synced, then the
+ *           table with the zone full is durable (never a full zone over
+ *           stale data that was not written since its last reset).
+ * Both write the table from the last durable one with only this zone
+ * changed: the other zones' WPs there are covered by durable data
+ * already, so they need no data sync; each zone operation is durable
+ * when it is acknowledged.
+ *
+ * The header and table are encoded and checked by image-format.c,
+ * which trusts nothing in the file.  A new image is created by the
+ * first connection for writing, so that nbdkit -r never creates one.
  */
 
 #define _GNU_SOURCE 1          /* fallocate */
@@ -32,22 +50,7 @@
 #include <nbdkit-plugin.h>
 
 #include "zbd-internal.h"
-
-static uint32_t
-crc32_le (const void *buf, size_t len)
-{
-  const unsigned char *p = buf;
-  uint32_t crc = 0xffffffff;
-  size_t i;
-  int k;
-
-  for (i = 0; i < len; i++) {
-    crc ^= p[i];
-    for (k = 0; k < 8; k++)
-      crc = (crc >> 1) ^ (0xedb88320 & -(crc & 1));
-  }
-  return ~crc;
-}
+#include "image-format.h"
 
 /* Derive the condition of an emulated sequential zone from its WP, as
  * after a power cycle: partially written zones are closed.
@@ -164,226 +167,84 @@ open_memory (void)
 }
 
 /* ---------------------------------------------------------------- */
-/* Emulated backend: image file
- *
- * Layout (all integers little endian):
- *   0       header, 4096 bytes, CRC32 over the first 96 bytes at 96
- *   4096    zone table slot 0, then slot 1 (each a multiple of 4096)
- *   data    data_offset (1 MiB aligned) .. data_offset + size
- * A slot: "ZTBL", seq (u64), zone count (u32), CRC32 (u32) over the
- * slot with this field zero, then one u64 WP per zone (relative).
- */
-
-#define IMG_MAGIC "NBDZBDv1"
-#define IMG_VERSION 1
-#define IMG_HEADER_SIZE 4096
-#define IMG_HEADER_USED 96
-#define SLOT_HEADER 24
+/* Emulated backend: image file (format: image-format.h) */
 
 static int img_fd = -1;
 static bool img_rw;
-static uint64_t img_slot_size, img_data_offset, img_seq;
+static struct img_geometry img_geom;
+static uint64_t img_seq;
+/* The image does not exist yet: created by the first writer. */
+static bool img_create_pending;
 pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
 
-struct img_geometry {
-  uint64_t size, zone_size, zone_capacity;
-  uint32_t nr_zones, nr_conventional, max_open, max_active, block_size;
-  uint64_t slot_size, data_offset;
-};
-
-static void
-put64 (unsigned char *p, uint64_t v)
-{
-  v = htole64 (v);
-  memcpy (p, &v, 8);
-}
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  v = htole32 (v);
-  memcpy (p, &v, 4);
-}
-
-static uint64_t
-get64 (const unsigned char *p)
-{
-  uint64_t v;
-  memcpy (&v, p, 8);
-  return le64toh (v);
-}
-
-static uint32_t
-get32 (const unsigned char *p)
-{
-  uint32_t v;
-  memcpy (&v, p, 4);
-  return le32toh (v);
-}
-
-static void
-encode_header (unsigned char *h, const struct img_geometry *g)
-{
-  memset (h, 0, IMG_HEADER_SIZE);
-  memcpy (h, IMG_MAGIC, 8);
-  put32 (h + 8, IMG_VERSION);
-  put64 (h + 16, g->size);
-  put64 (h + 24, g->zone_size);
-  put64 (h + 32, g->zone_capacity);
-  put32 (h + 40, g->nr_zones);
-  put32 (h + 44, g->nr_conventional);
-  put32 (h + 48, g->max_open);
-  put32 (h + 52, g->max_active);
-  put32 (h + 56, g->block_size);
-  put64 (h + 64, IMG_HEADER_SIZE);          /* first slot */
-  put64 (h + 72, g->slot_size);
-  put64 (h + 80, g->data_offset);
-  put32 (h + IMG_HEADER_USED, crc32_le (h, IMG_HEADER_USED));
-}
-
-static int
-decode_header (const char *path, const unsigned char *h,
-               struct img_geometry *g)
-{
-  if (memcmp (h, IMG_MAGIC, 8) != 0) {
-    nbdkit_error ("emulate=%s: not a zbd emulation image (bad magic); "
-                  "give a new file name to create one", path);
-    return -1;
-  }
-  if (get32 (h + 8) != IMG_VERSION) {
-    nbdkit_error ("emulate=%s: image version %" PRIu32 " is not supported "
-                  "(this plugin reads version %d)", path, get32 (h + 8),
-                  IMG_VERSION);
-    return -1;
-  }
-  if (get32 (h + IMG_HEADER_USED) != crc32_le (h, IMG_HEADER_USED)) {
-    nbdkit_error ("emulate=%s: the image header is corrupt (checksum "
-                  "mismatch); refusing to use it", path);
-    return -1;
-  }
-  g->size = get64 (h + 16);
-  g->zone_size = get64 (h + 24);
-  g->zone_capacity = get64 (h + 32);
-  g->nr_zones = get32 (h + 40);
-  g->nr_conventional = get32 (h + 44);
-  g->max_open = get32 (h + 48);
-  g->max_active = get32 (h + 52);
-  g->block_size = get32 (h + 56);
-  g->slot_size = get64 (h + 72);
-  g->data_offset = get64 (h + 80);
-  if (g->zone_size == 0 || g->size / g->zone_size != g->nr_zones ||
-      g->zone_capacity > g->zone_size || g->nr_conventional > g->nr_zones ||
-      g->slot_size < SLOT_HEADER + 8ULL * g->nr_zones ||
-      g->data_offset < IMG_HEADER_SIZE + 2 * g->slot_size) {
-    nbdkit_error ("emulate=%s: the image header is inconsistent; "
-                  "refusing to use it", path);
-    return -1;
-  }
-  return 0;
-}
-
-/* Encode the WPs W[] into a slot buffer with sequence number SEQ. */
-static void
-encode_slot (unsigned char *s, uint64_t seq, const uint64_t *w)
-{
-  uint64_t i;
-
-  memset (s, 0, img_slot_size);
-  memcpy (s, "ZTBL", 4);
-  put64 (s + 4, seq);
-  put32 (s + 12, nr_zones);
-  for (i = 0; i < nr_zones; i++)
-    put64 (s + SLOT_HEADER + 8 * i, w[i] - zones[i].start);
-  put32 (s + 16, crc32_le (s, SLOT_HEADER + 8 * nr_zones));
-}
-
-static bool
-slot_valid (unsigned char *s)
-{
-  uint32_t crc = get32 (s + 16);
-  bool ok;
-
-  if (memcmp (s, "ZTBL", 4) != 0 || get32 (s + 12) != nr_zones)
-    return false;
-  put32 (s + 16, 0);
-  ok = crc == crc32_le (s, SLOT_HEADER + 8 * nr_zones);
-  put32 (s + 16, crc);
-  return ok;
-}
-
-/* Load the newest valid table slot into the zone table. */
+/* Read both table slots and load the newest valid one into the zone
+ * table.
+ */
 static int
 load_table (const char *path)
 {
-  unsigned char *s[2];
-  int best = -1, i;
+  uint64_t used = img_slot_used (&img_geom);
+  unsigned char *s = malloc (2 * used);
+  uint64_t *rel = malloc (nr_zones * sizeof *rel);
+  char err[256];
   uint64_t z;
+  int r = -1;
 
-  s[0] = malloc (img_slot_size);
-  s[1] = malloc (img_slot_size);
-  if (!s[0] || !s[1]) {
+  if (!s || !rel) {
     nbdkit_error ("malloc: %m");
-    goto err;
+    goto out;
   }
-  for (i = 0; i < 2; i++) {
-    if (full_pread (img_fd, s[i], img_slot_size,
-                    IMG_HEADER_SIZE + i * img_slot_size) == -1) {
-      nbdkit_error ("emulate=%s: cannot read the zone table: %m", path);
-      goto err;
-    }
-    if (slot_valid (s[i]) &&
-        (best == -1 || get64 (s[i] + 4) > get64 (s[best] + 4)))
-      best = i;
+  if (full_pread (img_fd, s, used, IMG_FIRST_SLOT) == -1 ||
+      full_pread (img_fd, s + used, used,
+                  IMG_FIRST_SLOT + img_geom.slot_size) == -1) {
+    nbdkit_error ("emulate=%s: cannot read the zone table: %m", path);
+    goto out;
   }
-  if (best == -1) {
-    nbdkit_error ("emulate=%s: both copies of the zone table are corrupt "
-                  "(checksum mismatch); refusing to use the image", path);
-    goto err;
+  if (img_load_table (s, s + used, &img_geom, &img_seq, rel,
+                      err, sizeof err) == -1) {
+    nbdkit_error ("emulate=%s: %s", path, err);
+    goto out;
   }
-  img_seq = get64 (s[best] + 4);
   for (z = 0; z < nr_zones; z++) {
-    uint64_t rel = get64 (s[best] + SLOT_HEADER + 8 * z);
-    if (rel > zones[z].cap || (zones[z].conventional && rel != 0)) {
-      nbdkit_error ("emulate=%s: the zone table is inconsistent (zone %"
-                    PRIu64 " write pointer %" PRIu64 " beyond capacity %"
-                    PRIu64 "); refusing to use the image",
-                    path, z, rel, zones[z].cap);
-      goto err;
-    }
-    zones[z].wp = zones[z].start + rel;
+    zones[z].wp = zones[z].start + rel[z];
     emulated_cond_from_wp (&zones[z]);
   }
-  free (s[0]);
-  free (s[1]);
-  return 0;
- err:
-  free (s[0]);
-  free (s[1]);
-  return -1;
+  r = 0;
+ out:
+  free (s);
+  free (rel);
+  return r;
 }
 
-/* Write the WP snapshot W as the next table slot and sync it.  The
- * caller holds persist_lock and has already synced the data.
- */
 /* The WPs of the newest durable table slot: a flush that would write
- * the same table only syncs the data.
+ * the same table only syncs the data; a reset or finish starts from it.
  */
 static uint64_t *persisted_wps;
 
+/* Write the WPs W as the next table slot and sync it.  The caller holds
+ * persist_lock, and the data under W is durable already.
+ */
 static int
 write_table (const uint64_t *w)
 {
-  unsigned char *s = malloc (img_slot_size);
-  uint64_t seq = img_seq + 1;
+  uint64_t used = img_slot_used (&img_geom);
+  unsigned char *s = malloc (used);
+  uint64_t *rel = malloc (nr_zones * sizeof *rel);
+  uint64_t seq = img_seq + 1, i;
   int r = -1;
 
-  if (!s) {
+  if (!s || !rel) {
     nbdkit_error ("malloc: %m");
+    free (s);
+    free (rel);
     return -1;
   }
-  encode_slot (s, seq, w);
-  if (full_pwrite (img_fd, s, img_slot_size,
-                   IMG_HEADER_SIZE + (seq & 1) * img_slot_size) == -1 ||
+  for (i = 0; i < nr_zones; i++)
+    rel[i] = w[i] - zones[i].start;
+  img_encode_slot (s, &img_geom, seq, rel);
+  free (rel);
+  if (full_pwrite (img_fd, s, used,
+                   IMG_FIRST_SLOT + (seq & 1) * img_geom.slot_size) == -1 ||
       fdatasync (img_fd) == -1)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", emulate);
   else {
@@ -442,7 +303,7 @@ file_persist (void)
 static int
 file_pread (void *buf, uint32_t n, uint64_t off)
 {
-  if (full_pread (img_fd, buf, n, img_data_offset + off) == -1) {
+  if (full_pread (img_fd, buf, n, img_geom.data_offset + off) == -1) {
     nbdkit_error ("emulate=%s: read at %" PRIu64 ": %m", emulate, off);
     return -1;
   }
@@ -452,7 +313,7 @@ file_pread (void *buf, uint32_t n, uint64_t off)
 static int
 file_pwrite (const void *buf, uint32_t n, uint64_t off)
 {
-  if (full_pwrite (img_fd, buf, n, img_data_offset + off) == -1) {
+  if (full_pwrite (img_fd, buf, n, img_geom.data_offset + off) == -1) {
     nbdkit_error ("emulate=%s: write at %" PRIu64 ": %m", emulate, off);
     return -1;
   }
@@ -465,7 +326,7 @@ file_discard (uint64_t n, uint64_t off)
   static const char zero[65536];
 
   if (fallocate (img_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 img_data_offset + off, n) == 0)
+                 img_geom.data_offset + off, n) == 0)
     return 0;
   /* No hole punching here: write the zeros. */
   while (n > 0) {
@@ -477,6 +338,11 @@ file_discard (uint64_t n, uint64_t off)
   return 0;
 }
 
+static int create_image (void);
+
+/* The first writer opens the image for writing, or creates it.
+ * Caller holds open_lock.
+ */
 static int
 file_open_rw (void)
 {
@@ -484,6 +350,8 @@ file_open_rw (void)
 
   if (img_rw)
     return 0;
+  if (img_create_pending)
+    return create_image ();
   fd = open (emulate, O_RDWR | O_CLOEXEC);
   if (fd == -1) {
     nbdkit_error ("emulate=%s: cannot open for writing: %m", emulate);
@@ -495,10 +363,95 @@ file_open_rw (void)
   return 0;
 }
 
+/* Write the last durable table with zone Z's WP set to WP, and sync it.
+ * Caller holds persist_lock.
+ */
+static int
+persist_zone_wp (struct zone *z, uint64_t wp)
+{
+  uint64_t *w;
+  int r;
+
+  if (persisted_wps[zone_index (z)] == wp)
+    return 0;
+  w = malloc (nr_zones * sizeof *w);
+  if (!w) {
+    nbdkit_error ("malloc: %m");
+    return -1;
+  }
+  memcpy (w, persisted_wps, nr_zones * sizeof *w);
+  w[zone_index (z)] = wp;
+  r = write_table (w);
+  free (w);
+  return r;
+}
+
+/* Reset of a claimed zone, under persist_lock: table first. */
+static int
+file_zone_reset (struct zone *z)
+{
+  if (persist_zone_wp (z, z->start) == -1)
+    return -1;
+  return file_discard (z->len, z->start);
+}
+
+/* Finish of a claimed zone, under persist_lock: discard first. */
+static int
+file_zone_finish (struct zone *z)
+{
+  uint64_t wp;
+  int r = 0;
+
+  /* The emulated active-zone rule, as for the memory backend: finishing
+   * an empty zone makes it active for a moment on a real device.
+   */
+  pthread_mutex_lock (&zones_lock);
+  wp = z->wp;
+  if (z->cond == COND_EMPTY && max_active && nr_active >= max_active) {
+    nbdkit_error ("finish of zone %" PRIu64 ": too many active zones (%"
+                  PRIu64 ", max-active-zones=%" PRIu64 "): ENOSPC",
+                  zone_index (z), nr_active, max_active);
+    errno = ENOSPC;
+    r = -1;
+  }
+  pthread_mutex_unlock (&zones_lock);
+  if (r == -1)
+    return -1;
+
+  if (wp < zone_cap_end (z) &&
+      file_discard (zone_cap_end (z) - wp, wp) == -1)
+    return -1;
+  if (persisted_wps[zone_index (z)] == zone_cap_end (z))
+    return 0;
+  /* The discard and the zone's data below the WP (a zone filled by
+   * writes that no flush covered yet), durable before the table.
+   */
+  if (fdatasync (img_fd) == -1) {
+    nbdkit_error ("emulate=%s: fdatasync: %m", emulate);
+    return -1;
+  }
+  return persist_zone_wp (z, zone_cap_end (z));
+}
+
+/* A read-only connection (nbdkit -r): there must be an image to read. */
+static int
+file_open_ro (void)
+{
+  if (img_create_pending) {
+    nbdkit_error ("emulate=%s: no such image, and a read-only server "
+                  "(nbdkit -r) does not create one; run once without -r "
+                  "(with size= and zone-size=) to create it", emulate);
+    return -1;
+  }
+  return 0;
+}
+
 static const struct backend file_backend = {
   .name = "file", .emulated = true,
   .pread = file_pread, .pwrite = file_pwrite, .discard = file_discard,
+  .zone_op_reset = file_zone_reset, .zone_op_finish = file_zone_finish,
   .flush = file_persist, .persist = file_persist, .open_rw = file_open_rw,
+  .open_ro = file_open_ro,
 };
 
 /* The geometry asked for on the command line, with defaults. */
@@ -602,55 +555,114 @@ apply_geometry (const struct img_geometry *g)
     max_open = max_active;      /* as null_blk does */
 }
 
+/* The directory PATH is in (a new string). */
+static char *
+parent_dir (const char *path)
+{
+  const char *slash = strrchr (path, '/');
+
+  if (!slash)
+    return strdup (".");
+  if (slash == path)
+    return strdup ("/");
+  return strndup (path, slash - path);
+}
+
+/* A new image: its geometry is checked and the zone table built now,
+ * but the file is created by the first writer (file_open_rw), so that
+ * nbdkit -r never creates an image.
+ */
 static int
-create_image (void)
+prepare_new_image (void)
 {
   struct img_geometry g;
-  unsigned char h[IMG_HEADER_SIZE];
-  uint64_t *w, i;
+  char *dir;
   int r;
 
   if (requested_geometry (&g) == -1 || check_geometry (&g) == -1)
     return -1;
-  g.slot_size = (SLOT_HEADER + 8ULL * g.nr_zones + 4095) & ~4095ULL;
-  g.data_offset = (IMG_HEADER_SIZE + 2 * g.slot_size + 0xfffff) & ~0xfffffULL;
+  /* What would fail at the first connection, said at start. */
+  dir = parent_dir (emulate);
+  if (!dir) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  r = access (dir, W_OK | X_OK);
+  if (r == -1)
+    nbdkit_error ("emulate=%s: no such image, and it cannot be created in "
+                  "%s: %m", emulate, dir);
+  free (dir);
+  if (r == -1)
+    return -1;
+  img_layout (&g);
+  img_geom = g;
+  apply_geometry (&g);
+  if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
+                            g.nr_conventional) == -1)
+    return -1;
+  img_create_pending = true;
+  return 0;
+}
 
-  img_fd = open (emulate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (img_fd == -1) {
+/* The directory entry of a new file, durable. */
+static int
+sync_parent_dir (const char *path)
+{
+  char *dir = parent_dir (path);
+  int fd, r;
+
+  if (!dir)
+    return -1;
+  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free (dir);
+  if (fd == -1)
+    return -1;
+  r = fsync (fd);
+  close (fd);
+  return r;
+}
+
+/* Create the prepared image: header, an empty table in slot 1 (seq 1,
+ * slot 0 stays invalid), all durable with its directory entry.
+ */
+static int
+create_image (void)
+{
+  unsigned char h[IMG_HEADER_SIZE];
+  uint64_t size = img_geom.data_offset + img_geom.size;
+  int fd;
+
+  fd = open (emulate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd == -1) {
     nbdkit_error ("emulate=%s: cannot create the image: %m", emulate);
     return -1;
   }
-  img_rw = true;
-  if (ftruncate (img_fd, g.data_offset + g.size) == -1) {
+  img_fd = fd;
+  if (ftruncate (fd, size) == -1) {
     nbdkit_error ("emulate=%s: cannot size the image to %" PRIu64
-                  " bytes: %m", emulate, g.data_offset + g.size);
+                  " bytes: %m", emulate, size);
     goto err;
   }
-  encode_header (h, &g);
-  if (full_pwrite (img_fd, h, sizeof h, 0) == -1) {
+  img_encode_header (h, &img_geom);
+  if (full_pwrite (fd, h, sizeof h, 0) == -1) {
     nbdkit_error ("emulate=%s: cannot write the header: %m", emulate);
     goto err;
   }
-  apply_geometry (&g);
-  img_slot_size = g.slot_size;
-  img_data_offset = g.data_offset;
-  if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
-                            g.nr_conventional) == -1)
-    goto err;
-  w = malloc (nr_zones * sizeof *w);
-  if (!w)
-    goto err;
-  for (i = 0; i < nr_zones; i++)
-    w[i] = zones[i].start;
   img_seq = 0;
-  r = write_table (w);          /* slot 1, seq 1; slot 0 stays invalid */
-  free (w);
-  if (r == -1)
+  if (write_table (persisted_wps) == -1)
     goto err;
+  if (sync_parent_dir (emulate) == -1) {
+    nbdkit_error ("emulate=%s: cannot sync its directory: %m", emulate);
+    goto err;
+  }
+  img_create_pending = false;
+  img_rw = true;
   nbdkit_debug ("emulate=%s: created a new image", emulate);
   return 0;
  err:
   unlink (emulate);
+  close (fd);
+  img_fd = -1;
   return -1;
 }
 
@@ -659,6 +671,7 @@ open_image (void)
 {
   struct img_geometry g;
   unsigned char h[IMG_HEADER_SIZE];
+  char err[256];
   struct stat st;
 
   img_fd = open (emulate, O_RDONLY | O_CLOEXEC);
@@ -671,28 +684,20 @@ open_image (void)
                   "file (created if absent) or \"memory\"", emulate);
     return -1;
   }
-  if ((uint64_t) st.st_size < IMG_HEADER_SIZE) {
-    nbdkit_error ("emulate=%s: truncated image (%" PRIu64 " bytes, shorter "
-                  "than its %d-byte header); refusing to use it",
-                  emulate, (uint64_t) st.st_size, IMG_HEADER_SIZE);
-    return -1;
-  }
-  if (full_pread (img_fd, h, sizeof h, 0) == -1) {
+  memset (h, 0, sizeof h);
+  if (full_pread (img_fd, h, st.st_size < IMG_HEADER_SIZE ? st.st_size
+                  : IMG_HEADER_SIZE, 0) == -1) {
     nbdkit_error ("emulate=%s: cannot read the header: %m", emulate);
     return -1;
   }
-  if (decode_header (emulate, h, &g) == -1 || match_geometry (&g) == -1 ||
-      check_geometry (&g) == -1)
-    return -1;
-  if ((uint64_t) st.st_size < g.data_offset + g.size) {
-    nbdkit_error ("emulate=%s: truncated image (%" PRIu64 " bytes, expected "
-                  "%" PRIu64 "); refusing to use it", emulate,
-                  (uint64_t) st.st_size, g.data_offset + g.size);
+  if (img_decode_header (h, sizeof h, st.st_size, &g, err, sizeof err) == -1) {
+    nbdkit_error ("emulate=%s: %s", emulate, err);
     return -1;
   }
+  if (match_geometry (&g) == -1 || check_geometry (&g) == -1)
+    return -1;
   apply_geometry (&g);
-  img_slot_size = g.slot_size;
-  img_data_offset = g.data_offset;
+  img_geom = g;
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
@@ -711,26 +716,25 @@ open_image (void)
 int
 open_file (void)
 {
+  uint64_t i;
   int r;
 
   if (access (emulate, F_OK) == 0)
     r = open_image ();
   else
-    r = create_image ();
-  if (r == 0) {
-    uint64_t i;
-
-    persisted_wps = malloc (nr_zones * sizeof *persisted_wps);
-    if (!persisted_wps) {
-      nbdkit_error ("malloc: %m");
-      return -1;
-    }
-    /* What is in the table now: the WPs just loaded or created. */
-    for (i = 0; i < nr_zones; i++)
-      persisted_wps[i] = zones[i].wp;
-    backend = &file_backend;
+    r = prepare_new_image ();
+  if (r == -1)
+    return -1;
+  persisted_wps = malloc (nr_zones * sizeof *persisted_wps);
+  if (!persisted_wps) {
+    nbdkit_error ("malloc: %m");
+    return -1;
   }
-  return r;
+  /* What is in the table now (or will be once created). */
+  for (i = 0; i < nr_zones; i++)
+    persisted_wps[i] = zones[i].wp;
+  backend = &file_backend;
+  return 0;
 }
 
 int

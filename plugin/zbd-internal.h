@@ -39,6 +39,7 @@ struct backend {
   int (*persist) (void);        /* durable zone table (file), or NULL */
   void (*reload_zone) (struct zone *z);         /* after an I/O error */
   int (*open_rw) (void);        /* upgrade to read-write, or NULL */
+  int (*open_ro) (void);        /* a read-only connection, or NULL */
 };
 
 /* Parameters (zbd.c); -1 = not given. */

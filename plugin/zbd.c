@@ -671,16 +671,19 @@ zbd_open_connection (int readonly)
 {
   int r = 0;
 
-  if (readonly)
-    return &handle_ro;
   /* Open the backend read-write only when a writer connects, so that
-   * nbdkit -r never opens the device or image for writing.
+   * nbdkit -r never opens the device or image for writing (nor creates
+   * an image).
    */
   pthread_mutex_lock (&open_lock);
-  if (backend->open_rw)
+  if (readonly && backend->open_ro)
+    r = backend->open_ro ();
+  else if (!readonly && backend->open_rw)
     r = backend->open_rw ();
   pthread_mutex_unlock (&open_lock);
-  return r == -1 ? NULL : &handle_rw;
+  if (r == -1)
+    return NULL;
+  return readonly ? &handle_ro : &handle_rw;
 }
 
 static int64_t

@@ -7,6 +7,13 @@ test_xts_kat_SOURCES = test-xts-kat.c
 test_xts_kat_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
 test_xts_kat_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
 
+# Unit test of the key memory (locked, out of core dumps, across fork).
+TESTS += test-keymem
+check_PROGRAMS += test-keymem
+test_keymem_SOURCES = test-keymem.c
+test_keymem_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
+test_keymem_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
+
 # Shell tests.
 CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-roundtrip.sh \
@@ -16,6 +23,9 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
+	test-cryptinline-keymem.sh \
+	test-cryptinline-extents.sh \
+	test-cryptinline-handles.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \

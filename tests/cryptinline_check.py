@@ -105,17 +105,47 @@ def nbd_fua():
     return nbd.CMD_FLAG_FUA
 
 
+def iv_number(sector, ivoff, large, n):
+    """The plain64 IV of crypt sector n of the device, written here from
+    dm-crypt's documentation (Documentation/admin-guide/device-mapper/
+    dm-crypt.rst), not from the filter's code:
+      - plain64: "the initial vector is the 64-bit little-endian version
+        of the sector number, padded with zeros if necessary";
+      - the sector number counts 512-byte sectors, unless
+        iv_large_sectors: "IV generators will use sector number counted in
+        <sector_size> units instead of default 512 bytes sectors.  For
+        example, if <sector_size> is 4096 bytes, plain64 IV for the second
+        sector will be 8 (without flag) and 1 if iv_large_sectors is
+        present";
+      - <iv_offset> (cryptsetup --skip): "the IV offset is a sector count
+        that is added to the sector number before creating the IV", in
+        512-byte sectors, and it "must be multiple of <sector_size> (in
+        512 bytes units)" with iv_large_sectors (the kernel refuses any
+        other value for any sector size)."""
+    per = sector // 512
+    if ivoff % per:
+        fail("iv offset %d is not a multiple of %d: dm-crypt refuses it"
+             % (ivoff, per))
+    if large:
+        number = n + ivoff // per
+    else:
+        number = n * per + ivoff
+    if number >= 2**64:
+        if large:
+            fail("IV number beyond 64 bits with iv_large_sectors: not "
+                 "defined by dm-crypt's documentation")
+        number %= 2**64             # a 64-bit sector counter wraps
+    return number
+
+
 def xts(key, sector, ivoff, large, offset, encrypt, data):
-    """dm-crypt aes-xts-plain64, one XTS data unit per crypt sector."""
+    """dm-crypt aes-xts-plain64: one XTS data unit per crypt sector, the
+    two key halves as data and tweak keys (the cryptography package)."""
     out = bytearray()
     for pos in range(0, len(data), sector):
-        disk = offset + pos
-        # dm-crypt: (512-byte sector + iv_offset) mod 2^64, then shifted
-        # to crypt-sector units with iv_large_sectors.
-        iv_sector = (disk // 512 + ivoff) % 2**64
-        if large:
-            iv_sector //= sector // 512
-        tweak = iv_sector.to_bytes(8, "little") + bytes(8)
+        n = (offset + pos) // sector
+        tweak = iv_number(sector, ivoff, large, n).to_bytes(8, "little") \
+            + bytes(8)
         c = Cipher(algorithms.AES(key), modes.XTS(tweak))
         op = c.encryptor() if encrypt else c.decryptor()
         out += op.update(data[pos:pos + sector]) + op.finalize()

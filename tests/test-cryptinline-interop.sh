@@ -10,14 +10,17 @@
 # computed independently; all crypt modes.
 source "$srcdir/cryptinline-lib.sh"
 
-# sector key-bytes iv-offset iv-large-sectors
+# sector key-bytes iv-offset iv-large-sectors (the IV offset a multiple
+# of sector/512, as dm-crypt requires)
 configs=(
     "512 64 0 false"
+    "512 32 7 false"
     "4096 64 0 false"
     "4096 32 0 true"
-    "1024 32 7 false"
-    "2048 64 123456789 true"
-    "4096 64 18446744073709551615 false"
+    "1024 32 6 false"
+    "1024 64 6 true"
+    "2048 64 123456788 true"
+    "4096 64 18446744073709551608 false"
 )
 img="$tmp/disk.img"
 seed=100

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Unwritten regions read as zeros; write-zeroes stores encrypted zeros and
 # reads back zeros; fast zero is refused with ENOTSUP; trim passes through;
-# misaligned requests fail with EINVAL, one log line, and nothing written;
+# misaligned requests fail with EINVAL, out-of-range ones with EINVAL or
+# ENOSPC, errors from below with their errno: a log line each, and
+# nothing written;
 # the block size advertised and the size rounding.  All crypt modes.
 source "$srcdir/cryptinline-lib.sh"
 
@@ -128,6 +130,24 @@ if image_sum() != before:
     fail("a misaligned request changed the image")
 if h.pread(64 * K, 0) != pattern:
     fail("data changed by misaligned requests")
+
+# Out of range (the image's tail that is not a whole sector is not
+# served): nbdkit answers EINVAL for reads and trims, ENOSPC for writes
+# and zeroes; the image, its unserved tail included, is untouched.
+before = image_sum()
+for what, err, fn, args in [
+        ("read past the end", errno.EINVAL, h.pread, (sector, served)),
+        ("read across the end", errno.EINVAL, h.pread,
+         (2 * sector, served - sector)),
+        ("write past the end", errno.ENOSPC, h.pwrite,
+         (b"x" * sector, served)),
+        ("write across the end", errno.ENOSPC, h.pwrite,
+         (b"x" * (2 * sector), served - sector)),
+        ("zero past the end", errno.ENOSPC, h.zero, (sector, served)),
+        ("trim past the end", errno.EINVAL, h.trim, (sector, served))]:
+    expect_errno(what, err, fn, *args)
+if image_sum() != before:
+    fail("an out-of-range request changed the image")
 h.shutdown()
 PY
 
@@ -152,7 +172,77 @@ for mode in $CRYPT_MODES; do
         done
         [ "$(grep -c misaligned "$tmp/err")" -eq 8 ] ||
             fail "expected 8 misaligned log lines"
+        [ "$(grep -c 'offset and count are out of range' "$tmp/err")" -eq 6 ] ||
+            fail "expected 6 out-of-range log lines"
     done
+done
+
+# Errors from the layer below reach the client with their errno, and a
+# failed write or zero changes nothing: nbdkit's error filter below the
+# filter fails each kind of call while its trigger file exists.
+cat > "$tmp/below.py" <<'PY'
+import errno, hashlib, os, sys
+import nbd
+uri, img, tmp = sys.argv[1:]
+h = nbd.NBD()
+h.connect_uri(uri)
+K = 1024
+def fail(msg):
+    sys.exit("FAIL: " + msg)
+def image_sum():
+    with open(img, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+def expect_errno(what, err, fn, *args):
+    try:
+        fn(*args)
+    except nbd.Error as e:
+        got = getattr(errno, e.errno, None) if isinstance(e.errno, str) \
+            else e.errno
+        if got != err:
+            fail("%s: errno %s, expected %s" % (what, e.errno, err))
+        return
+    fail("%s succeeded" % what)
+def inject(kind, on):
+    path = os.path.join(tmp, "inject-" + kind)
+    if on:
+        open(path, "w").close()
+    else:
+        os.unlink(path)
+
+pattern = b"\x3c" * (64 * K)
+h.pwrite(pattern, 0)
+before = image_sum()
+inject("pwrite", True)
+expect_errno("write failing below", errno.ENOSPC, h.pwrite, b"\x77" * (64 * K), 0)
+expect_errno("zero failing below", errno.ENOSPC, h.zero, 64 * K, 0)
+inject("pwrite", False)
+if image_sum() != before or h.pread(64 * K, 0) != pattern:
+    fail("a write or zero that failed below changed data")
+inject("pread", True)
+expect_errno("read failing below", errno.EIO, h.pread, 64 * K, 0)
+inject("pread", False)
+# A hole: reading it asks block status below; if that fails, the read
+# fails (it must not return decrypted zeros as data).
+inject("extents", True)
+expect_errno("read of a hole, block status failing below", errno.EIO,
+             h.pread, 64 * K, 512 * K)
+inject("extents", False)
+if h.pread(64 * K, 512 * K) != bytes(64 * K):
+    fail("hole does not read as zeros once block status works")
+if h.pread(64 * K, 0) != pattern:
+    fail("data changed")
+h.shutdown()
+PY
+for mode in $CRYPT_MODES; do
+    echo "errors from below: mode=$mode"
+    rm -f "$tmp/img" "$tmp"/inject-*; truncate -s 1M "$tmp/img"
+    crypt_nbdkit -U - --filter=cryptinline --filter=error file "$tmp/img" \
+        crypt-key-file="$tmp/key" crypt-mode=$mode \
+        error-pwrite=ENOSPC error-pwrite-rate=1 error-pwrite-file="$tmp/inject-pwrite" \
+        error-pread=EIO error-pread-rate=1 error-pread-file="$tmp/inject-pread" \
+        error-extents=EIO error-extents-rate=1 error-extents-file="$tmp/inject-extents" \
+        --run "$PYTHON3 $tmp/below.py \"\$uri\" $tmp/img $tmp" 2> "$tmp/err" ||
+        { cat "$tmp/err"; fail "errors from below, mode=$mode"; }
 done
 
 # The memory plugin: unwritten reads as zeros too; the size is rounded.

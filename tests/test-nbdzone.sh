@@ -30,7 +30,7 @@ cat "$out"
 # Lines like blkzone: sectors of 512 bytes.
 grep -qxF '  start: 0x000000000, len 0x000800, cap 0x000800, wptr 0x000000 reset:0 non-seq:0, zcond: 0(nw) [type: 1(CONVENTIONAL)]' "$out"
 grep -qxF '  start: 0x000000800, len 0x000800, cap 0x000800, wptr 0x000000 reset:0 non-seq:0, zcond: 0(nw) [type: 1(CONVENTIONAL)]' "$out"
-grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000600, wptr 0x000018 reset:0 non-seq:0, zcond: 2(ac) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
+grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000600, wptr 0x000018 reset:0 non-seq:0, zcond: 2(oi) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
 grep -qxF '  start: 0x000001800, len 0x000800, cap 0x000600, wptr 0x000600 reset:0 non-seq:0, zcond:14(fu) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
 grep -qxF '  start: 0x000002000, len 0x000800, cap 0x000600, wptr 0x000000 reset:0 non-seq:0, zcond: 1(em) [type: 2(SEQ_WRITE_REQUIRED)]' "$out"
 # OFFSET and LENGTH select zones.
@@ -47,7 +47,17 @@ nbdzone report "$uri" 4M 1 | grep -qF 'zcond:14(fu)'
 nbdzone reset "$uri" all
 [ "$(nbdzone report "$uri" | grep -c 'zcond: 1(em)')" -eq 6 ]
 
-# Errors: one line each, non-zero exit.
+# Errors: one line each, non-zero exit, no zone and no byte changed.
+state () {
+    nbdzone report "$uri"
+    "$PYTHON3" -c '
+import hashlib, sys; sys.path.insert(0, sys.argv[2])
+from zbd_helpers import *
+h = connect(sys.argv[1])
+print(hashlib.sha256(h.pread(h.get_size(), 0)).hexdigest())
+' "$uri" "$srcdir"
+}
+state > "$tmp/state-before"
 expect_err () {
     if nbdzone "$@" 2>"$tmp/err"; then echo "nbdzone $* succeeded"; exit 1; fi
     cat "$tmp/err"
@@ -63,6 +73,14 @@ expect_err report "$uri" 12Q
 grep -qF 'OFFSET "12Q" is not a byte count' "$tmp/err"
 expect_err frobnicate "$uri"
 grep -qF 'unknown command "frobnicate"' "$tmp/err"
+expect_err reset "$uri"
+grep -qF 'nbdzone: reset takes one OFFSET (or all), not 0 arguments (see nbdzone --help)' "$tmp/err"
+expect_err finish "$uri" 2M 3M
+grep -qF 'nbdzone: finish takes one OFFSET, not 2 arguments (see nbdzone --help)' "$tmp/err"
+expect_err report "$uri" 0 1M 2M
+grep -qF 'nbdzone: report takes at most OFFSET and LENGTH, not 3 arguments (see nbdzone --help)' "$tmp/err"
+state > "$tmp/state-after"
+cmp "$tmp/state-before" "$tmp/state-after" || { echo "a refused command changed the export"; exit 1; }
 EOS
 
 export tmp      # the script reads it
@@ -86,6 +104,81 @@ cat "$tmp/err"
 grep -qF "nbdzone: cannot connect to nbd+unix:///?socket=$tmp/nosuchsocket" "$tmp/err" \
     || fail "unreachable server message"
 
+# Destructive commands take decimal byte counts only: a leading zero is
+# not octal (0100000000 is 100000000, beyond this 32 MiB export, not
+# 16 MiB, the start of zone 16, which must keep its data), and 0x... is
+# refused.
+cat > "$tmp/numbers" <<'EOS'
+set -e
+uri="$1"
+"$PYTHON3" -c '
+import sys; sys.path.insert(0, sys.argv[2])
+from zbd_helpers import *
+h = connect(sys.argv[1])
+h.pwrite(b"y" * 65536, 16 * 1048576)
+' "$uri" "$srcdir"
+before="$(nbdzone report "$uri" 16M 1)"
+echo "$before" | grep -qF 'wptr 0x000080 ' || { echo "zone 16 not written"; exit 1; }
+expect_refusal () {
+    local want="$1"; shift
+    if nbdzone "$@" 2>"$tmp/err"; then echo "nbdzone $* succeeded"; exit 1; fi
+    cat "$tmp/err"
+    [ "$(wc -l < "$tmp/err")" -eq 1 ] || { echo "not one line: nbdzone $*"; exit 1; }
+    grep -qF -- "$want" "$tmp/err" || { echo "message lacks \"$want\""; exit 1; }
+    [ "$(nbdzone report "$uri" 16M 1)" = "$before" ] ||
+        { echo "zone 16 changed by: nbdzone $*"; exit 1; }
+}
+expect_refusal 'offset 100000000 is beyond the end of the export (33554432 bytes)' reset "$uri" 0100000000
+expect_refusal 'offset 100000000 is beyond the end of the export' finish "$uri" 0100000000
+for bad in 0x1000000 0X1000000 " 16M" "16M " 16MB 16.0M -16M +16M 1e6 \
+           18446744073709551616 16777216T ""; do
+    expect_refusal "OFFSET \"$bad\" is not a byte count" reset "$uri" "$bad"
+done
+expect_refusal 'OFFSET "0x1000000" is not a byte count' finish "$uri" 0x1000000
+expect_refusal 'LENGTH "010x" is not a byte count' report "$uri" 0 010x
+# Decimal with a leading zero, and suffixes, are fine.
+nbdzone report "$uri" 016777216 1 | grep -qF 'start: 0x000008000'
+nbdzone reset "$uri" 16m
+nbdzone report "$uri" 16M 1 | grep -qF 'wptr 0x000000 reset:0 non-seq:0, zcond: 1(em)'
+EOS
+nbdkit -U - zbd emulate=memory size=32M zone-size=1M \
+       --run "timeout 60 bash -x \"$tmp/numbers\" \"\$uri\"" 2>"$tmp/log" \
+    || { cat "$tmp/log"; fail "nbdzone number parsing"; }
+
+# Strings from the server are printed with control characters escaped:
+# a hostile export description cannot drive the terminal.
+requires nbdkit eval --version
+for desc in 'zoned=host-managed zone-size=1\033]0;owned\007 zones=4' \
+            'model=\033[2J\033[31mred zones=4'; do
+    nbdkit -U - eval get_size='echo 4194304' pread='head -c $3 /dev/zero' \
+        export_description="printf '$desc'" \
+        --run 'nbdzone report "$uri"' > "$tmp/out" 2> "$tmp/err" &&
+        fail "nbdzone accepted a bad description"
+    cat -v "$tmp/err"
+    grep -q 'is not a zoned export' "$tmp/err" || fail "no message for a bad description"
+    ! LC_ALL=C grep -q "$(printf '[\001-\037\177]')" "$tmp/err" ||
+        fail "a control character from the server reached the terminal"
+    grep -qF '\x1b' "$tmp/err" || fail "the escape character is not shown escaped"
+done
+# Zones too large for one NBD request (8 GiB): reset and finish refuse
+# with a line saying so, and send no trim or write-zeroes at all.
+big=(eval get_size='echo 17179869184' pread='head -c $3 /dev/zero'
+     export_description="echo zoned=host-managed zone-size=8589934592 zones=2"
+     can_trim='exit 0' can_zero='exit 0' can_extents='exit 0'
+     extents='echo 0 17179869184 hole,zero'
+     trim="touch $tmp/sent" zero="touch $tmp/sent")
+nbdkit -U - "${big[@]}" --run 'nbdzone reset "$uri" 0' 2> "$tmp/err" &&
+    fail "nbdzone reset of an 8 GiB zone succeeded"
+cat "$tmp/err"
+grep -qF 'zones of 8589934592 bytes are too large for one NBD request' "$tmp/err" ||
+    fail "no message for a zone too large to reset"
+nbdkit -U - "${big[@]}" --run 'nbdzone finish "$uri" 8G' 2> "$tmp/err" &&
+    fail "nbdzone finish of an 8 GiB zone succeeded"
+cat "$tmp/err"
+grep -qF 'zone 1 has more than 4 GiB left, too much for one NBD request' "$tmp/err" ||
+    fail "no message for a zone too large to finish"
+[ ! -e "$tmp/sent" ] || fail "a refused reset or finish sent a request"
+
 # A full zone whose capacity is its size, followed by a partly written
 # one: one scan over all zones must end the full zone at its end (the
 # next zone's start), not skip it.
@@ -101,8 +194,9 @@ h.pwrite(bytes(8192), 2*1048576)
 nbdzone report "$1" > "$tmp/out"
 cat "$tmp/out"
 grep -qxF '  start: 0x000000800, len 0x000800, cap 0x000800, wptr 0x000800 reset:0 non-seq:0, zcond:14(fu) [type: 2(SEQ_WRITE_REQUIRED)]' "$tmp/out"
-grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000800, wptr 0x000010 reset:0 non-seq:0, zcond: 2(ac) [type: 2(SEQ_WRITE_REQUIRED)]' "$tmp/out"
+grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000800, wptr 0x000010 reset:0 non-seq:0, zcond: 2(oi) [type: 2(SEQ_WRITE_REQUIRED)]' "$tmp/out"
 EOS
 nbdkit -U - zbd emulate=memory size=4M zone-size=1M \
        --run "timeout 60 bash -x \"$tmp/full\" \"\$uri\"" 2>"$tmp/log" \
     || { cat "$tmp/log"; fail "a full zone of capacity = size before a partial one"; }
+echo "nbdzone checks passed"

@@ -40,7 +40,7 @@ cat "$tmp/report1"
 [ "$(grep -c 'zcond: 1(em)' "$tmp/report0")" -eq 14 ] || fail "expected 14 empty zones"
 for z in 2 3 4 5; do
     start=$(printf '0x%09x' $((z * 64 * 2048)))
-    grep -qF "start: $start, len 0x020000, cap 0x020000, wptr 0x001000 reset:0 non-seq:0, zcond: 2(ac)" \
+    grep -qF "start: $start, len 0x020000, cap 0x020000, wptr 0x001000 reset:0 non-seq:0, zcond: 2(oi)" \
          "$tmp/report1" || fail "zone $z WP after the writes"
 done
 

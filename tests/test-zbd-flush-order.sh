@@ -8,11 +8,13 @@ source "$srcdir/functions.sh"
 requires "$PYTHON3" -c 'import nbd'
 requires nbdkit --version
 requires strace -V
+requires nbdinfo --version
 
 tmp="$(mktemp -d)"
 cleanup_fn rm -rf "$tmp"
 img="$tmp/img"
-nbdkit -U - zbd emulate="$img" size=8M zone-size=1M --run true \
+# The image is created when the first client connects for writing.
+nbdkit -U - zbd emulate="$img" size=8M zone-size=1M --run 'nbdinfo "$uri" >/dev/null' \
     || fail "creating the image"
 data_offset=$(( $(od -An -t u8 -j 80 -N 8 "$img") ))
 

@@ -15,6 +15,7 @@ ZBD_TESTS = \
 	test-zbd-limits.sh \
 	test-zbd-file.sh \
 	test-zbd-crash.sh \
+	test-zbd-image-header.sh \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
 	test-nbdzone-attach.sh \
@@ -45,3 +46,16 @@ zone_writer_CPPFLAGS = -I$(top_srcdir)/common
 zone_writer_CFLAGS = $(TEST_CFLAGS) -pthread
 zone_writer_LDADD = $(top_builddir)/common/libzonedgeometry.la $(TEST_LIBS)
 zone_writer_LDFLAGS = -pthread
+
+# Power cut at any point on the emulated image: an LD_PRELOAD recorder
+# of the plugin's writes and syncs on the image (built for the test,
+# never installed) and a replayer that checks every crash image.
+TESTS += test-zbd-powercut.sh
+EXTRA_DIST += test-zbd-powercut.sh zbd-powercut.py
+check_LTLIBRARIES = crash-recorder.la
+crash_recorder_la_SOURCES = crash-recorder.c
+crash_recorder_la_CFLAGS = $(WARNINGS_CFLAGS) -pthread
+crash_recorder_la_LIBADD = -ldl
+# -rpath: libtool builds a shared object only for an installable library.
+crash_recorder_la_LDFLAGS = -module -avoid-version -shared -pthread \
+	-rpath $(abs_builddir)

@@ -39,38 +39,62 @@ usage (FILE *fp)
            progname, progname, progname, progname, progname, progname);
 }
 
+/* Print S to stderr with every byte outside printable ASCII shown as
+ * \xNN: error messages carry strings from the server (its export
+ * description, its error replies), which must not drive the terminal.
+ */
+static void
+put_sanitised (const char *s)
+{
+  const unsigned char *p;
+
+  for (p = (const unsigned char *) s; *p; p++) {
+    if (*p >= 0x20 && *p < 0x7f)
+      fputc (*p, stderr);
+    else
+      fprintf (stderr, "\\x%02x", *p);
+  }
+}
+
 static void
 die_nbd (const struct disk *d, const char *what)
 {
-  fprintf (stderr, "%s: %s %s: %s\n", progname, what, d->uri,
-           nbd_get_error () ? nbd_get_error () : "unknown error");
+  fprintf (stderr, "%s: %s ", progname, what);
+  put_sanitised (d->uri);
+  fputs (": ", stderr);
+  put_sanitised (nbd_get_error () ? nbd_get_error () : "unknown error");
+  fputc ('\n', stderr);
   exit (EXIT_FAILURE);
 }
 
+/* A byte count: decimal digits only (a leading zero is not octal, 0x is
+ * not hex: a mistyped number must not select another zone to reset),
+ * optionally one suffix K, M, G or T (powers of 1024).
+ */
 static int
 parse_bytes (const char *s, uint64_t *v)
 {
-  char *end;
-  unsigned long long n;
+  uint64_t n = 0;
   int shift = 0;
 
   if (*s < '0' || *s > '9')
     return -1;
-  errno = 0;
-  n = strtoull (s, &end, 0);
-  if (errno)
-    return -1;
-  switch (*end) {
+  for (; *s >= '0' && *s <= '9'; s++) {
+    if (n > (UINT64_MAX - (*s - '0')) / 10)
+      return -1;
+    n = n * 10 + (*s - '0');
+  }
+  switch (*s) {
   case '\0': break;
-  case 'K': case 'k': shift = 10; end++; break;
-  case 'M': case 'm': shift = 20; end++; break;
-  case 'G': case 'g': shift = 30; end++; break;
-  case 'T': case 't': shift = 40; end++; break;
+  case 'K': case 'k': shift = 10; s++; break;
+  case 'M': case 'm': shift = 20; s++; break;
+  case 'G': case 'g': shift = 30; s++; break;
+  case 'T': case 't': shift = 40; s++; break;
   default: return -1;
   }
-  if (*end || (shift && n > (UINT64_MAX >> shift)))
+  if (*s || (shift && n > (UINT64_MAX >> shift)))
     return -1;
-  *v = (uint64_t) n << shift;
+  *v = n << shift;
   return 0;
 }
 
@@ -123,8 +147,11 @@ connect_disk (struct disk *d, const char *uri)
   r = zoned_geometry_parse (desc, &d->l.g, err, sizeof err);
   free (desc);
   if (r == -1) {
-    fprintf (stderr, "%s: %s is not a zoned export: %s\n", progname, uri,
-             err);
+    fprintf (stderr, "%s: ", progname);
+    put_sanitised (uri);
+    fputs (" is not a zoned export: ", stderr);
+    put_sanitised (err);
+    fputc ('\n', stderr);
     exit (EXIT_FAILURE);
   }
   if (nbd_can_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
@@ -179,7 +206,11 @@ zone_wp (const struct disk *d, uint64_t z)
   return wp;
 }
 
-/* Condition, as NBD shows it: open and closed cannot be told apart. */
+/* Condition, with blkzone's numbers and names.  NBD does not tell an
+ * implicitly open zone from an explicitly open or a closed one: a partly
+ * written zone is shown as implicitly open (oi), the state a write
+ * leaves a zone in.
+ */
 static void
 print_zone (const struct disk *d, uint64_t z, uint64_t wp)
 {
@@ -191,7 +222,7 @@ print_zone (const struct disk *d, uint64_t z, uint64_t wp)
   switch (bz.cond) {
   case BLK_ZONE_COND_EMPTY: cond = "em"; break;
   case BLK_ZONE_COND_FULL: cond = "fu"; break;
-  case BLK_ZONE_COND_IMP_OPEN: cond = "ac"; break;
+  case BLK_ZONE_COND_IMP_OPEN: cond = "oi"; break;
   default: cond = "nw"; break;
   }
   /* blkzone shows conventional WPs at the start */
@@ -226,6 +257,11 @@ zone_at_start (const struct disk *d, uint64_t offset)
 static int
 do_report (struct disk *d, int argc, char **argv)
 {
+  if (argc > 2) {
+    fprintf (stderr, "%s: report takes at most OFFSET and LENGTH, not %d "
+             "arguments (see %s --help)\n", progname, argc, progname);
+    return EXIT_FAILURE;
+  }
   uint64_t offset = argc > 0 ? arg_bytes ("OFFSET", argv[0]) : 0;
   uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->l.size;
   uint64_t first, z, end, *wps;
@@ -281,7 +317,8 @@ do_reset (struct disk *d, int argc, char **argv)
   uint64_t z;
 
   if (argc != 1) {
-    usage (stderr);
+    fprintf (stderr, "%s: reset takes one OFFSET (or all), not %d arguments "
+             "(see %s --help)\n", progname, argc, progname);
     return EXIT_FAILURE;
   }
   if (strcmp (argv[0], "all") == 0) {
@@ -305,7 +342,8 @@ do_finish (struct disk *d, int argc, char **argv)
   uint64_t z, wp, end;
 
   if (argc != 1) {
-    usage (stderr);
+    fprintf (stderr, "%s: finish takes one OFFSET, not %d arguments "
+             "(see %s --help)\n", progname, argc, progname);
     return EXIT_FAILURE;
   }
   z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));

@@ -267,6 +267,15 @@ case_dmcrypt_available ()
     cmp -s $W/data $W/raw && die "the raw device holds plaintext"
     timeout 60 cryptsetup close zt-check || die "cryptsetup close"
     blkzone reset -o $((start / 512)) -c 1 /dev/$dev
+    # dm-crypt refuses an IV offset (--skip) that is not a whole number of
+    # crypt sectors, as the filter refuses such a crypt-iv-offset.
+    if timeout 60 cryptsetup open --type plain --cipher aes-xts-plain64 \
+        --key-file $W/key --key-size 512 --sector-size 4096 --skip 4 \
+        --disable-locks /dev/$dev zt-skip 2>$W/skip.err; then
+        timeout 60 cryptsetup close zt-skip
+        die "dm-crypt accepted --skip 4 with 4096-byte sectors"
+    fi
+    say "dm-crypt refuses --skip 4 with 4096-byte sectors: $(cat $W/skip.err)"
 }
 
 # ---- the product on real zoned devices --------------------------------------
@@ -348,10 +357,11 @@ assert_zone ()
 normalise_report ()
 {
     local start len cap wp cond type
-    sed -n 's/.*start: *\(0x[0-9a-f]*\), len \(0x[0-9a-f]*\), cap \(0x[0-9a-f]*\), wptr \(0x[0-9a-f]*\).*zcond: *\([0-9]*\).*type: *\([0-9]*\).*/\1 \2 \3 \4 \5 \6/p' |
+    sed -n 's/.*start: *\(0x[0-9a-f]*\), len \(0x[0-9a-f]*\), cap \(0x[0-9a-f]*\), wptr \(0x[0-9a-f]*\).*zcond: *\([0-9]*([a-z0-9]*)\).*type: *\([0-9]*\).*/\1 \2 \3 \4 \5 \6/p' |
     while read -r start len cap wp cond type; do
-        case $cond in 2|3|4) cond=partial ;; esac
-        if [ "$type" = 1 ] || [ "$cond" = 14 ]; then wp=-; else wp=$((wp * 512)); fi
+        # The condition with blkzone's name, "14(fu)".
+        case $cond in '2(oi)'|'3(oe)'|'4(cl)') cond=partial ;; esac
+        if [ "$type" = 1 ] || [ "$cond" = '14(fu)' ]; then wp=-; else wp=$((wp * 512)); fi
         echo "$((start * 512)) $((len * 512)) $((cap * 512)) $wp $cond $type"
     done
 }
@@ -528,29 +538,50 @@ case_errors ()
 
 # dm_open DEV NAME key|passphrase: dm-crypt on the raw device, the same
 # format the filter writes.
+# dm_open DEV NAME key|passphrase [SECTOR IV-LARGE-SECTORS SKIP]: dm-crypt
+# plain aes-xts-plain64 on DEV, by default 4K sectors, IVs in 512-byte
+# units, no skip.
 dm_open ()
 {
-    local dev=$1 name=$2 how=$3
+    local dev=$1 name=$2 how=$3 ss=${4:-4096} large=${5:-false} skip=${6:-0}
     set -- --type plain --cipher aes-xts-plain64 --key-size 512 \
-        --sector-size 4096 --disable-locks
+        --sector-size $ss --skip $skip --disable-locks
+    [ "$large" = true ] && set -- "$@" --iv-large-sectors
     if [ "$how" = key ]; then
         timeout 60 cryptsetup open "$@" --key-file $W/key /dev/$dev $name
     else
         # A passphrase on stdin is hashed (a key file would not be).
         timeout 60 cryptsetup open "$@" --hash sha256 /dev/$dev $name < $W/pass
-    fi || die "cryptsetup open $dev ($how)"
-    # The format the filter implements: 4K sectors, IVs in 512-byte units.
+    fi || die "cryptsetup open $dev ($how, sector $ss, large $large, skip $skip)"
+    # The table dm-crypt runs is the format asked for: start length crypt
+    # cipher key iv_offset device offset [options].
     dmsetup table $name > $W/table || die "dmsetup table $name"
-    grep -q ' crypt aes-xts-plain64 .* sector_size:4096' $W/table &&
-        ! grep -q iv_large_sectors $W/table ||
+    set -- $(cat $W/table)
+    [ "$3 $4 $6" = "crypt aes-xts-plain64 $skip" ] ||
         die "unexpected dm-crypt table: $(cat $W/table)"
+    if [ $ss -gt 512 ]; then
+        grep -q " sector_size:$ss" $W/table
+    else
+        ! grep -q sector_size $W/table
+    fi || die "dm-crypt table without sector size $ss: $(cat $W/table)"
+    if [ "$large" = true ]; then
+        grep -q iv_large_sectors $W/table
+    else
+        ! grep -q iv_large_sectors $W/table
+    fi || die "dm-crypt table: iv_large_sectors should be $large: $(cat $W/table)"
 }
 dm_close () { timeout 60 cryptsetup close $1 || die "cryptsetup close $1"; }
 
-# serve_with NAME DEV key|passphrase: the filter keyed the same way.
+# serve_with NAME DEV key|passphrase [SECTOR IV-LARGE-SECTORS SKIP]: the
+# filter keyed the same way, in the same format as dm_open.
 serve_with ()
 {
-    if [ "$3" = key ]; then
+    if [ "$3" = key ] && [ -n "${4:-}" ]; then
+        need_product
+        start_nbdkit $1 --filter=$FILTER $PLUGIN device=/dev/$2 \
+            crypt-key-file=$W/key crypt-sector-size=$4 \
+            crypt-iv-large-sectors=$5 crypt-iv-offset=$6
+    elif [ "$3" = key ]; then
         serve $1 $2 crypt
     else
         need_product
@@ -560,17 +591,18 @@ serve_with ()
 }
 
 # Case 5: dm-crypt reads what the filter wrote, and the filter reads
-# what dm-crypt wrote, on the zoned device itself.
+# what dm-crypt wrote, on the zoned device itself; in dm-crypt's default
+# format or with SECTOR IV-LARGE-SECTORS SKIP (raw key).
 case_dmcrypt_interop ()
 {
-    local dev=$1 how=$2 z zs a b len=1048576
+    local dev=$1 how=$2 fmt="${3:-} ${4:-} ${5:-}" z zs a b len=1048576
     z=$(first_seq_zone $dev)
     zs=$(zone_bytes $dev)
     a=$((z * zs)) b=$(((z + 1) * zs))
     make_key
     printf '%s' "correct horse battery staple $dev" > $W/pass
 
-    serve_with srv $dev $how
+    serve_with srv $dev $how $fmt
     $CLIENT write "$(uri srv)" $a $len 51 || die "write through the filter"
     if [ "$(zone_field $dev 0 type)" = 1 ]; then
         # A conventional zone too: any aligned offset.
@@ -579,7 +611,7 @@ case_dmcrypt_interop ()
     $CLIENT flush "$(uri srv)" || die "flush"
     stop_nbdkit srv
 
-    dm_open $dev zt-interop $how
+    dm_open $dev zt-interop $how $fmt
     $CLIENT gen 51 $a $len > $W/want
     dd if=/dev/mapper/zt-interop of=$W/got bs=65536 count=$((len / 65536)) \
         skip=$((a / 65536)) iflag=direct status=none || die "read through dm-crypt"
@@ -596,7 +628,7 @@ case_dmcrypt_interop ()
     dm_close zt-interop
     assert_zone $dev $((z + 1)) $len
 
-    serve_with srv $dev $how
+    serve_with srv $dev $how $fmt
     $CLIENT verify "$(uri srv)" $b $len 53 || die "the filter reads other data than dm-crypt wrote"
     # The filter continues at the WP dm-crypt left.
     $CLIENT write "$(uri srv)" $((b + len)) 65536 53 || die "write after dm-crypt's data"
@@ -745,6 +777,13 @@ run ()
     fi
 }
 
+# run_interop_format DEV SECTOR IV-LARGE-SECTORS SKIP: case 5 in one format.
+run_interop_format ()
+{
+    run 180 "$1: case 5: dm-crypt interoperability (sector $2, iv-large-sectors $3, skip $4)" \
+        case_dmcrypt_interop $1 key $2 $3 $4
+}
+
 run 30 "kernel modules loaded" case_modules
 run 60 "zoned devices created" case_create_devices
 for dev in $ZONED_DEVICES; do
@@ -772,6 +811,10 @@ done
 for dev in $ZONED_DEVICES; do
     run 180 "$dev: case 5: dm-crypt interoperability (raw key)" case_dmcrypt_interop $dev key
     run 180 "$dev: case 5: dm-crypt interoperability (passphrase, sha256)" case_dmcrypt_interop $dev passphrase
+    # Sector sizes, iv_large_sectors and IV offsets (cryptsetup --skip).
+    for fmt in "512 false 3" "1024 true 0" "2048 false 8" "4096 true 16"; do
+        run_interop_format $dev $fmt
+    done
 done
 for dev in $ZONED_DEVICES; do
     run 400 "$dev: case 6: kill -9 during a write stream, restart" case_crash $dev

@@ -21,7 +21,9 @@
  *
  * Each thread has its own libgcrypt handle (handles are not thread-safe),
  * keyed once, and its own bounce buffer, kept between requests.  Key bytes
- * live only in libgcrypt secure memory and are wiped on unload.
+ * and key schedules live only in keymem (common/keymem.h): locked into RAM
+ * and left out of core dumps, locked again in the serving process after
+ * nbdkit forks, and wiped on unload.
  */
 
 #include <config.h>
@@ -40,6 +42,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "keymem.h"
 #include "xts.h"
 #include "pool.h"
 
@@ -62,9 +65,9 @@ enum crypt_mode { MODE_INLINE, MODE_POOL, MODE_AUTO };
 
 /* Configuration: written by .config/.config_complete, read-only after. */
 static struct xts_format fmt = { .sector_size = 4096 };
-static unsigned char *key;              /* libgcrypt secure memory */
+static unsigned char *key;              /* keymem */
 static size_t key_len;
-static char *passphrase;                /* secure memory until derived */
+static char *passphrase;                /* keymem until derived */
 static size_t passphrase_len;
 static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
 static const char *key_file;
@@ -101,7 +104,7 @@ wipe_secret (void *p, size_t len)
 {
   if (p) {
     explicit_bzero (p, len);
-    gcry_free (p);
+    keymem_free (p);
   }
 }
 
@@ -265,7 +268,11 @@ parse_threads (const char *value)
   return 0;
 }
 
-/* A byte count with an optional k, M or G suffix (powers of 1024). */
+#define MAX_POOL_THRESHOLD (UINT64_C (4) * 1024 * 1024 * 1024)
+
+/* A byte count with an optional k, M or G suffix (powers of 1024), at
+ * most 4G.
+ */
 static int
 parse_threshold (const char *value)
 {
@@ -277,7 +284,7 @@ parse_threshold (const char *value)
     else if (strcasecmp (end, "m") == 0) mult = 1024 * 1024;
     else if (strcasecmp (end, "g") == 0) mult = 1024 * 1024 * 1024;
     else if (*end != '\0') mult = 0;
-    if (mult && n <= UINT32_MAX) {
+    if (mult && n <= MAX_POOL_THRESHOLD && n * mult <= MAX_POOL_THRESHOLD) {
       pool_threshold = n * mult;
       return 0;
     }
@@ -316,9 +323,9 @@ read_key_file (const char *file)
     nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
     return -1;
   }
-  buf = gcry_malloc_secure (XTS_KEY_BYTES_256 + 1);
+  buf = keymem_alloc (XTS_KEY_BYTES_256 + 1);
   if (buf == NULL) {
-    nbdkit_error ("no secure memory for the key: %m");
+    nbdkit_error ("no locked memory for the key: %m");
     close (fd);
     return -1;
   }
@@ -365,9 +372,9 @@ read_passphrase (const char *value)
   if (nbdkit_read_password (value, &pw) == -1)
     return -1;
   passphrase_len = strlen (pw);
-  passphrase = gcry_malloc_secure (passphrase_len + 1);
+  passphrase = keymem_alloc (passphrase_len + 1);
   if (passphrase == NULL) {
-    nbdkit_error ("no secure memory for the passphrase: %m");
+    nbdkit_error ("no locked memory for the passphrase: %m");
     explicit_bzero (pw, passphrase_len);
     free (pw);
     return -1;
@@ -430,9 +437,9 @@ derive_passphrase_key (void)
   size_t len = key_size_bits == 256 ? XTS_KEY_BYTES_128 : XTS_KEY_BYTES_256;
   gcry_error_t err;
 
-  key = gcry_malloc_secure (len);
+  key = keymem_alloc (len);
   if (key == NULL) {
-    nbdkit_error ("no secure memory for the key: %m");
+    nbdkit_error ("no locked memory for the key: %m");
     return -1;
   }
   key_len = len;
@@ -464,6 +471,24 @@ check_key (void)
   return 0;
 }
 
+/* dm-crypt refuses an iv_offset that is not a whole number of crypt
+ * sectors; a disk written with one could not be opened by dm-crypt.
+ * Checked here, when both parameters are known, in any order.
+ */
+static int
+check_iv_offset (void)
+{
+  uint32_t per_sector = fmt.sector_size / 512;
+
+  if (fmt.iv_offset % per_sector == 0)
+    return 0;
+  nbdkit_error ("crypt-iv-offset=%" PRIu64 " is not a multiple of %" PRIu32
+                " (crypt-sector-size %" PRIu32 " / 512): dm-crypt requires "
+                "the IV offset to be a whole number of crypt sectors",
+                fmt.iv_offset, per_sector, fmt.sector_size);
+  return -1;
+}
+
 static int
 cryptinline_config_complete (nbdkit_next_config_complete *next,
                              nbdkit_backend *nxdata)
@@ -479,6 +504,8 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
                   key_len * 8);
     return -1;
   }
+  if (check_iv_offset () == -1)
+    return -1;
   if (passphrase && derive_passphrase_key () == -1)
     return -1;
   if (check_key () == -1)
@@ -498,7 +525,8 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "crypt-cipher=aes-xts-plain64  The cipher (the only one accepted).\n" \
   "crypt-sector-size=512|1024|2048|4096  Encryption sector (default 4096).\n" \
   "crypt-iv-large-sectors=true|false  IV counts crypt sectors (default false).\n" \
-  "crypt-iv-offset=N           dm-crypt iv_offset (cryptsetup --skip), 512-byte units (default 0).\n" \
+  "crypt-iv-offset=N           dm-crypt iv_offset (cryptsetup --skip), 512-byte units,\n" \
+  "                            a multiple of crypt-sector-size/512 (default 0).\n" \
   "crypt-mode=inline|pool|auto Where the cipher work runs (default auto).\n" \
   "crypt-threads=N             Threads sharing one request's cipher work\n" \
   "                            (default: online CPUs).\n" \
@@ -507,6 +535,17 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
 static int
 cryptinline_after_fork (nbdkit_backend *nxdata)
 {
+  /* Memory locks do not survive fork either: lock the key (and all key
+   * schedules to come) again in the process that serves.
+   */
+  if (keymem_after_fork () == -1) {
+    nbdkit_error ("cannot lock the key's memory again after nbdkit forked: "
+                  "%m: raise the memory lock limit (ulimit -l)");
+    return -1;
+  }
+  nbdkit_debug ("keys: %zu KiB of %s memory, out of core dumps",
+                keymem_mapped_bytes () / 1024,
+                keymem_is_locked () ? "locked" : "unlocked (no privilege)");
   /* Threads do not survive fork, so the pool starts only now. */
   if (mode == MODE_INLINE)
     return 0;
@@ -529,9 +568,20 @@ thread_state (void)
     return NULL;
   }
   err = xts_open (&ts->hd, key, key_len);
-  if (err) {
+  if (err && keymem_lock_refused ())
+    /* Key memory is locked and the lock limit is reached: a key schedule
+     * in swappable memory is refused, loudly.
+     */
+    nbdkit_error ("no locked memory left for this thread's AES-XTS key "
+                  "schedule (%zu KiB of keys locked, the memory lock limit "
+                  "reached): request refused; raise the limit (ulimit -l) "
+                  "or serve fewer connections or --threads",
+                  keymem_mapped_bytes () / 1024);
+  else if (err)
     nbdkit_error ("cannot open the AES-XTS cipher: %s", gcry_strerror (err));
+  if (err) {
     free (ts);
+    errno = ENOMEM;
     return NULL;
   }
   if (pthread_setspecific (thread_key, ts) != 0) {
@@ -813,6 +863,84 @@ get_extents (nbdkit_next *next, uint32_t count, uint64_t offset, int *err)
   return extents;
 }
 
+/* ---- Block status ----------------------------------------------------- */
+
+/* Zero extents below are reported as zero only over whole crypt sectors:
+ * a sector partly zero below decrypts to noise, so it is data here.  A run
+ * of adjacent zero extents (hole+zero next to zero) counts as one, as in
+ * decrypt_read.  The run [from, to) of extents first..last-1 of below.
+ */
+static void
+add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
+              uint64_t from, uint64_t to, struct nbdkit_extents *extents)
+{
+  uint64_t ss = fmt.sector_size;
+  uint64_t a = (from + ss - 1) / ss * ss, b = to / ss * ss;
+  size_t i;
+
+  if (a >= b) {
+    nbdkit_add_extent (extents, from, to - from, 0);
+    return;
+  }
+  if (from < a)
+    nbdkit_add_extent (extents, from, a - from, 0);
+  for (i = first; i < last; ++i) {
+    struct nbdkit_extent e = nbdkit_get_extent (below, i);
+    uint64_t s = e.offset < a ? a : e.offset;
+    uint64_t t = e.offset + e.length > b ? b : e.offset + e.length;
+    if (s < t)
+      nbdkit_add_extent (extents, s, t - s, e.type);
+  }
+  if (b < to)
+    nbdkit_add_extent (extents, b, to - b, 0);
+}
+
+static int
+cryptinline_extents (nbdkit_next *next, void *handle,
+                     uint32_t count, uint64_t offset, uint32_t flags,
+                     struct nbdkit_extents *extents, int *err)
+{
+  uint64_t ss = fmt.sector_size;
+  uint64_t a = offset / ss * ss;
+  uint64_t b = (offset + count + ss - 1) / ss * ss;
+  struct nbdkit_extents *below;
+  size_t i, n, run_first = 0;
+  uint64_t run_start = 0, run_end = 0;
+  bool in_run = false;
+
+  /* Ask below for whole crypt sectors, and for all of them (not only the
+   * first extent): the rounding needs each sector's every byte.
+   */
+  if (b - a > UINT32_MAX / ss * ss)
+    b = a + UINT32_MAX / ss * ss;
+  if ((below = get_extents (next, b - a, a, err)) == NULL)
+    return -1;
+  n = nbdkit_extents_count (below);
+  for (i = 0; i < n; ++i) {
+    struct nbdkit_extent e = nbdkit_get_extent (below, i);
+    if (e.type & NBDKIT_EXTENT_ZERO) {
+      if (!in_run || e.offset != run_end) {
+        if (in_run)
+          add_zero_run (below, run_first, i, run_start, run_end, extents);
+        run_first = i;
+        run_start = e.offset;
+        in_run = true;
+      }
+      run_end = e.offset + e.length;
+      continue;
+    }
+    if (in_run) {
+      add_zero_run (below, run_first, i, run_start, run_end, extents);
+      in_run = false;
+    }
+    nbdkit_add_extent (extents, e.offset, e.length, e.type);
+  }
+  if (in_run)
+    add_zero_run (below, run_first, n, run_start, run_end, extents);
+  nbdkit_extents_free (below);
+  return 0;
+}
+
 static int
 cryptinline_pread (nbdkit_next *next, void *handle,
                    void *buf, uint32_t count, uint64_t offset,
@@ -823,6 +951,13 @@ cryptinline_pread (nbdkit_next *next, void *handle,
 
   if (!aligned ("read", count, offset, err))
     return -1;
+  /* This thread's cipher handle first: without one, fail with ENOMEM
+   * before any I/O.
+   */
+  if (thread_state () == NULL) {
+    *err = ENOMEM;
+    return -1;
+  }
   if (next->pread (next, buf, count, offset, flags, err) == -1)
     return -1;
   /* Only a sector whose ciphertext is all zeros can be unwritten space;
@@ -947,6 +1082,7 @@ static struct nbdkit_filter filter = {
   .block_size        = cryptinline_block_size,
   .can_zero          = cryptinline_can_zero,
   .can_fast_zero     = cryptinline_can_fast_zero,
+  .extents           = cryptinline_extents,
   .pread             = cryptinline_pread,
   .pwrite            = cryptinline_pwrite,
   .zero              = cryptinline_zero,
