@@ -178,4 +178,25 @@ cat "$tmp/err"
 grep -qF 'zone 1 has more than 4 GiB left, too much for one NBD request' "$tmp/err" ||
     fail "no message for a zone too large to finish"
 [ ! -e "$tmp/sent" ] || fail "a refused reset or finish sent a request"
+
+# A full zone whose capacity is its size, followed by a partly written
+# one: one scan over all zones must end the full zone at its end (the
+# next zone's start), not skip it.
+cat > "$tmp/full" <<'EOS'
+set -e
+"$PYTHON3" -c '
+import sys; sys.path.insert(0, sys.argv[2])
+from zbd_helpers import *
+h = connect(sys.argv[1])
+h.pwrite(b"x" * 1048576, 1*1048576)
+h.pwrite(bytes(8192), 2*1048576)
+' "$1" "$srcdir"
+nbdzone report "$1" > "$tmp/out"
+cat "$tmp/out"
+grep -qxF '  start: 0x000000800, len 0x000800, cap 0x000800, wptr 0x000800 reset:0 non-seq:0, zcond:14(fu) [type: 2(SEQ_WRITE_REQUIRED)]' "$tmp/out"
+grep -qxF '  start: 0x000001000, len 0x000800, cap 0x000800, wptr 0x000010 reset:0 non-seq:0, zcond: 2(oi) [type: 2(SEQ_WRITE_REQUIRED)]' "$tmp/out"
+EOS
+nbdkit -U - zbd emulate=memory size=4M zone-size=1M \
+       --run "timeout 60 bash -x \"$tmp/full\" \"\$uri\"" 2>"$tmp/log" \
+    || { cat "$tmp/log"; fail "a full zone of capacity = size before a partial one"; }
 echo "nbdzone checks passed"

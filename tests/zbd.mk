@@ -20,6 +20,7 @@ ZBD_TESTS = \
 	test-zbd-image-header.sh \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
+	test-nbdzone-attach.sh \
 	test-zbd-nbdcopy.sh \
 	test-zbd-threads.sh \
 	test-zbd-flush-order.sh \

@@ -5,7 +5,8 @@
  * tool reads the geometry from the export description and each write
  * pointer from block status (the first hole in a sequential zone),
  * resets zones with trim and finishes them with write-zeroes from the
- * write pointer to the zone end.
+ * write pointer to the zone end.  "nbdzone attach" serves the export
+ * as a zoned block device of the kernel (ublk-server.c).
  */
 #include <config.h>
 
@@ -19,9 +20,9 @@
 
 #include <libnbd.h>
 
-#include "zoned-geometry.h"
+#include "nbdzone.h"
 
-static const char *progname = "nbdzone";
+const char *progname = "nbdzone";
 
 static void
 usage (FILE *fp)
@@ -30,16 +31,13 @@ usage (FILE *fp)
            "usage: %s report URI [OFFSET [LENGTH]]\n"
            "       %s reset URI OFFSET|all\n"
            "       %s finish URI OFFSET\n"
+           "       %s attach URI [--queues N] [--depth N] [--id N] "
+           "[--foreground]\n"
+           "       %s detach /dev/ublkbN\n"
+           "       %s list\n"
            "OFFSET and LENGTH are bytes (suffixes K, M, G, T allowed).\n",
-           progname, progname, progname);
+           progname, progname, progname, progname, progname, progname);
 }
-
-struct disk {
-  struct nbd_handle *nbd;
-  const char *uri;
-  struct zoned_geometry g;
-  uint64_t size;
-};
 
 /* Print S to stderr with every byte outside printable ASCII shown as
  * \xNN: error messages carry strings from the server (its export
@@ -113,7 +111,23 @@ arg_bytes (const char *what, const char *s)
   return v;
 }
 
-static void
+struct nbd_handle *
+nbdzone_connect (const char *uri)
+{
+  struct nbd_handle *nbd = nbd_create ();
+
+  if (!nbd)
+    return NULL;
+  if (nbd_set_full_info (nbd, true) == -1 ||
+      nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      nbd_connect_uri (nbd, uri) == -1) {
+    nbd_close (nbd);
+    return NULL;
+  }
+  return nbd;
+}
+
+void
 connect_disk (struct disk *d, const char *uri)
 {
   char err[512];
@@ -122,20 +136,15 @@ connect_disk (struct disk *d, const char *uri)
   int r;
 
   d->uri = uri;
-  d->nbd = nbd_create ();
+  d->nbd = nbdzone_connect (uri);
   if (!d->nbd)
-    die_nbd (d, "cannot create a handle for");
-  if (nbd_set_full_info (d->nbd, true) == -1 ||
-      nbd_add_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
-    die_nbd (d, "cannot set up a connection to");
-  if (nbd_connect_uri (d->nbd, uri) == -1)
     die_nbd (d, "cannot connect to");
   size = nbd_get_size (d->nbd);
   if (size == -1)
     die_nbd (d, "cannot get the size of");
-  d->size = size;
+  d->l.size = size;
   desc = nbd_get_export_description (d->nbd);    /* NULL if none */
-  r = zoned_geometry_parse (desc, &d->g, err, sizeof err);
+  r = zoned_geometry_parse (desc, &d->l.g, err, sizeof err);
   free (desc);
   if (r == -1) {
     fprintf (stderr, "%s: ", progname);
@@ -153,76 +162,48 @@ connect_disk (struct disk *d, const char *uri)
   }
 }
 
-static uint64_t
-zone_start (const struct disk *d, uint64_t z)
-{
-  return z * d->g.zone_size;
-}
-
-static uint64_t
-zone_len (const struct disk *d, uint64_t z)
-{
-  uint64_t s = zone_start (d, z);
-
-  return s + d->g.zone_size <= d->size ? d->g.zone_size : d->size - s;
-}
-
-static uint64_t
-zone_cap (const struct disk *d, uint64_t z)
-{
-  uint64_t len = zone_len (d, z);
-
-  if (zoned_geometry_is_conventional (&d->g, z))
-    return len;
-  return d->g.zone_capacity < len ? d->g.zone_capacity : len;
-}
-
-/* Block status callback: find the first hole at or after *cursor. */
-struct wp_search { uint64_t pos; bool found; };
-
 static int
-find_hole (void *opaque, const char *metacontext, uint64_t offset,
+feed_scan (void *opaque, const char *metacontext, uint64_t offset,
            uint32_t *entries, size_t nr_entries, int *error)
 {
-  struct wp_search *s = opaque;
-  size_t i;
+  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0)
+    wp_scan_extents (opaque, offset, entries, nr_entries);
+  return 0;
+}
 
-  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
-    return 0;
-  for (i = 0; i + 1 < nr_entries && !s->found; i += 2) {
-    if (entries[i + 1] & LIBNBD_STATE_HOLE)
-      s->found = true;
-    else
-      s->pos += entries[i];
+int
+zone_wps_sync (struct nbd_handle *nbd, const struct zone_layout *l,
+               uint64_t first, uint64_t count, uint64_t *wp)
+{
+  struct wp_scan s;
+  uint64_t offset, length;
+
+  wp_scan_init (&s, l, first, count, wp);
+  while (wp_scan_next (&s, &offset, &length)) {
+    uint64_t before = s.pos;
+
+    if (nbd_block_status (nbd, length, offset,
+                          (nbd_extent_callback) { .callback = feed_scan,
+                                                  .user_data = &s }, 0) == -1)
+      return -1;
+    if (s.pos == before) {
+      fprintf (stderr, "%s: block status made no progress at %" PRIu64
+               "\n", progname, s.pos);
+      return -1;
+    }
   }
   return 0;
 }
 
-/* The WP of sequential zone Z: the first hole below its capacity end. */
+/* The WP of sequential zone Z. */
 static uint64_t
 zone_wp (const struct disk *d, uint64_t z)
 {
-  uint64_t end = zone_start (d, z) + zone_cap (d, z);
-  struct wp_search s = { .pos = zone_start (d, z), .found = false };
-  int rounds;
+  uint64_t wp;
 
-  for (rounds = 0; rounds < 1000000 && !s.found && s.pos < end; rounds++) {
-    uint64_t before = s.pos;
-    uint64_t n = end - s.pos;
-
-    if (n > 1U << 30)
-      n = 1U << 30;
-    if (nbd_block_status (d->nbd, n, s.pos,
-                          (nbd_extent_callback) { .callback = find_hole,
-                                                  .user_data = &s }, 0) == -1)
-      die_nbd (d, "block status failed on");
-    if (s.pos == before && !s.found) {
-      fprintf (stderr, "%s: %s: block status made no progress at %" PRIu64
-               "\n", progname, d->uri, s.pos);
-      exit (EXIT_FAILURE);
-    }
-  }
-  return s.pos < end ? s.pos : end;
+  if (zone_wps_sync (d->nbd, &d->l, z, 1, &wp) == -1)
+    die_nbd (d, "block status failed on");
+  return wp;
 }
 
 /* Condition, with blkzone's numbers and names.  NBD does not tell an
@@ -231,46 +212,43 @@ zone_wp (const struct disk *d, uint64_t z)
  * leaves a zone in.
  */
 static void
-print_zone (const struct disk *d, uint64_t z)
+print_zone (const struct disk *d, uint64_t z, uint64_t wp)
 {
-  uint64_t start = zone_start (d, z), len = zone_len (d, z);
-  uint64_t cap = zone_cap (d, z), wp;
-  bool conv = zoned_geometry_is_conventional (&d->g, z);
+  struct blk_zone bz;
+  bool conv = zone_is_conv (&d->l, z);
   const char *cond;
-  int cond_no;
 
-  if (conv) {
-    wp = start;   /* blkzone shows conventional WPs at the start */
-    cond = "nw"; cond_no = 0;
+  zone_describe (&d->l, z, wp, &bz);
+  switch (bz.cond) {
+  case BLK_ZONE_COND_EMPTY: cond = "em"; break;
+  case BLK_ZONE_COND_FULL: cond = "fu"; break;
+  case BLK_ZONE_COND_IMP_OPEN: cond = "oi"; break;
+  default: cond = "nw"; break;
   }
-  else {
-    wp = zone_wp (d, z);
-    if (wp == start) { cond = "em"; cond_no = 1; }
-    else if (wp >= start + cap) { cond = "fu"; cond_no = 14; }
-    else { cond = "oi"; cond_no = 2; }
-  }
+  /* blkzone shows conventional WPs at the start */
   printf ("  start: 0x%09" PRIx64 ", len 0x%06" PRIx64 ", cap 0x%06" PRIx64
           ", wptr 0x%06" PRIx64 " reset:0 non-seq:0, zcond:%2d(%s) "
-          "[type: %d(%s)]\n", start / 512, len / 512, cap / 512,
-          (wp - start) / 512, cond_no, cond, conv ? 1 : 2,
+          "[type: %d(%s)]\n", (uint64_t) bz.start, (uint64_t) bz.len,
+          (uint64_t) bz.capacity, conv ? 0 : (uint64_t) (bz.wp - bz.start),
+          bz.cond, cond, conv ? 1 : 2,
           conv ? "CONVENTIONAL" : "SEQ_WRITE_REQUIRED");
 }
 
 static uint64_t
 zone_at_start (const struct disk *d, uint64_t offset)
 {
-  uint64_t z = offset / d->g.zone_size;
+  uint64_t z = offset / d->l.g.zone_size;
 
-  if (offset >= d->size) {
+  if (offset >= d->l.size) {
     fprintf (stderr, "%s: offset %" PRIu64 " is beyond the end of the "
-             "export (%" PRIu64 " bytes)\n", progname, offset, d->size);
+             "export (%" PRIu64 " bytes)\n", progname, offset, d->l.size);
     exit (EXIT_FAILURE);
   }
-  if (offset % d->g.zone_size) {
+  if (offset % d->l.g.zone_size) {
     fprintf (stderr, "%s: offset %" PRIu64 " is not at a zone start (zones "
              "are %" PRIu64 " bytes; the nearest zone starts are %" PRIu64
-             " and %" PRIu64 ")\n", progname, offset, d->g.zone_size,
-             zone_start (d, z), zone_start (d, z + 1));
+             " and %" PRIu64 ")\n", progname, offset, d->l.g.zone_size,
+             zone_start (&d->l, z), zone_start (&d->l, z + 1));
     exit (EXIT_FAILURE);
   }
   return z;
@@ -285,19 +263,30 @@ do_report (struct disk *d, int argc, char **argv)
     return EXIT_FAILURE;
   }
   uint64_t offset = argc > 0 ? arg_bytes ("OFFSET", argv[0]) : 0;
-  uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->size;
-  uint64_t z;
+  uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->l.size;
+  uint64_t first, z, end, *wps;
 
-  if (offset >= d->size) {
+  if (offset >= d->l.size) {
     fprintf (stderr, "%s: offset %" PRIu64 " is beyond the end of the "
-             "export (%" PRIu64 " bytes)\n", progname, offset, d->size);
+             "export (%" PRIu64 " bytes)\n", progname, offset, d->l.size);
     return EXIT_FAILURE;
   }
-  for (z = offset / d->g.zone_size;
-       z < d->g.nr_zones && zone_start (d, z) < d->size &&
-         zone_start (d, z) < offset + length;
-       z++)
-    print_zone (d, z);
+  first = offset / d->l.g.zone_size;
+  for (end = first;
+       end < zone_count (&d->l) && zone_start (&d->l, end) < offset + length;
+       end++)
+    ;
+  /* One scan over all the zones, as the ublk device's reports do. */
+  wps = calloc (end - first, sizeof *wps);
+  if (!wps) {
+    perror ("calloc");
+    return EXIT_FAILURE;
+  }
+  if (zone_wps_sync (d->nbd, &d->l, first, end - first, wps) == -1)
+    die_nbd (d, "block status failed on");
+  for (z = first; z < end; z++)
+    print_zone (d, z, wps[z - first]);
+  free (wps);
   return EXIT_SUCCESS;
 }
 
@@ -305,15 +294,15 @@ do_report (struct disk *d, int argc, char **argv)
 static void
 trim_zones (struct disk *d, uint64_t start, uint64_t end)
 {
-  uint64_t step = (1ULL << 30) / d->g.zone_size * d->g.zone_size;
+  uint64_t step = (1ULL << 30) / d->l.g.zone_size * d->l.g.zone_size;
 
   if (step == 0)
-    step = d->g.zone_size;
+    step = d->l.g.zone_size;
   while (start < end) {
     uint64_t n = end - start < step ? end - start : step;
     if (n > UINT32_MAX) {
       fprintf (stderr, "%s: zones of %" PRIu64 " bytes are too large for "
-               "one NBD request\n", progname, d->g.zone_size);
+               "one NBD request\n", progname, d->l.g.zone_size);
       exit (EXIT_FAILURE);
     }
     if (nbd_trim (d->nbd, n, start, 0) == -1)
@@ -333,17 +322,17 @@ do_reset (struct disk *d, int argc, char **argv)
     return EXIT_FAILURE;
   }
   if (strcmp (argv[0], "all") == 0) {
-    trim_zones (d, 0, d->size);
+    trim_zones (d, 0, d->l.size);
     return EXIT_SUCCESS;
   }
   z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));
-  if (zoned_geometry_is_conventional (&d->g, z)) {
+  if (zone_is_conv (&d->l, z)) {
     fprintf (stderr, "%s: zone %" PRIu64 " at offset %" PRIu64 " is "
              "conventional: it has no write pointer to reset\n", progname,
-             z, zone_start (d, z));
+             z, zone_start (&d->l, z));
     return EXIT_FAILURE;
   }
-  trim_zones (d, zone_start (d, z), zone_start (d, z) + zone_len (d, z));
+  trim_zones (d, zone_start (&d->l, z), zone_start (&d->l, z) + zone_len (&d->l, z));
   return EXIT_SUCCESS;
 }
 
@@ -358,14 +347,14 @@ do_finish (struct disk *d, int argc, char **argv)
     return EXIT_FAILURE;
   }
   z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));
-  if (zoned_geometry_is_conventional (&d->g, z)) {
+  if (zone_is_conv (&d->l, z)) {
     fprintf (stderr, "%s: zone %" PRIu64 " at offset %" PRIu64 " is "
              "conventional: it cannot be finished\n", progname, z,
-             zone_start (d, z));
+             zone_start (&d->l, z));
     return EXIT_FAILURE;
   }
   wp = zone_wp (d, z);
-  end = zone_start (d, z) + zone_cap (d, z);
+  end = zone_start (&d->l, z) + zone_cap (&d->l, z);
   if (wp >= end)
     return EXIT_SUCCESS;        /* already full */
   if (end - wp > UINT32_MAX) {
@@ -390,6 +379,12 @@ main (int argc, char *argv[])
     usage (stdout);
     return EXIT_SUCCESS;
   }
+  if (argc >= 2 && strcmp (argv[1], "attach") == 0)
+    return nbdzone_attach (argc - 2, argv + 2);
+  if (argc >= 2 && strcmp (argv[1], "detach") == 0)
+    return nbdzone_detach (argc - 2, argv + 2);
+  if (argc >= 2 && strcmp (argv[1], "list") == 0)
+    return nbdzone_list (argc - 2, argv + 2);
   if (argc < 3) {
     usage (stderr);
     return EXIT_FAILURE;
@@ -397,8 +392,8 @@ main (int argc, char *argv[])
   cmd = argv[1];
   if (strcmp (cmd, "report") != 0 && strcmp (cmd, "reset") != 0 &&
       strcmp (cmd, "finish") != 0) {
-    fprintf (stderr, "%s: unknown command \"%s\" (use report, reset or "
-             "finish)\n", progname, cmd);
+    fprintf (stderr, "%s: unknown command \"%s\" (use report, reset, "
+             "finish, attach, detach or list)\n", progname, cmd);
     return EXIT_FAILURE;
   }
   connect_disk (&d, argv[2]);
@@ -411,6 +406,6 @@ main (int argc, char *argv[])
   if (nbd_shutdown (d.nbd, 0) == -1 && r == EXIT_SUCCESS)
     die_nbd (&d, "cannot shut down the connection to");
   nbd_close (d.nbd);
-  zoned_geometry_free (&d.g);
+  zoned_geometry_free (&d.l.g);
   return r;
 }

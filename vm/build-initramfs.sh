@@ -51,9 +51,10 @@ tree_programs="
 # Kernel modules loaded at boot, in this order, each after its
 # dependencies.  Crypto modules first: dm-crypt asks for xts(aes) when a
 # table is loaded, and nvme-core's T10 PI support for the CRC
-# implementations, and the guest has no udev to load them on demand.
+# implementations, f2fs for crc32, and the guest has no udev to load
+# them on demand.
 modules="
-  crc64-rocksoft-generic crct10dif-generic crc32c-generic crc32c-intel
+  crc64-rocksoft-generic crct10dif-generic crc32c-generic crc32c-intel crc32-generic
   xts ecb aesni-intel crypto_simd cryptd af_alg algif_skcipher
   configfs null_blk nbd nvme dm-mod dm-crypt btrfs f2fs
 "

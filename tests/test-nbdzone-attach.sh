@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# nbdzone attach: the refusals that need no ublk device.  Each is one
+# clear line and a non-zero exit, before any device is created:
+# geometries a zoned ublk device cannot have, bad options, a non-zoned
+# export, and a machine without the ublk driver (the real devices are
+# tested in the VM on Linux 6.12, vm/guest-attach.sh).
+source "$srcdir/functions.sh"
+requires nbdkit --version
+PATH="$top_builddir/tools:$PATH"
+requires nbdzone --help
+
+tmp="$(mktemp -d)"
+cleanup_fn rm -rf "$tmp"
+
+# expect_refusal MESSAGE NBDKIT-ARGS... -- NBDZONE-ATTACH-ARGS...
+expect_refusal () {
+    local msg="$1" args=() attach=()
+    shift
+    while [ "$1" != -- ]; do args+=("$1"); shift; done
+    shift
+    attach=("$@")
+    if nbdkit -U - "${args[@]}" \
+           --run "timeout 60 nbdzone attach \"\$uri\" ${attach[*]}" \
+           2>"$tmp/err"; then
+        fail "attach succeeded with ${args[*]} ${attach[*]}"
+    fi
+    cat "$tmp/err"
+    grep -v '^nbdkit:' "$tmp/err" > "$tmp/ours" || :
+    [ "$(wc -l < "$tmp/ours")" -eq 1 ] || fail "not one line: $(cat "$tmp/ours")"
+    grep -qF -e "$msg" "$tmp/ours" || fail "expected \"$msg\""
+}
+
+# The kernel's zoned ublk devices need power-of-two zone sizes.
+expect_refusal 'the zone size, 3145728 bytes, is not a power of two sectors, which zoned ublk devices need' \
+    zbd emulate=memory size=24M zone-size=3M -- --foreground
+# An export without zones.
+expect_refusal 'is not a zoned export' memory 8M -- --foreground
+# Options.
+expect_refusal '--queues "0" is not a number from 1 to 64' \
+    zbd emulate=memory size=8M zone-size=1M -- --queues 0
+expect_refusal '--depth "x" is not a number from 1 to 4096' \
+    zbd emulate=memory size=8M zone-size=1M -- --depth x
+expect_refusal 'attach: unknown or incomplete option "--frob"' \
+    zbd emulate=memory size=8M zone-size=1M -- --frob
+
+# No ublk driver: the control device is missing.  What the message says
+# depends on this kernel: older than 6.6, or 6.6+ without ublk_drv.
+release="$(uname -r)"
+major="${release%%.*}"; minor="${release#*.}"; minor="${minor%%[!0-9]*}"
+if [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 6 ]; }; then
+    msg="this kernel (Linux $release) is older than 6.6: zoned ublk devices need Linux 6.6 or later"
+else
+    msg="$tmp/no-ublk-control does not exist: the ublk_drv module is not loaded (modprobe ublk_drv)"
+fi
+for mode in --foreground ""; do
+    NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" expect_refusal "$msg" \
+        zbd emulate=memory size=8M zone-size=1M conventional-zones=1 -- $mode
+    grep -qF "cannot attach nbd+unix:" "$tmp/ours" || fail "no URI in the message"
+done
+# The same check guards detach.
+if NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" nbdzone detach /dev/ublkb0 2>"$tmp/err"; then
+    fail "detach succeeded without ublk"
+fi
+cat "$tmp/err"
+grep -qF "cannot detach /dev/ublkb0: " "$tmp/err" || fail "detach message"
+if nbdzone detach /dev/sda 2>"$tmp/err"; then fail "detach /dev/sda"; fi
+grep -qF '"/dev/sda" is not a ublk device (use /dev/ublkbN)' "$tmp/err" ||
+    fail "detach of a non-ublk device: $(cat "$tmp/err")"

@@ -1,0 +1,397 @@
+# nbdzone attach in the VM: the export as a host-managed zoned block
+# device (zoned ublk, Linux 6.6 or later), on real zoned devices.
+#
+# Sourced by guest-tests.sh, which calls attach_cases.  Each case serves
+# a device with nbdkit (plugin and filter), attaches it with
+# "nbdzone attach" over a Unix socket or TCP loopback, checks what the
+# kernel and the programs on the ublk device see, and detaches.  On an
+# older kernel the one case checks that attach says why it cannot.
+
+ATTACH_PORT=10809
+# A larger null_blk for filesystems: 8 MiB zones, 8 conventional ones
+# (f2fs keeps its metadata there), the rest sequential.
+FS_DEV=nullb2
+FS_DEV_MB=512
+
+# ---- helpers ---------------------------------------------------------------
+
+# ublk_attach URI [ARGS...]: attach, and print the device (/dev/ublkbN).
+ublk_attach ()
+{
+    local uri=$1 dev
+    shift
+    dev=$(timeout 60 $NBDZONE attach "$uri" "$@" 2>>$W/attach.log) ||
+        die "nbdzone attach $uri failed: $(tail -n 3 $W/attach.log)"
+    case $dev in /dev/ublkb[0-9]*) ;; *) die "attach printed \"$dev\"" ;; esac
+    [ -b $dev ] || die "$dev is not a block device"
+    echo $dev
+}
+
+# ublk_detach /dev/ublkbN: detach; the device must be gone after it.
+ublk_detach ()
+{
+    timeout 60 $NBDZONE detach $1 >>$W/attach.log 2>&1 ||
+        die "nbdzone detach $1 failed: $(tail -n 3 $W/attach.log)"
+    [ ! -e /sys/block/${1#/dev/} ] || die "$1 still exists after detach"
+}
+
+# Whatever a case leaves: mounts, ublk devices.
+ublk_cleanup ()
+{
+    local m b
+    for m in /mnt/a /mnt/b; do
+        grep -q " $m " /proc/mounts && umount -l $m
+    done
+    for b in /sys/block/ublkb*; do
+        [ -e "$b" ] && timeout 60 $NBDZONE detach /dev/${b##*/} >/dev/null 2>&1
+    done
+    return 0
+}
+
+# The ublk side's zone report equals the device's (normalise_report:
+# what NBD cannot carry is folded).
+compare_ublk_report ()
+{
+    local dev=$1 ublk=$2
+    blkzone report /dev/$dev > $W/dev.raw || die "blkzone report /dev/$dev"
+    blkzone report $ublk > $W/ublk.raw || die "blkzone report $ublk"
+    normalise_report < $W/dev.raw > $W/dev.norm
+    normalise_report < $W/ublk.raw > $W/ublk.norm
+    [ "$(wc -l < $W/dev.norm)" = "$(nr_zones $dev)" ] || die "short blkzone report of $dev"
+    if ! cmp -s $W/dev.norm $W/ublk.norm; then
+        echo "device:"; cat $W/dev.raw
+        echo "ublk:"; cat $W/ublk.raw
+        diff $W/dev.norm $W/ublk.norm
+        die "the zone report of $ublk differs from $dev's"
+    fi
+}
+
+# attach_serve NAME DEV unix|tcp [NBDKIT-ARGS...]: nbdkit with the
+# filter on /dev/DEV; its URI in $URI.  Not in a subshell: nbdkit exits
+# with its parent.
+attach_serve ()
+{
+    local name=$1 dev=$2 transport=$3 i=0
+    shift 3
+    [ -s $W/key ] || make_key
+    if [ $transport = unix ]; then
+        serve $name $dev crypt "$@"
+        URI=$(uri $name)
+        return
+    fi
+    ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+    nbdkit -f --exit-with-parent -i 127.0.0.1 -p $ATTACH_PORT \
+        -P $W/$name.pid "$@" --filter=$FILTER $PLUGIN device=/dev/$dev \
+        crypt-key-file=$W/key crypt-sector-size=4096 2>>$W/$name.log &
+    until [ -s $W/$name.pid ] &&
+          nbdinfo --size nbd://127.0.0.1:$ATTACH_PORT >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -gt 300 ] && die "nbdkit on TCP did not start"
+        sleep 0.1
+    done
+    URI=nbd://127.0.0.1:$ATTACH_PORT
+}
+
+# On the harness's timeout: what was going on.
+ublk_dump ()
+{
+    echo "---- stalled; last lines of attach.log, srv.log, the kernel log:"
+    $NBDZONE list 2>/dev/null | sed -n 's/.* pid \([0-9]*\).*/\1/p' |
+        while read -r p; do kill -USR1 $p; done
+    sleep 2
+    echo w > /proc/sysrq-trigger 2>/dev/null
+    tail -n 40 $W/attach.log $W/srv.log 2>/dev/null
+    dmesg | tail -n 60
+    ps | grep -v ']$' | tail -n 15
+}
+
+need_ublk ()
+{
+    need_product
+    [ -c /dev/ublk-control ] || die "no /dev/ublk-control (ublk_drv not loaded)"
+    trap ublk_cleanup EXIT
+    trap 'ublk_dump; exit 124' TERM
+}
+
+# ---- cases -----------------------------------------------------------------
+
+# Linux before 6.6: attach refuses, saying why, and creates nothing.
+case_attach_old_kernel ()
+{
+    need_product
+    serve srv nullb0 crypt
+    if $NBDZONE attach "$(uri srv)" > $W/out 2> $W/err; then
+        die "attach succeeded on $(uname -r)"
+    fi
+    cat $W/err
+    grep -q "this kernel (Linux $(uname -r)) is older than 6.6: zoned ublk devices need Linux 6.6 or later" $W/err ||
+        die "attach did not say why"
+    [ ! -s $W/out ] || die "attach printed $(cat $W/out)"
+    ! ls /sys/block | grep -q ublk || die "a ublk device exists"
+}
+
+# blkzone report of the ublk device equals the device's, before and
+# after writes through ublk; reset and finish on ublk reach the device.
+case_attach_report ()
+{
+    local dev=$1 transport=$2 u ublk z zs start
+    need_ublk
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    shape_zones $dev $z
+    attach_serve srv $dev $transport; u=$URI
+    ublk=$(ublk_attach "$u")
+    say "$dev over $transport: $ublk, $(cat /sys/block/${ublk#/dev/}/queue/zoned)," \
+        "$(cat /sys/block/${ublk#/dev/}/queue/nr_zones) zones," \
+        "max open $(cat /sys/block/${ublk#/dev/}/queue/max_open_zones)," \
+        "max active $(cat /sys/block/${ublk#/dev/}/queue/max_active_zones)"
+    [ "$(cat /sys/block/${ublk#/dev/}/queue/zoned)" = host-managed ] ||
+        die "$ublk is not host-managed"
+    [ "$(cat /sys/block/${ublk#/dev/}/queue/chunk_sectors)" = "$(cat /sys/block/$dev/queue/chunk_sectors)" ] ||
+        die "zone size differs"
+    [ "$(cat /sys/block/${ublk#/dev/}/queue/max_open_zones)" = "$(cat /sys/block/$dev/queue/max_open_zones)" ] ||
+        die "max open zones differ"
+    [ "$(cat /sys/block/${ublk#/dev/}/queue/max_active_zones)" = "$(cat /sys/block/$dev/queue/max_active_zones)" ] ||
+        die "max active zones differ"
+    compare_ublk_report $dev $ublk
+
+    # Writes at the WP of the partly written zone and of an empty one.
+    gen_file $W/data 262144
+    dd if=$W/data of=$ublk bs=65536 seek=$(((start + 131072) / 65536)) oflag=direct status=none ||
+        die "write at the WP through $ublk"
+    dd if=$W/data of=$ublk bs=65536 seek=$(((start + 3 * zs) / 65536)) oflag=direct status=none ||
+        die "write to an empty zone through $ublk"
+    assert_zone $dev $z $((131072 + 262144))
+    assert_zone $dev $((z + 3)) 262144
+    compare_ublk_report $dev $ublk
+    dd if=$ublk of=$W/back bs=65536 skip=$(((start + 3 * zs) / 65536)) count=4 iflag=direct status=none
+    cmp $W/data $W/back || die "read back through $ublk differs"
+    dd if=/dev/$dev of=$W/raw bs=65536 skip=$(((start + 3 * zs) / 65536)) count=4 iflag=direct status=none
+    cmp -s $W/data $W/raw && die "the device holds plaintext"
+
+    # A write below the WP fails, and changes nothing.
+    if dd if=$W/data of=$ublk bs=65536 count=1 seek=$((start / 65536)) oflag=direct status=none 2>/dev/null; then
+        die "a write below the WP succeeded through $ublk"
+    fi
+    assert_zone $dev $z $((131072 + 262144))
+
+    # Reset and finish on ublk change the real device.
+    blkzone reset -o $((start / 512)) -c 1 $ublk || die "blkzone reset on $ublk"
+    assert_zone $dev $z 0 1
+    blkzone finish -o $(((start + 3 * zs) / 512)) -c 1 $ublk || die "blkzone finish on $ublk"
+    [ "$(zone_field $dev $((z + 3)) cond)" = 14 ] || die "zone $((z + 3)) not full after finish"
+    # Open and close are accepted (and have no effect over NBD).
+    blkzone open -o $(((start + 4 * zs) / 512)) -c 1 $ublk || die "blkzone open on $ublk"
+    blkzone close -o $(((start + 4 * zs) / 512)) -c 1 $ublk || die "blkzone close on $ublk"
+    compare_ublk_report $dev $ublk
+    ublk_detach $ublk
+}
+
+# fio --zonemode=zbd with verification on the ublk device: sequential
+# writes at QD 8 over many zones within the open-zone limit, read back
+# and checked; then random zone writes with zone resets.
+case_attach_fio ()
+{
+    local dev=$1 u ublk maxopen nz
+    need_ublk
+    attach_serve srv $dev unix; u=$URI
+    ublk=$(ublk_attach "$u" --depth 32)
+    maxopen=$(cat /sys/block/${ublk#/dev/}/queue/max_open_zones)
+    [ "$maxopen" = 0 ] && maxopen=4
+    nz=$(nr_zones $dev)
+    timeout 600 fio --name=seq --filename=$ublk --direct=1 --ioengine=libaio \
+        --zonemode=zbd --max_open_zones=$maxopen --rw=write --bs=64k \
+        --iodepth=8 --size=$(( (nz / 2) * $(zone_bytes $dev) )) \
+        --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --output=$W/fio-seq.out || { cat $W/fio-seq.out; die "fio (sequential, verify) failed"; }
+    grep -E "err= *0" $W/fio-seq.out >/dev/null || { cat $W/fio-seq.out; die "fio reported errors"; }
+    say "$(grep -E 'WRITE:|READ:' $W/fio-seq.out)"
+    timeout 600 fio --name=rnd --filename=$ublk --direct=1 --ioengine=libaio \
+        --zonemode=zbd --max_open_zones=$maxopen --rw=randwrite --bs=16k \
+        --iodepth=4 --io_size=$((4 * $(zone_bytes $dev))) \
+        --zone_reset_threshold=0.3 --zone_reset_frequency=1 \
+        --output=$W/fio-rnd.out || { cat $W/fio-rnd.out; die "fio (random, resets) failed"; }
+    grep -E "err= *0" $W/fio-rnd.out >/dev/null || { cat $W/fio-rnd.out; die "fio reported errors"; }
+    say "$(grep -E 'WRITE:' $W/fio-rnd.out)"
+    ublk_detach $ublk
+}
+
+# The large null_blk the filesystem cases use.
+make_fs_dev ()
+{
+    [ -b /dev/$FS_DEV ] && return 0
+    make_nullb $FS_DEV blocksize=4096 memory_backed=1 size=$FS_DEV_MB \
+        zoned=1 zone_size=8 zone_nr_conv=8
+}
+
+# write_files DIR N MB: N files of MB MiB of random data, in parallel;
+# their checksums in $W/sums.
+write_files ()
+{
+    local dir=$1 n=$2 mb=$3 i pids=
+    i=0
+    while [ $i -lt $n ]; do
+        dd if=/dev/urandom of=$dir/f$i bs=1M count=$mb status=none &
+        pids="$pids $!"
+        i=$((i + 1))
+    done
+    # Only the writers: a bare wait would wait for nbdkit too.
+    for i in $pids; do wait $i || die "writing $dir failed"; done
+    ( cd $dir && sha256sum f* ) > $W/sums
+}
+
+# bounded_sync: sync, or a dump of what hangs after 120 s.
+bounded_sync ()
+{
+    local pid i=0
+    sync &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt 120 ]; then
+            ublk_dump
+            die "sync did not finish in 120 s"
+        fi
+        sleep 1
+    done
+}
+
+# btrfs -O zoned on the ublk device: data writes are zone appends,
+# several threads append into the same zones at once.  Files survive
+# unmount and mount, scrub is clean, and the same filesystem mounts
+# from dm-crypt on the raw device: it is ciphertext there.
+case_attach_btrfs ()
+{
+    local u ublk line n
+    need_ublk
+    make_fs_dev
+    attach_serve srv $FS_DEV unix; u=$URI
+    ublk=$(ublk_attach "$u" --depth 32)
+    say "mkfs.btrfs -O zoned on $ublk"
+    timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
+        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
+    mkdir -p /mnt/a
+    mount -t btrfs $ublk /mnt/a || die "mount btrfs"
+    say "writing files"
+    write_files /mnt/a 8 12
+    bounded_sync
+    say "written and synced"
+    umount /mnt/a || die "umount"
+    mount -t btrfs $ublk /mnt/a || die "second mount"
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "checksums differ after remount"
+    timeout 300 btrfs scrub start -B /mnt/a > $W/scrub.out 2>&1 || { cat $W/scrub.out; die "btrfs scrub"; }
+    cat $W/scrub.out
+    grep -q "no errors found\|Error summary: *no errors" $W/scrub.out || die "scrub found errors"
+    umount /mnt/a
+    ublk_detach $ublk
+    # btrfs wrote its data with zone appends, several in one zone at once.
+    line=$(grep 'zone appends' $W/attach.log | tail -n 1)
+    say "$line"
+    n=$(echo "$line" | sed -n 's/.*at most \([0-9]*\) in flight.*/\1/p')
+    [ -n "$n" ] && [ "$n" -ge 2 ] || die "zone appends were not pipelined"
+    stop_nbdkit srv
+
+    # The raw device holds ciphertext that dm-crypt opens as the same fs.
+    timeout 60 cryptsetup open --type plain --cipher aes-xts-plain64 \
+        --key-file $W/key --key-size 512 --sector-size 4096 \
+        --disable-locks /dev/$FS_DEV zt-fs || die "cryptsetup open"
+    mount -t btrfs -o ro /dev/mapper/zt-fs /mnt/a || die "mount through dm-crypt"
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "checksums differ through dm-crypt"
+    umount /mnt/a
+    timeout 60 cryptsetup close zt-fs
+    if mount -t btrfs -o ro /dev/$FS_DEV /mnt/a 2>/dev/null; then
+        umount /mnt/a; die "the raw device mounts: not encrypted"
+    fi
+}
+
+# f2fs -m (zoned) with its metadata in the conventional zones.
+case_attach_f2fs ()
+{
+    local u ublk
+    need_ublk
+    make_fs_dev
+    attach_serve srv $FS_DEV unix; u=$URI
+    ublk=$(ublk_attach "$u" --depth 32)
+    timeout 120 mkfs.f2fs -f -m $ublk > $W/mkfs.out 2>&1 ||
+        { cat $W/mkfs.out; die "mkfs.f2fs -m"; }
+    mkdir -p /mnt/a
+    mount -t f2fs $ublk /mnt/a || die "mount f2fs"
+    write_files /mnt/a 4 8
+    bounded_sync
+    umount /mnt/a || die "umount"
+    mount -t f2fs $ublk /mnt/a || die "second mount"
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "checksums differ after remount"
+    umount /mnt/a
+    ublk_detach $ublk
+}
+
+# kill -9 of nbdkit while fio writes to btrfs on the ublk device: I/O
+# fails with EIO, nothing hangs, the device detaches; after a restart
+# and a new attach, the filesystem mounts and the synced files are intact.
+case_attach_kill ()
+{
+    local u ublk pid i
+    need_ublk
+    make_fs_dev
+    attach_serve srv $FS_DEV unix; u=$URI
+    ublk=$(ublk_attach "$u" --depth 32)
+    timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
+        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
+    mkdir -p /mnt/a
+    mount -t btrfs $ublk /mnt/a || die "mount btrfs"
+    write_files /mnt/a 4 8
+    sync
+    timeout 300 fio --name=bg --directory=/mnt/a --rw=write --bs=64k --size=64m \
+        --numjobs=2 --fsync=4 --output=$W/fio-kill.out > /dev/null 2>&1 &
+    pid=$!
+    sleep 5
+    say "kill -9 nbdkit during fio"
+    kill -9 $(cat $W/srv.pid)
+    rm -f $W/srv.pid
+    # fio sees errors and ends: nothing waits forever on the device.
+    i=0
+    while kill -0 $pid 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 120 ] && die "fio still runs 120 s after the server died"
+        sleep 1
+    done
+    say "fio ended ${i}s after the kill"
+    # New I/O fails at once.
+    if timeout 30 dd if=$ublk of=/dev/null bs=4096 count=1 iflag=direct 2>$W/dd.err; then
+        die "a read succeeded with the server gone"
+    fi
+    cat $W/dd.err
+    grep -q "Input/output error" $W/dd.err || die "the read did not fail with EIO"
+    timeout 60 umount /mnt/a || umount -l /mnt/a || :
+    ublk_detach $ublk
+    grep -c 'failed' $W/attach.log | sed 's/^/failed requests logged: /'
+
+    attach_serve srv2 $FS_DEV unix; u=$URI
+    ublk=$(ublk_attach "$u")
+    mount -t btrfs $ublk /mnt/a || die "mount after the crash"
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "synced files differ after the crash"
+    umount /mnt/a
+    ublk_detach $ublk
+}
+
+attach_cases ()
+{
+    local dev tr
+    if ! kernel_at_least 6 6; then
+        run 60 "attach: refused on Linux before 6.6, saying why" case_attach_old_kernel
+        return
+    fi
+    for dev in $ZONED_DEVICES; do
+        for tr in unix tcp; do
+            run 180 "$dev: attach ($tr): blkzone report, writes, reset, finish" \
+                case_attach_report $dev $tr
+        done
+    done
+    for dev in $ZONED_DEVICES; do
+        run 600 "$dev: attach: fio zbd, QD 8, verify, zone resets" case_attach_fio $dev
+    done
+    run 600 "attach: btrfs -O zoned (appends), scrub, dm-crypt reads it" case_attach_btrfs
+    run 600 "attach: f2fs -m" case_attach_f2fs
+    run 600 "attach: kill -9 of nbdkit under load, EIO, reattach, files intact" case_attach_kill
+}
