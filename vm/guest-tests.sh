@@ -1016,9 +1016,13 @@ wanted ()
 {
     local p
     [ -z "$selected" ] && return 0
+    # The patterns are for case names, not files: without set -f,
+    # "*attach*" would expand to /guest-attach.sh and match no case.
+    set -f
     for p in $selected; do
-        case "$1" in $p) return 0 ;; esac
+        case "$1" in $p) set +f; return 0 ;; esac
     done
+    set +f
     return 1
 }
 
