@@ -59,7 +59,7 @@ parse_u64 (const char *s, uint64_t *v)
 }
 
 static int
-parse_ranges (const char *s, struct zoned_geometry *g)
+parse_ranges (const char *s, struct zoned_range **list, size_t *nr)
 {
   char *copy, *tok, *save = NULL;
   int r = 0;
@@ -82,14 +82,13 @@ parse_ranges (const char *s, struct zoned_geometry *g)
       r = -1;
       break;
     }
-    p = realloc (g->conventional,
-                 (g->nr_conventional_ranges + 1) * sizeof *p);
+    p = realloc (*list, (*nr + 1) * sizeof *p);
     if (!p) {
       r = -1;
       break;
     }
-    g->conventional = p;
-    g->conventional[g->nr_conventional_ranges++] = rg;
+    *list = p;
+    (*list)[(*nr)++] = rg;
   }
   free (copy);
   return r;
@@ -114,10 +113,31 @@ parse_word (const char *key, const char *val, struct zoned_geometry *g)
     return 0;
   }
   if (strcmp (key, "conventional") == 0)
-    return parse_ranges (val, g);
+    return parse_ranges (val, &g->conventional, &g->nr_conventional_ranges);
+  if (strcmp (key, "readonly") == 0)
+    return parse_ranges (val, &g->readonly, &g->nr_readonly_ranges);
+  if (strcmp (key, "offline") == 0)
+    return parse_ranges (val, &g->offline, &g->nr_offline_ranges);
   for (i = 0; i < sizeof nums / sizeof nums[0]; i++)
     if (strcmp (key, nums[i].key) == 0)
       return parse_u64 (val, (uint64_t *) ((char *) g + nums[i].off));
+  return 0;
+}
+
+/* Does a range of zone numbers name a zone past the last one? */
+static int
+ranges_beyond (const char *what, const struct zoned_range *r, size_t nr,
+               uint64_t nr_zones, char *err, size_t errlen)
+{
+  size_t i;
+
+  for (i = 0; i < nr; i++)
+    if (r[i].last >= nr_zones) {
+      snprintf (err, errlen, "%s zone %" PRIu64 " in the export "
+                "description is beyond its %" PRIu64 " zones",
+                what, r[i].last, nr_zones);
+      return -1;
+    }
   return 0;
 }
 
@@ -128,7 +148,6 @@ static int
 check_consistent (const struct zoned_geometry *g, char *err, size_t errlen)
 {
   uint64_t total;
-  size_t i;
 
   if (g->block_size < 512 || g->block_size > 65536 ||
       (g->block_size & (g->block_size - 1)) != 0) {
@@ -149,13 +168,13 @@ check_consistent (const struct zoned_geometry *g, char *err, size_t errlen)
               g->nr_zones, g->zone_size);
     return -1;
   }
-  for (i = 0; i < g->nr_conventional_ranges; i++)
-    if (g->conventional[i].last >= g->nr_zones) {
-      snprintf (err, errlen, "conventional zone %" PRIu64 " in the export "
-                "description is beyond its %" PRIu64 " zones",
-                g->conventional[i].last, g->nr_zones);
-      return -1;
-    }
+  if (ranges_beyond ("conventional", g->conventional,
+                     g->nr_conventional_ranges, g->nr_zones, err, errlen) ||
+      ranges_beyond ("read-only", g->readonly, g->nr_readonly_ranges,
+                     g->nr_zones, err, errlen) ||
+      ranges_beyond ("offline", g->offline, g->nr_offline_ranges,
+                     g->nr_zones, err, errlen))
+    return -1;
   return 0;
 }
 
@@ -223,19 +242,39 @@ void
 zoned_geometry_free (struct zoned_geometry *g)
 {
   free (g->conventional);
-  g->conventional = NULL;
-  g->nr_conventional_ranges = 0;
+  free (g->readonly);
+  free (g->offline);
+  g->conventional = g->readonly = g->offline = NULL;
+  g->nr_conventional_ranges = g->nr_readonly_ranges = g->nr_offline_ranges = 0;
+}
+
+static bool
+in_ranges (const struct zoned_range *r, size_t nr, uint64_t zone)
+{
+  size_t i;
+
+  for (i = 0; i < nr; i++)
+    if (zone >= r[i].first && zone <= r[i].last)
+      return true;
+  return false;
 }
 
 bool
 zoned_geometry_is_conventional (const struct zoned_geometry *g, uint64_t zone)
 {
-  size_t i;
+  return in_ranges (g->conventional, g->nr_conventional_ranges, zone);
+}
 
-  for (i = 0; i < g->nr_conventional_ranges; i++)
-    if (zone >= g->conventional[i].first && zone <= g->conventional[i].last)
-      return true;
-  return false;
+bool
+zoned_geometry_is_readonly (const struct zoned_geometry *g, uint64_t zone)
+{
+  return in_ranges (g->readonly, g->nr_readonly_ranges, zone);
+}
+
+bool
+zoned_geometry_is_offline (const struct zoned_geometry *g, uint64_t zone)
+{
+  return in_ranges (g->offline, g->nr_offline_ranges, zone);
 }
 
 int

@@ -6,6 +6,10 @@
  *   zoned=host-managed zone-size=67108864 zone-capacity=67108864 zones=16
  *   conventional=0-1 max-open=0 max-active=0 block-size=512
  *
+ * and, only while the device has such zones, readonly=RANGES and
+ * offline=RANGES (a device can turn zones read-only or offline at any
+ * time; a client reads them again from each new connection).
+ *
  * Sizes are bytes, zone numbers count from 0, ranges are inclusive and
  * comma-separated ("none" when there is none), 0 means "no limit".
  * Unknown keys are ignored so the format can grow.  This parser is
@@ -30,6 +34,10 @@ struct zoned_geometry {
   uint64_t block_size;
   struct zoned_range *conventional;  /* malloc'd */
   size_t nr_conventional_ranges;
+  struct zoned_range *readonly;      /* malloc'd; zones gone read-only */
+  size_t nr_readonly_ranges;
+  struct zoned_range *offline;       /* malloc'd; zones gone offline */
+  size_t nr_offline_ranges;
 };
 
 /* Parse DESCRIPTION into *G.  Returns 0, or -1 with a one-line reason
@@ -41,6 +49,10 @@ extern int zoned_geometry_parse (const char *description,
 extern void zoned_geometry_free (struct zoned_geometry *g);
 extern bool zoned_geometry_is_conventional (const struct zoned_geometry *g,
                                             uint64_t zone);
+extern bool zoned_geometry_is_readonly (const struct zoned_geometry *g,
+                                        uint64_t zone);
+extern bool zoned_geometry_is_offline (const struct zoned_geometry *g,
+                                       uint64_t zone);
 
 /* Format zone numbers of the array IS_CONV[N] as ranges ("0-1,7" or
  * "none") into BUF.  Returns 0, or -1 if BUF is too small.

@@ -85,6 +85,14 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       check (g.conventional[i].first <= g.conventional[i].last &&
              g.conventional[i].last < g.nr_zones,
              "conventional range outside the zones", desc);
+    for (i = 0; i < g.nr_readonly_ranges; i++)
+      check (g.readonly[i].first <= g.readonly[i].last &&
+             g.readonly[i].last < g.nr_zones,
+             "read-only range outside the zones", desc);
+    for (i = 0; i < g.nr_offline_ranges; i++)
+      check (g.offline[i].first <= g.offline[i].last &&
+             g.offline[i].last < g.nr_zones,
+             "offline range outside the zones", desc);
     check_ranges_roundtrip (&g, desc);
     zoned_geometry_free (&g);
   }

@@ -179,6 +179,27 @@ grep -qF 'zone 1 has more than 4 GiB left, too much for one NBD request' "$tmp/e
     fail "no message for a zone too large to finish"
 [ ! -e "$tmp/sent" ] || fail "a refused reset or finish sent a request"
 
+# Zones the device turned read-only or offline, as the plugin names them
+# in the export description: the report shows blkzone's conditions
+# 13(ro) and 15(of), not a condition guessed from block status; a
+# range beyond the zones is refused.
+states=(eval get_size='echo 4194304' pread='head -c $3 /dev/zero'
+        can_extents='exit 0' extents='echo 0 4194304 data'
+        export_description="echo zoned=host-managed zone-size=1048576 zone-capacity=1048576 zones=4 conventional=none block-size=512 readonly=1 offline=2")
+nbdkit -U - "${states[@]}" --run 'nbdzone report "$uri"' > "$tmp/out" 2> "$tmp/err" ||
+    { cat "$tmp/err"; fail "nbdzone report of read-only/offline zones"; }
+cat "$tmp/out"
+sed -n 1p "$tmp/out" | grep -qF 'zcond:14(fu)' || fail "zone 0 is not full"
+sed -n 2p "$tmp/out" | grep -qF 'zcond:13(ro)' || fail "zone 1 is not shown read-only"
+sed -n 3p "$tmp/out" | grep -qF 'zcond:15(of)' || fail "zone 2 is not shown offline"
+sed -n 4p "$tmp/out" | grep -qF 'zcond:14(fu)' || fail "zone 3 is not full"
+nbdkit -U - eval get_size='echo 4194304' pread='head -c $3 /dev/zero' \
+       export_description="echo zoned=host-managed zone-size=1048576 zones=4 block-size=512 offline=4" \
+       --run 'nbdzone report "$uri"' > /dev/null 2> "$tmp/err" &&
+    fail "nbdzone accepted an offline zone beyond the zones"
+grep -qF 'offline zone 4 in the export description is beyond its 4 zones' "$tmp/err" ||
+    { cat "$tmp/err"; fail "no message for an offline zone beyond the zones"; }
+
 # A full zone whose capacity is its size, followed by a partly written
 # one: one scan over all zones must end the full zone at its end (the
 # next zone's start), not skip it.

@@ -223,6 +223,8 @@ print_zone (const struct disk *d, uint64_t z, uint64_t wp)
   case BLK_ZONE_COND_EMPTY: cond = "em"; break;
   case BLK_ZONE_COND_FULL: cond = "fu"; break;
   case BLK_ZONE_COND_IMP_OPEN: cond = "oi"; break;
+  case BLK_ZONE_COND_READONLY: cond = "ro"; break;
+  case BLK_ZONE_COND_OFFLINE: cond = "of"; break;
   default: cond = "nw"; break;
   }
   /* blkzone shows conventional WPs at the start */

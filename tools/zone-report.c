@@ -156,6 +156,16 @@ zone_describe (const struct zone_layout *l, uint64_t z, uint64_t wp,
   }
   out->type = BLK_ZONE_TYPE_SEQWRITE_REQ;
   out->wp = wp >> 9;
+  /* The server names zones the device turned read-only or offline;
+   * their write pointer means nothing (null_blk reports all ones too).
+   */
+  if (zoned_geometry_is_offline (&l->g, z) ||
+      zoned_geometry_is_readonly (&l->g, z)) {
+    out->cond = zoned_geometry_is_offline (&l->g, z)
+      ? BLK_ZONE_COND_OFFLINE : BLK_ZONE_COND_READONLY;
+    out->wp = (uint64_t) -1;
+    return;
+  }
   if (wp == start)
     out->cond = BLK_ZONE_COND_EMPTY;
   else if (wp >= start + cap)

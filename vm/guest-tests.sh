@@ -880,6 +880,13 @@ case_zone_states ()
     nbdinfo "$(uri srv)" > $W/info
     grep -q "readonly=1 offline=2" $W/info ||
         die "the export description does not name the read-only and offline zones: $(grep -i descr $W/info)"
+    # A client's zone report says what blkzone says of the device.
+    timeout 60 $NBDZONE report "$(uri srv)" > $W/nbdzone.out || die "nbdzone report"
+    sed -n 2,3p $W/nbdzone.out
+    sed -n 2p $W/nbdzone.out | grep -q 'zcond:13(ro)' ||
+        die "nbdzone report does not show zone 1 read-only"
+    sed -n 3p $W/nbdzone.out | grep -q 'zcond:15(of)' ||
+        die "nbdzone report does not show zone 2 offline"
 }
 
 # Bad blocks in the middle of a zone during pipelined write streams in
