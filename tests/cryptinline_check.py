@@ -26,6 +26,28 @@ def fail(msg):
     sys.exit(1)
 
 
+def file_sum(path):
+    """SHA-256 of a whole file: did a refused request change the disk?"""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def expect_errno(what, err, fn, *args):
+    """Call FN(*ARGS), which must fail with errno ERR."""
+    import errno
+    import nbd
+    try:
+        fn(*args)
+    except nbd.Error as e:
+        # libnbd gives the errno name (or number on older versions).
+        got = getattr(errno, e.errno, None) if isinstance(e.errno, str) \
+            else e.errno
+        if got != err:
+            fail("%s: errno %s, expected %s" % (what, e.errno, err))
+        return
+    fail("%s succeeded" % what)
+
+
 def plaintext(seed, size):
     """Deterministic data for a seed (SHAKE-128 is fast enough for MiBs)."""
     return hashlib.shake_128(b"cryptinline test %d" % seed).digest(size)

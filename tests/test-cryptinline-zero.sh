@@ -14,7 +14,7 @@ import nbd
 
 uri, img, sector, keyfile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, os.environ["srcdir"])
-from cryptinline_check import xts
+from cryptinline_check import xts, file_sum, expect_errno
 h = nbd.NBD()
 h.connect_uri(uri)
 K = 1024
@@ -29,20 +29,7 @@ def raw(off, n):
         return f.read(n)
 
 def image_sum():
-    with open(img, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-def expect_errno(what, err, fn, *args):
-    try:
-        fn(*args)
-    except nbd.Error as e:
-        # libnbd gives the errno name (or number on older versions).
-        got = getattr(errno, e.errno, None) if isinstance(e.errno, str) \
-            else e.errno
-        if got != err:
-            fail("%s: errno %s, expected %s" % (what, e.errno, err))
-        return
-    fail("%s succeeded" % what)
+    return file_sum(img)
 
 # The image is 4 MiB + 1000 bytes: only whole crypt sectors are served.
 served = (4 * K * K + 1000) // sector * sector
@@ -184,24 +171,13 @@ cat > "$tmp/below.py" <<'PY'
 import errno, hashlib, os, sys
 import nbd
 uri, img, tmp = sys.argv[1:]
+sys.path.insert(0, os.environ["srcdir"])
+from cryptinline_check import fail, file_sum, expect_errno
 h = nbd.NBD()
 h.connect_uri(uri)
 K = 1024
-def fail(msg):
-    sys.exit("FAIL: " + msg)
 def image_sum():
-    with open(img, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-def expect_errno(what, err, fn, *args):
-    try:
-        fn(*args)
-    except nbd.Error as e:
-        got = getattr(errno, e.errno, None) if isinstance(e.errno, str) \
-            else e.errno
-        if got != err:
-            fail("%s: errno %s, expected %s" % (what, e.errno, err))
-        return
-    fail("%s succeeded" % what)
+    return file_sum(img)
 def inject(kind, on):
     path = os.path.join(tmp, "inject-" + kind)
     if on:
