@@ -443,6 +443,46 @@ case_attach_limits ()
     ublk_detach $ublk
 }
 
+# Attach over TLS with a pre-shared key (nbds+unix://): the data between
+# attach and nbdkit is never in clear.  Writes read back, the zone report
+# matches the device, and a plain (nbd+unix://) attach to the same
+# TLS-only server fails, saying so, and creates nothing.
+case_attach_tls ()
+{
+    local dev=nullb0 u ublk z zs start
+    need_ublk
+    # The PSK file nbdkit and libnbd read: "username:key in hex".
+    printf 'alice:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" > $W/psk
+    chmod 600 $W/psk
+    grep -Eq '^alice:[0-9a-f]{64}$' $W/psk || die "could not write the PSK file"
+    attach_serve srv $dev unix --tls=require --tls-psk=$W/psk
+    u="nbds+unix://alice@/?socket=$W/srv.sock&tls-psk-file=$W/psk"
+
+    if timeout 60 $NBDZONE attach "nbd+unix:///?socket=$W/srv.sock" > $W/out 2> $W/err; then
+        die "a plain attach to a TLS-only server succeeded: $(cat $W/out)"
+    fi
+    cat $W/err
+    [ "$(wc -l < $W/err)" -ge 1 ] && grep -qi 'tls' $W/err ||
+        die "the plain attach did not say that the server wants TLS"
+    [ ! -s $W/out ] || die "the plain attach printed $(cat $W/out)"
+    ! ls /sys/block | grep -q ublk || die "a ublk device exists after the refused attach"
+
+    ublk=$(ublk_attach "$u")
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    gen_file $W/data 262144
+    dd if=$W/data of=$ublk bs=65536 seek=$((start / 65536)) oflag=direct status=none ||
+        die "write through $ublk over TLS"
+    assert_zone $dev $z 262144
+    dd if=$ublk of=$W/back bs=65536 skip=$((start / 65536)) count=4 iflag=direct status=none ||
+        die "read through $ublk over TLS"
+    cmp $W/data $W/back || die "read back over TLS differs"
+    compare_ublk_report $dev $ublk
+    grep -q 'TLS\|tls' $W/srv.log && say "nbdkit: $(grep -i tls $W/srv.log | tail -n 1)"
+    ublk_detach $ublk
+}
+
 attach_cases ()
 {
     local dev tr
@@ -458,6 +498,8 @@ attach_cases ()
     done
     run 180 "nullb1: attach: open/active zone limits, capacity: zone errors" \
         case_attach_limits
+    run 180 "nullb0: attach over TLS-PSK (nbds+unix), plain attach refused" \
+        case_attach_tls
     for dev in $ZONED_DEVICES; do
         run 600 "$dev: attach: fio zbd, QD 8, verify, zone resets" case_attach_fio $dev
     done
