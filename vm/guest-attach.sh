@@ -440,6 +440,15 @@ case_attach_limits ()
     blkzone open -o $((4 * zs / 512)) -c 2 /dev/$dev || die "open zones 4 and 5"
     ublk_write_fails $ublk $((6 * zs)) 4096 "Too many references" "too many open zones"
     assert_zone $dev 6 0 1
+
+    # Once a zone is free the refused zone takes the write.  Linux wants
+    # a zone report after a failed write before the zone takes another
+    # (it fails the next write itself otherwise): blkzone report.
+    blkzone close -o $((4 * zs / 512)) -c 2 /dev/$dev || die "close zones 4 and 5"
+    blkzone report -o $((6 * zs / 512)) -c 1 $ublk > /dev/null || die "report zone 6"
+    dd if=/dev/urandom of=$ublk bs=4096 count=1 seek=$((6 * zs)) \
+        oflag=direct,seek_bytes status=none || die "write to zone 6 after the refusal"
+    assert_zone $dev 6 4096
     ublk_detach $ublk
 }
 
