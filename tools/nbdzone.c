@@ -118,7 +118,11 @@ nbdzone_connect (const char *uri)
 
   if (!nbd)
     return NULL;
-  if (nbd_set_full_info (nbd, true) == -1 ||
+  /* The URI comes from the user's command line: let it name local
+   * files, such as the TLS-PSK file of an nbds:// URI.
+   */
+  if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
+      nbd_set_full_info (nbd, true) == -1 ||
       nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
       nbd_connect_uri (nbd, uri) == -1) {
     nbd_close (nbd);
