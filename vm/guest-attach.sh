@@ -375,6 +375,83 @@ case_attach_kill ()
     ublk_detach $ublk
 }
 
+# ublk_write_fails DEV OFFSET BYTES MESSAGE LOGWORD: a direct write of
+# BYTES at OFFSET of the ublk device DEV fails with MESSAGE (strerror of
+# the errno the kernel gave back), and nbdkit logged why, saying LOGWORD.
+ublk_write_fails ()
+{
+    local ublk=$1 off=$2 len=$3 msg=$4 word=$5 before
+    before=$(wc -l < $W/srv.log)
+    if dd if=/dev/urandom of=$ublk bs=$len count=1 seek=$off \
+          oflag=direct,seek_bytes status=none 2> $W/dd.err; then
+        die "a write of $len bytes at $off of $ublk succeeded"
+    fi
+    cat $W/dd.err
+    grep -q "$msg" $W/dd.err ||
+        die "the write at $off failed with \"$(cat $W/dd.err)\", expected \"$msg\""
+    tail -n +$((before + 1)) $W/srv.log | grep -q -- "$word" ||
+        die "no nbdkit log line mentioning \"$word\" (log: $(tail -n 2 $W/srv.log))"
+    grep -q "at offset $off (zone [0-9]*) failed" $W/attach.log ||
+        die "attach did not log the failed write at $off"
+    say "log: $(tail -n +$((before + 1)) $W/srv.log | grep -- "$word" | tail -n 1)"
+}
+
+# Zone resource errors on nullb1 (at most 2 open, 3 active zones): the
+# server says ENOSPC, attach hands the kernel the error the zone model
+# has for it: BLK_STS_ZONE_OPEN_RESOURCE (ETOOMANYREFS) at the open
+# limit, BLK_STS_ZONE_ACTIVE_RESOURCE (EOVERFLOW) at the active limit,
+# and plain ENOSPC for a write past a zone's capacity.
+case_attach_limits ()
+{
+    local dev=nullb1 u ublk zs cap z
+    need_ublk
+    zs=$(zone_bytes $dev)
+    cap=$(zone_field $dev 0 cap)
+    attach_serve srv $dev unix; u=$URI
+    ublk=$(ublk_attach "$u")
+
+    # Active limit: one block at the start of zones 0, 1, 2 makes three
+    # active zones (the device closes one to stay within two open);
+    # zone 3 would be a fourth.
+    for z in 0 1 2; do
+        dd if=/dev/urandom of=$ublk bs=4096 count=1 seek=$((z * zs)) \
+            oflag=direct,seek_bytes status=none || die "write to zone $z"
+        assert_zone $dev $z 4096
+    done
+    ublk_write_fails $ublk $((3 * zs)) 4096 "Value too large for defined data type" \
+        "too many active zones"
+    assert_zone $dev 3 0 1
+
+    # Capacity: zone 1 (still implicitly open; the device closed zone 0)
+    # filled to 4 KiB below its capacity, then a write at its WP that
+    # crosses the capacity.
+    dd if=/dev/urandom of=$ublk bs=$((cap - 8192)) count=1 seek=$((zs + 4096)) \
+        oflag=direct,seek_bytes status=none || die "filling zone 1"
+    assert_zone $dev 1 $((cap - 4096))
+    ublk_write_fails $ublk $((zs + cap - 4096)) 8192 "No space left on device" \
+        "goes past the capacity"
+    assert_zone $dev 1 $((cap - 4096))
+
+    # Open limit: zones 0 to 2 reset through ublk, zones 4 and 5 held
+    # explicitly open on the device (NBD cannot open them), so none can
+    # be closed to open zone 6.
+    blkzone reset -o 0 -c 3 $ublk || die "reset zones 0 to 2 through $ublk"
+    assert_zone $dev 0 0 1
+    blkzone open -o $((4 * zs / 512)) -c 2 /dev/$dev || die "open zones 4 and 5"
+    ublk_write_fails $ublk $((6 * zs)) 4096 "Too many references" "too many open zones"
+    assert_zone $dev 6 0 1
+
+    # Once a zone is free the refused zone takes the write.  Linux wants
+    # a zone report after a failed write before the zone takes another
+    # (it fails the next write itself otherwise): blkzone report.
+    blkzone close -o $((4 * zs / 512)) -c 2 /dev/$dev || die "close zones 4 and 5"
+    blkzone report -o $((6 * zs / 512)) -c 1 $ublk > /dev/null || die "report zone 6"
+    dd if=/dev/urandom of=$ublk bs=4096 count=1 seek=$((6 * zs)) \
+        oflag=direct,seek_bytes status=none || die "write to zone 6 after the refusal"
+    assert_zone $dev 6 4096
+    ublk_detach $ublk
+}
+
 # Attach over TLS with a pre-shared key (nbds+unix://): the data between
 # attach and nbdkit is never in clear.  Writes read back, the zone report
 # matches the device, and a plain (nbd+unix://) attach to the same
@@ -428,6 +505,8 @@ attach_cases ()
                 case_attach_report $dev $tr
         done
     done
+    run 180 "nullb1: attach: open/active zone limits, capacity: zone errors" \
+        case_attach_limits
     run 180 "nullb0: attach over TLS-PSK (nbds+unix), plain attach refused" \
         case_attach_tls
     for dev in $ZONED_DEVICES; do
