@@ -386,12 +386,33 @@ commit (struct tag_io *io, int result, uint64_t append_lba)
   q->busy--;
 }
 
+/* What the kernel is told, for the log: the server's error alone does
+ * not say it (ENOSPC from the server may reach the kernel as a zone
+ * resource error).
+ */
+static const char *
+kernel_error_name (int kernel_err)
+{
+  switch (-kernel_err) {
+  case EOVERFLOW:    return "active zone limit reached (EOVERFLOW)";
+  case ETOOMANYREFS: return "open zone limit reached (ETOOMANYREFS)";
+  case ENOSPC:       return "past the zone capacity (ENOSPC)";
+  case EIO:          return "I/O error (EIO)";
+  default:           return strerror (-kernel_err);
+  }
+}
+
+/* One line per failed request: what, where, the server's error, and
+ * the error handed to the kernel.
+ */
 static void
-log_failure (const struct tag_io *io, uint64_t off, int err)
+log_failure (const struct tag_io *io, uint64_t off, int err, int kernel_err)
 {
   fprintf (stderr, "%s: %s of %" PRIu32 " bytes at offset %" PRIu64
-           " (zone %" PRIu64 ") failed: %s\n", progname, op_name (io->op),
-           io->len, off, off / io->q->d->ctl.l.g.zone_size, strerror (err));
+           " (zone %" PRIu64 ") failed: %s; the kernel is told: %s\n",
+           progname, op_name (io->op), io->len, off,
+           off / io->q->d->ctl.l.g.zone_size, strerror (err),
+           kernel_error_name (kernel_err));
 }
 
 /* libnbd calls these from inside its own functions, where the handle
@@ -689,7 +710,7 @@ finish_io (struct tag_io *io)
   switch (io->op) {
   case UBLK_IO_OP_READ:
     if (io->err) {
-      log_failure (io, io->off, io->err);
+      log_failure (io, io->off, io->err, -EIO);
       commit (io, -EIO, 0);
     }
     else if (pwrite (d->cdev, io->buf, io->len,
@@ -712,10 +733,12 @@ finish_io (struct tag_io *io)
     }
 
     if (io->err) {
-      log_failure (io, off, io->err);
+      int kernel_err = write_error (d, io, off, io->err);
+
+      log_failure (io, off, io->err, kernel_err);
       if (!zone_is_conv (&d->ctl.l, z))
         mark_stale (d, z);
-      commit (io, write_error (d, io, off, io->err), 0);
+      commit (io, kernel_err, 0);
     }
     else
       commit (io, io->len, io->op == UBLK_IO_OP_WRITE ? 0 : off >> 9);
@@ -760,7 +783,7 @@ finish_io (struct tag_io *io)
 
   /* flush, reset, reset-all, finish */
   if (io->err) {
-    log_failure (io, io->off, io->err);
+    log_failure (io, io->off, io->err, -EIO);
     if (io->op != UBLK_IO_OP_FLUSH && !zone_is_conv (&d->ctl.l, z))
       mark_stale (d, z);
     if (io->op == UBLK_IO_OP_ZONE_RESET_ALL) {
@@ -874,7 +897,7 @@ handle_cqe (struct queue *q, const struct io_uring_cqe *cqe)
   r = start_io (io);
   if (r != 1) {
     if (r < 0)
-      log_failure (io, io->off, -r);
+      log_failure (io, io->off, -r, r);
     commit (io, r, 0);
   }
 }
