@@ -74,3 +74,28 @@ crypt_nbdkit_tsan ()
 
 # A fresh random raw key of $2 bytes in file $1.
 make_key () { head -c "$2" /dev/urandom > "$1"; }
+
+# expect_refused_start "expected message" DISK PARAMS...: nbdkit with the
+# filter over the file plugin on DISK, given PARAMS, must not start: exit
+# status 1, nothing served, exactly one error line and it holds the
+# message, no libgcrypt warning, and DISK unchanged.
+expect_refused_start ()
+{
+    local want="$1" disk="$2"; shift 2
+    local status=0 before
+    before="$(sha256sum < "$disk")"
+    rm -f "$tmp/served"
+    crypt_nbdkit -U - --filter=cryptinline file "$disk" "$@" \
+        --run "touch $tmp/served" 2> "$tmp/err" || status=$?
+    echo "refusal of: $*"
+    cat "$tmp/err"
+    [ $status -eq 1 ] || fail "exit status $status, expected 1, for: $*"
+    [ ! -e "$tmp/served" ] || fail "served despite a bad configuration: $*"
+    [ "$(grep -c 'error' "$tmp/err")" -eq 1 ] ||
+        fail "expected exactly one error line for: $*"
+    grep -qF -- "$want" "$tmp/err" || fail "message lacks \"$want\" for: $*"
+    ! grep -q -- 'insecure memory' "$tmp/err" ||
+        fail "libgcrypt's secure memory warning leaked for: $*"
+    [ "$(sha256sum < "$disk")" = "$before" ] ||
+        fail "the disk changed although the configuration was refused: $*"
+}
