@@ -32,7 +32,7 @@ usage (FILE *fp)
            "       %s reset URI OFFSET|all\n"
            "       %s finish URI OFFSET\n"
            "       %s attach URI [--queues N] [--depth N] [--id N] "
-           "[--foreground]\n"
+           "[--timeout SECONDS] [--foreground]\n"
            "       %s detach /dev/ublkbN\n"
            "       %s list\n"
            "OFFSET and LENGTH are bytes (suffixes K, M, G, T allowed).\n",

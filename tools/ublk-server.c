@@ -49,6 +49,7 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -61,6 +62,7 @@
 
 #define DEFAULT_QUEUES 1
 #define DEFAULT_DEPTH 64
+#define DEFAULT_TIMEOUT_S 30
 #define MAX_IO_BYTES (1U << 20)
 #define UBLK_CONTROL "/dev/ublk-control"
 
@@ -88,6 +90,7 @@ struct tag_io {
   int pending;                  /* NBD commands in flight */
   int err;                      /* first NBD error (errno) */
   uint64_t append_off;          /* where a zone append was written */
+  uint64_t since_ms;            /* when it was handed over; 0: idle */
   bool ready;                   /* on the ready list */
   struct tag_io *next_ready;
   /* zone report */
@@ -103,6 +106,7 @@ struct queue {
   int id;
   struct io_uring ring;
   struct nbd_handle *nbd;
+  int nbd_fd;                   /* its socket, for the reply timeout */
   const struct ublksrv_io_desc *iods;
   size_t iods_len;
   struct tag_io *ios;
@@ -120,6 +124,10 @@ struct queue {
 struct dev {
   struct disk ctl;              /* geometry; WP re-reads under ctl_lock */
   pthread_mutex_t ctl_lock;
+  int ctl_fd;                   /* the socket of ctl.nbd */
+  uint64_t ctl_since_ms;        /* a WP re-read began; 0: none */
+  unsigned timeout_s;           /* no reply for this long: server gone */
+  bool timed_out;
   pthread_mutex_t zone_lock;
   struct zone_state *zones;
   uint64_t nr_zones;
@@ -291,6 +299,15 @@ zone_capend (const struct dev *d, uint64_t z)
   return zone_start (&d->ctl.l, z) + zone_cap (&d->ctl.l, z);
 }
 
+static uint64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
+}
+
 /* Read the WP of zone Z from the server (the connection of attach). */
 static int
 refresh_wp (struct dev *d, uint64_t z)
@@ -299,7 +316,9 @@ refresh_wp (struct dev *d, uint64_t z)
   int r;
 
   pthread_mutex_lock (&d->ctl_lock);
+  __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
   r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
+  __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock (&d->ctl_lock);
   if (r == -1) {
     fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
@@ -383,6 +402,7 @@ commit (struct tag_io *io, int result, uint64_t append_lba)
   }
   prep_uring_cmd (sqe, q->d->cdev, UBLK_U_IO_COMMIT_AND_FETCH_REQ,
                   &cmd, sizeof cmd, io->tag);
+  __atomic_store_n (&io->since_ms, 0, __ATOMIC_RELEASE);
   q->busy--;
 }
 
@@ -610,6 +630,7 @@ start_io (struct tag_io *io)
   io->err = 0;
   io->pending = 0;
   io->ready = false;
+  __atomic_store_n (&io->since_ms, now_ms (), __ATOMIC_RELEASE);
   z = zone_of (d, io->off);
   if (!io->buf && posix_memalign (&io->buf, 4096, d->max_io) != 0) {
     io->buf = NULL;
@@ -979,7 +1000,7 @@ static void
 usage_attach (void)
 {
   fprintf (stderr, "usage: %s attach URI [--queues N] [--depth N] [--id N] "
-           "[--foreground]\n", progname);
+           "[--timeout SECONDS] [--foreground]\n", progname);
 }
 
 static int
@@ -1162,6 +1183,7 @@ start_queue (struct dev *d, struct queue *q, int id)
              d->ctl.uri, nbd_get_error ());
     return -1;
   }
+  q->nbd_fd = nbd_aio_get_fd (q->nbd);
   r = pthread_create (&q->thread, NULL, queue_thread, q);
   if (r) {
     fprintf (stderr, "%s: cannot start a queue thread: %s\n", progname,
@@ -1222,6 +1244,63 @@ on_signal (int sig)
   got_signal = sig;
 }
 
+/* The server has not answered a request for timeout_s: take it as gone.
+ * Shutting the sockets down makes libnbd fail every command in flight
+ * and every new one, so the kernel gets EIO at once, as when the server
+ * dies; a hung server (stopped, or a network that drops packets without
+ * closing the connection) must not leave processes in D state forever.
+ */
+static void
+server_timed_out (struct dev *d, const struct tag_io *io, uint64_t waited_ms)
+{
+  int i;
+
+  if (io)
+    fprintf (stderr, "%s: /dev/ublkb%d: no reply from the server for %" PRIu64
+             " s to a %s of %" PRIu32 " bytes at offset %" PRIu64 " (zone %"
+             PRIu64 "); closing the connections: every request fails with "
+             "EIO until detach\n", progname, d->id, waited_ms / 1000,
+             op_name (io->op), io->len, io->off, zone_of (d, io->off));
+  else
+    fprintf (stderr, "%s: /dev/ublkb%d: no reply from the server for %" PRIu64
+             " s to a write pointer query; closing the connections: every "
+             "request fails with EIO until detach\n", progname, d->id,
+             waited_ms / 1000);
+  d->timed_out = true;
+  for (i = 0; i < d->nr_queues; i++)
+    if (d->queues[i].started && d->queues[i].nbd_fd >= 0)
+      shutdown (d->queues[i].nbd_fd, SHUT_RDWR);
+  if (d->ctl_fd >= 0)
+    shutdown (d->ctl_fd, SHUT_RDWR);
+}
+
+/* Once a second: is any request older than the timeout? */
+static void
+check_reply_times (struct dev *d)
+{
+  uint64_t now = now_ms (), limit = (uint64_t) d->timeout_s * 1000, since;
+  int i, t;
+
+  if (!d->timeout_s || d->timed_out)
+    return;
+  since = __atomic_load_n (&d->ctl_since_ms, __ATOMIC_RELAXED);
+  if (since && now - since > limit) {
+    server_timed_out (d, NULL, now - since);
+    return;
+  }
+  for (i = 0; i < d->nr_queues; i++) {
+    struct queue *q = &d->queues[i];
+
+    for (t = 0; q->ios && t < d->depth; t++) {
+      since = __atomic_load_n (&q->ios[t].since_ms, __ATOMIC_ACQUIRE);
+      if (since && now - since > limit) {
+        server_timed_out (d, &q->ios[t], now - since);
+        return;
+      }
+    }
+  }
+}
+
 /* Serve until a signal, a detach, or the end of every queue. */
 static void
 serve_until_stopped (struct dev *d, struct control *c)
@@ -1232,6 +1311,7 @@ serve_until_stopped (struct dev *d, struct control *c)
 
     for (i = 0; i < 10 && !got_signal; i++)
       usleep (100000);
+    check_reply_times (d);
     if (got_signal) {
       fprintf (stderr, "%s: /dev/ublkb%d: signal %d, detaching\n", progname,
                d->id, (int) got_signal);
@@ -1365,7 +1445,8 @@ int
 nbdzone_attach (int argc, char **argv)
 {
   struct dev d = { .id = -1, .nr_queues = DEFAULT_QUEUES,
-                   .depth = DEFAULT_DEPTH, .cdev = -1 };
+                   .depth = DEFAULT_DEPTH, .cdev = -1,
+                   .timeout_s = DEFAULT_TIMEOUT_S };
   const char *uri = NULL;
   bool foreground = false;
   struct sigaction sa = { .sa_handler = on_signal };
@@ -1381,6 +1462,8 @@ nbdzone_attach (int argc, char **argv)
       d.depth = arg_int ("--depth", argv[++i], 1, UBLK_MAX_QUEUE_DEPTH);
     else if (i + 1 < argc && strcmp (argv[i], "--id") == 0)
       d.id = arg_int ("--id", argv[++i], 0, 1 << 20);
+    else if (i + 1 < argc && strcmp (argv[i], "--timeout") == 0)
+      d.timeout_s = arg_int ("--timeout", argv[++i], 0, 86400);
     else if (argv[i][0] == '-' || uri) {
       fprintf (stderr, "%s: attach: unknown or incomplete option \"%s\" "
                "(see %s --help)\n", progname, argv[i], progname);
@@ -1395,6 +1478,7 @@ nbdzone_attach (int argc, char **argv)
   }
 
   connect_disk (&d.ctl, uri);
+  d.ctl_fd = nbd_aio_get_fd (d.ctl.nbd);
   if (check_geometry (&d) == -1)
     return EXIT_FAILURE;
   d.nr_zones = d.ctl.l.g.nr_zones;

@@ -375,6 +375,63 @@ case_attach_kill ()
     ublk_detach $ublk
 }
 
+# A server that stops answering but keeps its connection open (SIGSTOP,
+# as when a network drops packets without closing anything): once a
+# request has waited --timeout, the write in flight and new requests
+# fail with EIO, nothing stays blocked, attach logs which request waited,
+# and the device detaches.  Attached again after the server resumes,
+# what was acknowledged before the stop reads back.
+case_attach_hang ()
+{
+    local dev=nullb0 u ublk z zs mib pid i began took
+    need_ublk
+    attach_serve srv $dev unix; u=$URI
+    ublk=$(ublk_attach "$u" --timeout 5)
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    mib=$((z * zs / 1048576))
+    gen_file $W/data 1048576
+    dd if=$W/data of=$ublk bs=1M seek=$mib oflag=direct status=none ||
+        die "write before the stop"
+
+    kill -STOP $(cat $W/srv.pid)
+    say "nbdkit stopped (SIGSTOP); attach has --timeout 5"
+    began=$(date +%s)
+    dd if=/dev/urandom of=$ublk bs=1M count=4 seek=$((mib + 1)) oflag=direct \
+        status=none 2> $W/dd.err &
+    pid=$!
+    i=0
+    while kill -0 $pid 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 60 ] && die "the write still waits 60 s after the server stopped"
+        sleep 1
+    done
+    took=$(( $(date +%s) - began ))
+    wait $pid && die "the write succeeded with the server stopped"
+    cat $W/dd.err
+    grep -q "Input/output error" $W/dd.err || die "the write did not fail with EIO"
+    say "the write failed after ${took}s"
+    [ $took -ge 4 ] && [ $took -le 15 ] ||
+        die "the write failed after ${took}s, not about 5 s (the timeout)"
+    grep "no reply from the server" $W/attach.log
+    grep -q "no reply from the server for [0-9]* s to a write of 1048576 bytes at offset $(((mib + 1) * 1048576)) (zone $z)" \
+        $W/attach.log || die "attach did not log which write waited"
+
+    # New requests fail at once; the device detaches.
+    if timeout 10 dd if=$ublk of=/dev/null bs=4096 count=1 iflag=direct 2> $W/dd.err; then
+        die "a read succeeded after the timeout"
+    fi
+    grep -q "Input/output error" $W/dd.err || die "the read did not fail with EIO"
+    ublk_detach $ublk
+
+    kill -CONT $(cat $W/srv.pid)
+    ublk=$(ublk_attach "$u")
+    dd if=$ublk of=$W/back bs=1M skip=$mib count=1 iflag=direct status=none ||
+        die "read after attaching again"
+    cmp $W/data $W/back || die "the write acknowledged before the stop reads back different"
+    ublk_detach $ublk
+}
+
 # ublk_write_fails DEV OFFSET BYTES MESSAGE LOGWORD TOLD: a direct write of
 # BYTES at OFFSET of the ublk device DEV fails with MESSAGE (strerror of
 # the errno the kernel gave back), nbdkit logged why, saying LOGWORD, and
@@ -520,4 +577,6 @@ attach_cases ()
     run 600 "attach: btrfs -O zoned (appends), scrub, dm-crypt reads it" case_attach_btrfs
     run 600 "attach: f2fs -m" case_attach_f2fs
     run 600 "attach: kill -9 of nbdkit under load, EIO, reattach, files intact" case_attach_kill
+    run 120 "nullb0: attach: a server that stops answering: EIO after --timeout, detach" \
+        case_attach_hang
 }
