@@ -296,24 +296,21 @@ do_report (struct disk *d, int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
-/* Trim whole zones, at most 1 GiB (rounded to zones) per request. */
+/* Reset zones [FIRST, END) with trims (zone-report.c splits them). */
 static void
-trim_zones (struct disk *d, uint64_t start, uint64_t end)
+trim_zones (struct disk *d, uint64_t first, uint64_t end)
 {
-  uint64_t step = (1ULL << 30) / d->l.g.zone_size * d->l.g.zone_size;
+  uint64_t off, len;
 
-  if (step == 0)
-    step = d->l.g.zone_size;
-  while (start < end) {
-    uint64_t n = end - start < step ? end - start : step;
-    if (n > UINT32_MAX) {
+  while (zone_trim_next (&d->l, &first, end, &off, &len)) {
+    if (len > UINT32_MAX) {
       fprintf (stderr, "%s: zones of %" PRIu64 " bytes are too large for "
-               "one NBD request\n", progname, d->l.g.zone_size);
+               "one NBD request, so they cannot be reset over NBD\n",
+               progname, d->l.g.zone_size);
       exit (EXIT_FAILURE);
     }
-    if (nbd_trim (d->nbd, n, start, 0) == -1)
+    if (nbd_trim (d->nbd, len, off, 0) == -1)
       die_nbd (d, "reset (trim) failed on");
-    start += n;
   }
 }
 
@@ -328,7 +325,7 @@ do_reset (struct disk *d, int argc, char **argv)
     return EXIT_FAILURE;
   }
   if (strcmp (argv[0], "all") == 0) {
-    trim_zones (d, 0, d->l.size);
+    trim_zones (d, 0, zone_count (&d->l));
     return EXIT_SUCCESS;
   }
   z = zone_at_start (d, arg_bytes ("OFFSET", argv[0]));
@@ -338,7 +335,7 @@ do_reset (struct disk *d, int argc, char **argv)
              z, zone_start (&d->l, z));
     return EXIT_FAILURE;
   }
-  trim_zones (d, zone_start (&d->l, z), zone_start (&d->l, z) + zone_len (&d->l, z));
+  trim_zones (d, z, z + 1);
   return EXIT_SUCCESS;
 }
 

@@ -83,7 +83,7 @@ struct tag_io {
   struct queue *q;
   int tag;
   uint8_t op;
-  uint32_t flags;
+  uint32_t op_flags;             /* UBLK_IO_F_* (FUA), as the kernel sets them */
   uint64_t off;                 /* bytes */
   uint32_t len;                 /* bytes */
   void *buf;                    /* MAX_IO_BYTES, allocated on first use */
@@ -106,7 +106,8 @@ struct queue {
   int id;
   struct io_uring ring;
   struct nbd_handle *nbd;
-  int nbd_fd;                   /* its socket, for the reply timeout */
+  int nbd_fd;                   /* a dup of its socket, for the timeout */
+  uint64_t last_reply_ms;       /* when the server last answered here */
   const struct ublksrv_io_desc *iods;
   size_t iods_len;
   struct tag_io *ios;
@@ -124,7 +125,9 @@ struct queue {
 struct dev {
   struct disk ctl;              /* geometry; WP re-reads under ctl_lock */
   pthread_mutex_t ctl_lock;
-  int ctl_fd;                   /* the socket of ctl.nbd */
+  int ctl_fd;                   /* a dup of the socket of ctl.nbd */
+  pthread_t watchdog;
+  bool watchdog_started, watchdog_stop;
   uint64_t ctl_since_ms;        /* a WP re-read began; 0: none */
   unsigned timeout_s;           /* no reply for this long: server gone */
   bool timed_out;
@@ -460,6 +463,7 @@ nbd_done (void *opaque, int *error)
 {
   struct tag_io *io = opaque;
 
+  __atomic_store_n (&io->q->last_reply_ms, now_ms (), __ATOMIC_RELAXED);
   if (*error && !io->err)
     io->err = *error;
   make_ready (io);
@@ -498,7 +502,7 @@ static void
 send_write (struct tag_io *io, uint64_t off)
 {
   struct dev *d = io->q->d;
-  uint32_t flags = (io->flags & UBLK_IO_F_FUA) && d->can_fua ?
+  uint32_t flags = (io->op_flags & UBLK_IO_F_FUA) && d->can_fua ?
     LIBNBD_CMD_FLAG_FUA : 0;
 
   io->pending++;
@@ -506,31 +510,24 @@ send_write (struct tag_io *io, uint64_t off)
                             done_cb (io), flags));
 }
 
+/* Reset zones [FIRST, END): trims sent together.  A trim that cannot
+ * be sent (dead connection) fails the request and the rest are not
+ * sent.  The request holds one count of its own on pending while
+ * sending, so it is finished exactly once, through the ready list, when
+ * the last trim is done, however many failed at once.
+ */
 static void
 send_trim_zones (struct tag_io *io, uint64_t first, uint64_t end)
 {
   struct dev *d = io->q->d;
-  uint64_t z = first;
+  uint64_t off, len;
 
-  /* Runs of sequential zones, at most 1 GiB per request. */
-  while (z < end) {
-    uint64_t run_end = z;
-
-    if (zone_is_conv (&d->ctl.l, z)) {
-      z++;
-      continue;
-    }
-    while (run_end < end && !zone_is_conv (&d->ctl.l, run_end) &&
-           (run_end - z + 1) * d->ctl.l.g.zone_size <= (1ULL << 30))
-      run_end++;
+  io->pending++;
+  while (!io->err && zone_trim_next (&d->ctl.l, &first, end, &off, &len)) {
     io->pending++;
-    sent (io, nbd_aio_trim (io->q->nbd,
-                            zone_start (&d->ctl.l, run_end - 1) +
-                            zone_len (&d->ctl.l, run_end - 1) -
-                            zone_start (&d->ctl.l, z),
-                            zone_start (&d->ctl.l, z), done_cb (io), 0));
-    z = run_end;
+    sent (io, nbd_aio_trim (io->q->nbd, len, off, done_cb (io), 0));
   }
+  make_ready (io);
 }
 
 static void
@@ -624,7 +621,10 @@ start_io (struct tag_io *io)
   uint64_t z, wp;
 
   io->op = ublksrv_get_op (iod);
-  io->flags = ublksrv_get_flags (iod);
+  /* The UBLK_IO_F_* bits are defined at their places in op_flags
+   * (ublksrv_get_flags shifts them away from those).
+   */
+  io->op_flags = iod->op_flags;
   io->off = iod->start_sector << 9;
   io->len = iod->nr_sectors << 9;
   io->err = 0;
@@ -678,7 +678,7 @@ start_io (struct tag_io *io)
     return 1;
   case UBLK_IO_OP_ZONE_RESET_ALL:
     send_trim_zones (io, 0, d->nr_zones);
-    return io->pending ? 1 : 0;
+    return 1;
   case UBLK_IO_OP_ZONE_FINISH:
     if (z >= d->nr_zones || zone_is_conv (&d->ctl.l, z))
       return -EIO;
@@ -903,6 +903,9 @@ handle_cqe (struct queue *q, const struct io_uring_cqe *cqe)
     return;
   }
   if (ud == UD_EVENT) {
+    eventfd_t v;
+
+    eventfd_read (q->event_fd, &v);     /* or the next poll fires at once */
     q->event_armed = false;
     return;
   }
@@ -1049,6 +1052,12 @@ check_geometry (struct dev *d)
              progname, d->ctl.uri, l->g.zone_size);
     return -1;
   }
+  if (l->g.zone_size > UINT32_MAX) {
+    fprintf (stderr, "%s: %s: zones of %" PRIu64 " bytes are too large: "
+             "an NBD request (a zone reset or finish) holds less than "
+             "4 GiB\n", progname, d->ctl.uri, l->g.zone_size);
+    return -1;
+  }
   if (l->g.zone_size < bs || l->g.zone_capacity % bs) {
     fprintf (stderr, "%s: %s: zone size %" PRIu64 " or capacity %" PRIu64
              " is not a multiple of the block size %" PRIu64 "\n",
@@ -1183,7 +1192,10 @@ start_queue (struct dev *d, struct queue *q, int id)
              d->ctl.uri, nbd_get_error ());
     return -1;
   }
-  q->nbd_fd = nbd_aio_get_fd (q->nbd);
+  /* A duplicate: the timeout may shut it down from another thread
+   * while libnbd closes its own descriptor of a dead connection.
+   */
+  q->nbd_fd = dup (nbd_aio_get_fd (q->nbd));
   r = pthread_create (&q->thread, NULL, queue_thread, q);
   if (r) {
     fprintf (stderr, "%s: cannot start a queue thread: %s\n", progname,
@@ -1224,6 +1236,8 @@ stop_queues (struct dev *d)
       nbd_shutdown (q->nbd, 0);
       nbd_close (q->nbd);
     }
+    if (q->nbd_fd >= 0)
+      close (q->nbd_fd);
     if (q->event_fd > 0)
       close (q->event_fd);
   }
@@ -1274,15 +1288,16 @@ server_timed_out (struct dev *d, const struct tag_io *io, uint64_t waited_ms)
     shutdown (d->ctl_fd, SHUT_RDWR);
 }
 
-/* Once a second: is any request older than the timeout? */
+/* Is any request waiting longer than the timeout, on a connection
+ * where the server has not answered anything for as long?  (A busy but
+ * live server keeps answering; only lack of progress counts.)
+ */
 static void
 check_reply_times (struct dev *d)
 {
   uint64_t now = now_ms (), limit = (uint64_t) d->timeout_s * 1000, since;
   int i, t;
 
-  if (!d->timeout_s || d->timed_out)
-    return;
   since = __atomic_load_n (&d->ctl_since_ms, __ATOMIC_RELAXED);
   if (since && now - since > limit) {
     server_timed_out (d, NULL, now - since);
@@ -1290,7 +1305,10 @@ check_reply_times (struct dev *d)
   }
   for (i = 0; i < d->nr_queues; i++) {
     struct queue *q = &d->queues[i];
+    uint64_t last = __atomic_load_n (&q->last_reply_ms, __ATOMIC_RELAXED);
 
+    if (now - last <= limit)
+      continue;
     for (t = 0; q->ios && t < d->depth; t++) {
       since = __atomic_load_n (&q->ios[t].since_ms, __ATOMIC_ACQUIRE);
       if (since && now - since > limit) {
@@ -1298,6 +1316,44 @@ check_reply_times (struct dev *d)
         return;
       }
     }
+  }
+}
+
+/* Its own thread, so that it also runs while the main thread waits in
+ * STOP_DEV for the requests in flight (a detach on SIGTERM while the
+ * server hangs).
+ */
+static void *
+watchdog_thread (void *arg)
+{
+  struct dev *d = arg;
+  int i;
+
+  while (!__atomic_load_n (&d->watchdog_stop, __ATOMIC_RELAXED)) {
+    for (i = 0; i < 10 && !__atomic_load_n (&d->watchdog_stop,
+                                            __ATOMIC_RELAXED); i++)
+      usleep (100000);
+    if (!d->timed_out)
+      check_reply_times (d);
+  }
+  return NULL;
+}
+
+static void
+start_watchdog (struct dev *d)
+{
+  if (d->timeout_s &&
+      pthread_create (&d->watchdog, NULL, watchdog_thread, d) == 0)
+    d->watchdog_started = true;
+}
+
+static void
+stop_watchdog (struct dev *d)
+{
+  if (d->watchdog_started) {
+    __atomic_store_n (&d->watchdog_stop, true, __ATOMIC_RELAXED);
+    pthread_join (d->watchdog, NULL);
+    d->watchdog_started = false;
   }
 }
 
@@ -1311,7 +1367,6 @@ serve_until_stopped (struct dev *d, struct control *c)
 
     for (i = 0; i < 10 && !got_signal; i++)
       usleep (100000);
-    check_reply_times (d);
     if (got_signal) {
       fprintf (stderr, "%s: /dev/ublkb%d: signal %d, detaching\n", progname,
                d->id, (int) got_signal);
@@ -1402,6 +1457,7 @@ attach_device (struct dev *d, int report_fd)
     goto out;
   }
   started = true;
+  start_watchdog (d);
   snprintf (path, sizeof path, "/dev/ublkb%d\n", d->id);
   if (write (report_fd, path, strlen (path)) != (ssize_t) strlen (path))
     goto out;
@@ -1422,6 +1478,7 @@ attach_device (struct dev *d, int report_fd)
    */
   if (started)
     control_cmd (&c, UBLK_U_CMD_STOP_DEV, d->id, NULL, 0, 0);
+  stop_watchdog (d);
   stop_queues (d);
   if (d->cdev > 0)
     close (d->cdev);
@@ -1478,12 +1535,21 @@ nbdzone_attach (int argc, char **argv)
   }
 
   connect_disk (&d.ctl, uri);
-  d.ctl_fd = nbd_aio_get_fd (d.ctl.nbd);
+  d.ctl_fd = dup (nbd_aio_get_fd (d.ctl.nbd));
   if (check_geometry (&d) == -1)
     return EXIT_FAILURE;
   d.nr_zones = d.ctl.l.g.nr_zones;
   d.can_fua = nbd_can_fua (d.ctl.nbd) == 1;
   d.can_flush = nbd_can_flush (d.ctl.nbd) == 1;
+  /* Each queue has its own connection: a flush on one must cover the
+   * writes acknowledged on the others.
+   */
+  if (d.nr_queues > 1 && nbd_can_multi_conn (d.ctl.nbd) != 1) {
+    fprintf (stderr, "%s: %s does not allow several connections to share "
+             "its cache (multi-conn), which --queues %d needs; use "
+             "--queues 1\n", progname, uri, d.nr_queues);
+    return EXIT_FAILURE;
+  }
   if (nbd_can_trim (d.ctl.nbd) != 1 || nbd_can_zero (d.ctl.nbd) != 1) {
     fprintf (stderr, "%s: %s does not offer trim and write-zeroes, which "
              "zone reset and finish need\n", progname, uri);
@@ -1493,6 +1559,8 @@ nbdzone_attach (int argc, char **argv)
   d.queues = calloc (d.nr_queues, sizeof *d.queues);
   if (!d.zones || !d.queues || read_all_wps (&d) == -1)
     return EXIT_FAILURE;
+  for (i = 0; i < d.nr_queues; i++)
+    d.queues[i].nbd_fd = -1;
   pthread_mutex_init (&d.ctl_lock, NULL);
   pthread_mutex_init (&d.zone_lock, NULL);
 

@@ -48,6 +48,27 @@ zone_count (const struct zone_layout *l)
   return n < l->g.nr_zones ? n : l->g.nr_zones;
 }
 
+bool
+zone_trim_next (const struct zone_layout *l, uint64_t *z, uint64_t end,
+                uint64_t *offset, uint64_t *length)
+{
+  uint64_t limit = l->g.zone_size > (1ULL << 30) ? l->g.zone_size : 1ULL << 30;
+  uint64_t run_end;
+
+  while (*z < end && zone_is_conv (l, *z))
+    (*z)++;
+  if (*z >= end)
+    return false;
+  run_end = *z + 1;
+  while (run_end < end && !zone_is_conv (l, run_end) &&
+         (run_end - *z + 1) * l->g.zone_size <= limit)
+    run_end++;
+  *offset = zone_start (l, *z);
+  *length = zone_start (l, run_end - 1) + zone_len (l, run_end - 1) - *offset;
+  *z = run_end;
+  return true;
+}
+
 /* Move past zones whose WP needs no block status: conventional ones,
  * and sequential ones scanned up to their capacity (full).
  */

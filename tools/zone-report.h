@@ -30,6 +30,14 @@ extern uint64_t zone_cap (const struct zone_layout *l, uint64_t z);
 extern bool zone_is_conv (const struct zone_layout *l, uint64_t z);
 extern uint64_t zone_count (const struct zone_layout *l);
 
+/* Zone reset as NBD trims: the next trim of whole sequential zones in
+ * [*Z, END) (conventional zones are skipped: they have no WP), at most
+ * 1 GiB or one zone per request, as OFFSET and LENGTH; advances *Z past
+ * it.  False when none is left.
+ */
+extern bool zone_trim_next (const struct zone_layout *l, uint64_t *z,
+                            uint64_t end, uint64_t *offset, uint64_t *length);
+
 struct wp_scan {
   const struct zone_layout *l;
   uint64_t first, end;          /* zones [first, end) */

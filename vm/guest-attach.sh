@@ -190,13 +190,17 @@ case_attach_report ()
 
 # fio --zonemode=zbd with verification on the ublk device: sequential
 # writes at QD 8 over many zones within the open-zone limit, read back
-# and checked; then random zone writes with zone resets.
+# and checked; then random zone writes with zone resets.  QUEUES ublk
+# queues (default 1), each with its own NBD connection: with 2, the
+# writes of one zone arrive on both, and the server's gate orders them.
 case_attach_fio ()
 {
-    local dev=$1 u ublk maxopen nz
+    local dev=$1 queues=${2:-1} u ublk maxopen nz
     need_ublk
     attach_serve srv $dev unix; u=$URI
-    ublk=$(ublk_attach "$u" --depth 32)
+    ublk=$(ublk_attach "$u" --depth 32 --queues $queues)
+    [ "$(ls /sys/block/${ublk#/dev/}/mq | wc -l)" = $queues ] ||
+        die "$ublk has $(ls /sys/block/${ublk#/dev/}/mq | wc -l) hardware queues, not $queues"
     maxopen=$(cat /sys/block/${ublk#/dev/}/queue/max_open_zones)
     [ "$maxopen" = 0 ] && maxopen=4
     nz=$(nr_zones $dev)
@@ -331,7 +335,7 @@ case_attach_f2fs ()
 # and a new attach, the filesystem mounts and the synced files are intact.
 case_attach_kill ()
 {
-    local u ublk pid i
+    local u ublk pid i rc
     need_ublk
     make_fs_dev
     attach_serve srv $FS_DEV unix; u=$URI
@@ -364,6 +368,13 @@ case_attach_kill ()
     cat $W/dd.err
     grep -q "Input/output error" $W/dd.err || die "the read did not fail with EIO"
     timeout 60 umount /mnt/a || umount -l /mnt/a || :
+    # So does a reset of every zone (several trims, none can be sent),
+    # once, and the device still detaches.
+    rc=0
+    timeout 30 blkzone reset $ublk 2> $W/reset.err || rc=$?
+    cat $W/reset.err
+    [ $rc != 124 ] || die "the reset of all zones hung"
+    [ $rc != 0 ] || die "a reset of all zones succeeded with the server gone"
     ublk_detach $ublk
     grep -c 'failed' $W/attach.log | sed 's/^/failed requests logged: /'
 
@@ -372,6 +383,40 @@ case_attach_kill ()
     mount -t btrfs $ublk /mnt/a || die "mount after the crash"
     ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "synced files differ after the crash"
     umount /mnt/a
+    ublk_detach $ublk
+}
+
+# What the kernel asks for durability reaches the server: a write with
+# FUA (O_SYNC direct I/O) is an NBD write with FUA, a plain one is not,
+# and fsync of the device sends an NBD flush.  nbdkit -v logs each call.
+case_attach_durability ()
+{
+    local dev=nullb0 u ublk z zs off before
+    need_ublk
+    attach_serve srv $dev unix -v; u=$URI
+    ublk=$(ublk_attach "$u")
+    [ "$(cat /sys/block/${ublk#/dev/}/queue/fua)" = 1 ] || die "$ublk does not offer FUA"
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    off=$((z * zs))
+    # busybox dd has no oflag=dsync: fio opens the device O_SYNC.
+    fio --name=fua --filename=$ublk --rw=write --bs=4k --size=4k \
+        --offset=$off --direct=1 --sync=1 --ioengine=psync \
+        --output=$W/fio-fua.out > /dev/null 2>&1 ||
+        { cat $W/fio-fua.out; die "O_SYNC write"; }
+    grep "zbd: pwrite count=4096 offset=$off " $W/srv.log
+    grep -q "zbd: pwrite count=4096 offset=$off fua=1" $W/srv.log ||
+        die "the O_SYNC write reached the server without FUA"
+    dd if=/dev/urandom of=$ublk bs=4096 count=1 seek=$((off / 4096 + 1)) \
+        oflag=direct status=none || die "plain write"
+    grep -q "zbd: pwrite count=4096 offset=$((off + 4096)) fua=0" $W/srv.log ||
+        die "the plain write did not reach the server as a write without FUA"
+    before=$(grep -c "zbd: flush" $W/srv.log)
+    dd if=/dev/urandom of=$ublk bs=4096 count=1 seek=$((off / 4096 + 2)) \
+        oflag=direct conv=fsync status=none || die "write and fsync"
+    [ "$(grep -c "zbd: flush" $W/srv.log)" -gt "$before" ] ||
+        die "fsync of $ublk sent no flush to the server"
+    say "$(grep -c 'zbd: flush' $W/srv.log) flushes, FUA on the O_SYNC write only"
     ublk_detach $ublk
 }
 
@@ -571,9 +616,13 @@ attach_cases ()
         case_attach_limits
     run 180 "nullb0: attach over TLS-PSK (nbds+unix), plain attach refused" \
         case_attach_tls
+    run 120 "nullb0: attach: FUA writes, flush on fsync reach the server" \
+        case_attach_durability
     for dev in $ZONED_DEVICES; do
         run 600 "$dev: attach: fio zbd, QD 8, verify, zone resets" case_attach_fio $dev
     done
+    run 600 "nvme0n1: attach --queues 2: fio zbd, QD 8, verify, zone resets" \
+        case_attach_fio nvme0n1 2
     run 600 "attach: btrfs -O zoned (appends), scrub, dm-crypt reads it" case_attach_btrfs
     run 600 "attach: f2fs -m" case_attach_f2fs
     run 600 "attach: kill -9 of nbdkit under load, EIO, reattach, files intact" case_attach_kill
