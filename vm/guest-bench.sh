@@ -10,17 +10,25 @@
 # Each measurement is one fio run; its figure is fio's bandwidth.
 #
 #   seq-write, seq-read  1 MiB sequential, QD 4, libaio, O_DIRECT, over 4
-#       zones from empty zones: on /dev/ublkbN (nbdzone attach, fio
-#       --zonemode=zbd) and on /dev/nbd0 (nbd-client: a plain disk, fio
-#       in the same ascending order over the same range; fio's default
-#       seed makes the bytes the same too).  Reads read what that side
-#       just wrote.
+#       zones from empty zones, one fio job: on /dev/ublkbN (nbdzone
+#       attach, fio --zonemode=zbd) and on /dev/nbd0 (nbd-client: a
+#       plain disk, fio in the same ascending order over the same range;
+#       fio's default seed makes the bytes the same too).  Reads read
+#       what that side just wrote.
+#   seq-write-4z  the same 4 zones written by 4 fio jobs at once, one
+#       per zone, QD 1 each: QD 4 in all, which zone write plugging
+#       (one write per zone at the driver) leaves whole.
 #   append-qd1, append-qd8  zone appends: user space cannot issue them
-#       to a block device, btrfs in zoned mode writes file data with
-#       them.  fio writes 1 MiB O_DIRECT requests into a file on
-#       mkfs.btrfs -O zoned on the ublk device at QD 1, then QD 8; the
-#       data (48 MiB) fits in one 64 MiB zone.  attach's count of zone
-#       appends and of the most in flight in one zone is printed with it.
+#       to a block device; btrfs in zoned mode writes file data with
+#       them.  O_DIRECT writes on zoned btrfs reach the device one at a
+#       time whatever fio's iodepth (attach counted at most 1 in flight),
+#       so the writer is the page cache: fio writes 48 MiB (below one
+#       64 MiB zone) into a file on mkfs.btrfs -O zoned on the ublk
+#       device, then fsyncs, and writeback sends the appends; the ublk
+#       device's queue depth (attach --depth 1, --depth 8) bounds how
+#       many are in flight.  The figure is the data over the wall time
+#       of write plus fsync; attach's count of zone appends and of the
+#       most in flight in one zone is printed with it.
 #
 # The configurations of a measurement alternate within each run, their
 # order rotated every run.  Result lines go to the second serial port,
@@ -67,47 +75,113 @@ run_fio ()
 
 reset_all () { $NBDZONE reset "$(uri srv)" all || die "nbdzone reset all"; }
 
-# seq_side RUN ublk|nbd: write then read the range through one client.
-seq_side ()
+# The CPU time the guest spent busy, in hundredths of a second.
+cpu_busy () { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+# proc_cpu PID: a process's CPU time (all its threads), in hundredths.
+proc_cpu () { awk '{ print $14 + $15 }' /proc/$1/stat 2>/dev/null || echo 0; }
+
+# sample_inflight BLOCKDEV: until $W/stop exists, the most requests in
+# flight at the driver (reads or writes, /sys/block/DEV/inflight) into
+# $W/inflight, ten times a second.  On a zoned device, zone write
+# plugging holds a zone's writes back to one at a time at the driver.
+sample_inflight ()
 {
-    local run=$1 side=$2 dev zonemode= size
-    size=$((BENCH_ZONES * BENCH_ZONE_MB))M
-    reset_all
-    if [ $side = ublk ]; then
-        dev=$(ublk_attach "$(uri srv)")
-        zonemode=--zonemode=zbd
-    else
-        nbd_attach srv
-        dev=/dev/nbd0
-    fi
-    set -- --filename=$dev --direct=1 --ioengine=libaio --bs=1M --iodepth=4 \
-        --offset=0 --size=$size $zonemode
-    run_fio w $W/w.out --rw=write "$@"
-    result "bench seq-write $side $run $(fio_bw $W/w.out) depths $(fio_depths $W/w.out)"
-    run_fio r $W/r.out --rw=read "$@"
-    result "bench seq-read $side $run $(fio_bw $W/r.out) depths $(fio_depths $W/r.out)"
-    if [ $side = ublk ]; then ublk_detach $dev; else nbd_detach; fi
+    local max=0 r w
+    while [ ! -e $W/stop ]; do
+        read r w < /sys/block/$1/inflight
+        [ $r -gt $max ] && max=$r
+        [ $w -gt $max ] && max=$w
+        echo $max > $W/inflight
+        sleep 0.1
+    done
 }
 
-# append_side RUN QD: fio into a file on zoned btrfs on the ublk device.
+# measure NAME SIDE RUN DEV MiB FIO-ARGS...: one timed fio job on DEV and
+# its result line: MiB/s, fio's submission depths, the most requests in
+# flight at the driver, and CPU seconds per GiB: the whole guest, the
+# attach process and nbdkit.
+measure ()
+{
+    local name=$1 side=$2 run=$3 dev=$4 mib=$5 apid c0 a0 k0 c1 a1 k1 kpid
+    shift 5
+    apid=$($NBDZONE list 2>/dev/null | sed -n 's/.* pid \([0-9]*\).*/\1/p' | head -n 1)
+    kpid=$(cat $W/srv.pid)
+    rm -f $W/stop; echo 0 > $W/inflight
+    sample_inflight ${dev#/dev/} &
+    c0=$(cpu_busy); a0=$(proc_cpu ${apid:-0}); k0=$(proc_cpu $kpid)
+    run_fio $name $W/$name.out "$@"
+    c1=$(cpu_busy); a1=$(proc_cpu ${apid:-0}); k1=$(proc_cpu $kpid)
+    touch $W/stop; wait $!
+    result "bench $name $side $run $(fio_bw $W/$name.out)" \
+        "depths $(fio_depths $W/$name.out); in flight at most $(cat $W/inflight);" \
+        "$(awk -v c=$((c1 - c0)) -v a=$((a1 - a0)) -v k=$((k1 - k0)) -v mib=$mib \
+            'BEGIN { g = mib / 1024 * 100
+                     printf "CPU s/GiB: guest %.1f, attach %.1f, nbdkit %.1f", c / g, a / g, k / g }')"
+}
+
+# client_attach SIDE: the device of one client on the export, in $DEV.
+client_attach ()
+{
+    reset_all
+    if [ $1 = ublk ]; then
+        DEV=$(ublk_attach "$(uri srv)")
+    else
+        nbd_attach srv
+        DEV=/dev/nbd0
+    fi
+}
+client_detach () { if [ $1 = ublk ]; then ublk_detach $DEV; else nbd_detach; fi; }
+
+# seq_side RUN ublk|nbd: the sequential measurements through one client.
+# On the ublk device fio runs with --zonemode=zbd; /dev/nbd0 is a plain
+# disk, so fio writes the same range in the same order without it.
+seq_side ()
+{
+    local run=$1 side=$2 zonemode= mib=$((BENCH_ZONES * BENCH_ZONE_MB))
+    [ $side = ublk ] && zonemode=--zonemode=zbd
+    # One job, QD 4: zone after zone, 4 writes in flight from fio.
+    client_attach $side
+    set -- --filename=$DEV --direct=1 --ioengine=libaio --bs=1M --iodepth=4 \
+        --offset=0 --size=${mib}M $zonemode
+    measure seq-write $side $run $DEV $mib --rw=write "$@"
+    measure seq-read $side $run $DEV $mib --rw=read "$@"
+    client_detach $side
+    # Four jobs, one per zone, QD 1 each: 4 writes in flight, one per zone.
+    client_attach $side
+    measure seq-write-4z $side $run $DEV $mib --rw=write --filename=$DEV \
+        --direct=1 --ioengine=libaio --bs=1M --iodepth=1 --numjobs=4 \
+        --offset=0 --offset_increment=${BENCH_ZONE_MB}M \
+        --size=${BENCH_ZONE_MB}M --group_reporting $zonemode
+    client_detach $side
+}
+
+# uptime_cs: the time since boot in hundredths of a second.
+uptime_cs () { sed 's/^\([0-9]*\)\.\([0-9][0-9]\).*/\1\2/' /proc/uptime; }
+
+# append_side RUN QD: buffered writes and fsync into a file on zoned
+# btrfs on a ublk device of queue depth QD.
 append_side ()
 {
-    local run=$1 qd=$2 dev line
+    local run=$1 qd=$2 dev line t0 t1
     reset_all
     : > $W/attach.log
-    dev=$(ublk_attach "$(uri srv)")
+    dev=$(ublk_attach "$(uri srv)" --depth $qd)
     timeout 120 mkfs.btrfs -f -O zoned -d single -m single $dev > $W/mkfs.out 2>&1 ||
         { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
     mkdir -p /mnt/a
     mount -t btrfs $dev /mnt/a || die "mount btrfs"
+    t0=$(uptime_cs)
     run_fio a $W/a.out --directory=/mnt/a --filename=data --rw=write \
-        --bs=1M --direct=1 --ioengine=libaio --iodepth=$qd \
-        --size=${BENCH_APPEND_MB}M --fallocate=none
+        --bs=1M --ioengine=psync --size=${BENCH_APPEND_MB}M \
+        --fallocate=none --end_fsync=1
+    t1=$(uptime_cs)
     umount /mnt/a || die "umount"
     ublk_detach $dev
     line=$(grep 'zone appends' $W/attach.log | tail -n 1)
     line=$(echo "$line" | sed -n 's/.*; \([0-9]* zone appends, at most [0-9]* in flight\).*/\1/p')
-    result "bench append-qd$qd ublk $run $(fio_bw $W/a.out) $line"
+    result "bench append-qd$qd ublk $run" \
+        "$(awk -v mb=$BENCH_APPEND_MB -v cs=$((t1 - t0)) 'BEGIN { printf "%.1f", mb * 100 / cs }')" \
+        "$line (fio alone: $(fio_bw $W/a.out) MiB/s)"
 }
 
 bench ()
