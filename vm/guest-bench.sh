@@ -31,7 +31,7 @@
 #       most in flight in one zone is printed with it.
 #
 # The configurations of a measurement alternate within each run, their
-# order rotated every run.  Result lines go to the second serial port,
+# order rotated every run, after one untimed pass of each client.  Result lines go to the second serial port,
 # the TAP file the host reads:
 #   bench MEASUREMENT CONFIG RUN MiB/s [NOTE...]
 # then "ok 1 - ..." (or "not ok 1 - ...") and the plan "1..1".
@@ -48,7 +48,8 @@ runs=$(sed -n 's/.*zoned\.bench_runs=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
 BENCH_RUNS=${runs:-3}
 
 tap () { echo "$*"; echo "$*" > $TAPDEV; }
-result () { tap "$*"; }
+# A result line for the host; during the warm-up pass, on the console only.
+result () { if [ -n "${WARMUP:-}" ]; then echo "warm-up: $*"; else tap "$*"; fi; }
 
 # fio_bw FIO-OUTPUT: the job's bandwidth in MiB/s (terse format 3:
 # field 7 is the read, field 48 the write bandwidth, in KiB/s).
@@ -193,6 +194,12 @@ bench ()
     serve srv $BENCH_DEV crypt
     result "bench info kernel $(uname -r), $(nproc) CPUs, $(fio --version)," \
         "$BENCH_DEV $BENCH_DEV_MB MiB, zones of $BENCH_ZONE_MB MiB, runs $BENCH_RUNS"
+    # One untimed pass of each client first: the first writes after
+    # nbdkit starts ran at half speed (pages of the device and of the
+    # server touched for the first time).
+    WARMUP=1
+    for side in nbd ublk; do seq_side 0 $side; done
+    WARMUP=
     while [ $run -le $BENCH_RUNS ]; do
         # Rotate which side goes first.
         if [ $((run % 2)) = 1 ]; then order="nbd ublk"; else order="ublk nbd"; fi
