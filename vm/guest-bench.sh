@@ -7,7 +7,8 @@
 # One nbdkit (the cryptinline filter on the zbd plugin, one key) serves a
 # memory-backed null_blk on a Unix socket for the whole run, so both
 # clients see the same export and the device is not what bounds them.
-# Each measurement is one fio run; its figure is fio's bandwidth.
+# Each measurement is one fio run; its figure is fio's bandwidth (for
+# the appends, the wall time of fio and its fsync).
 #
 #   seq-write, seq-read  1 MiB sequential, QD 4, libaio, O_DIRECT, over 4
 #       zones from empty zones, one fio job: on /dev/ublkbN (nbdzone
@@ -31,8 +32,10 @@
 #       most in flight in one zone is printed with it.
 #
 # The configurations of a measurement alternate within each run, their
-# order rotated every run, after one untimed pass of each client.  Result lines go to the second serial port,
-# the TAP file the host reads:
+# order rotated every run, after one untimed pass of each client.
+# Result lines go to the second serial port, the TAP file the host reads
+# (with notes: fio's depths, the most requests in flight at the driver,
+# CPU seconds per GiB):
 #   bench MEASUREMENT CONFIG RUN MiB/s [NOTE...]
 # then "ok 1 - ..." (or "not ok 1 - ...") and the plan "1..1".
 
