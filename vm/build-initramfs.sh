@@ -66,6 +66,8 @@ optional_modules="ublk_drv"
 guest_files="init guest-tests.sh"
 # Cases of nbdzone attach (zoned ublk), run by guest-tests.sh when present.
 [ -f "$srcdir/vm/guest-attach.sh" ] && guest_files="$guest_files guest-attach.sh"
+# The benchmark (zoned.bench=1 on the kernel command line runs it).
+[ -f "$srcdir/vm/guest-bench.sh" ] && guest_files="$guest_files guest-bench.sh"
 
 # Is a file an ELF object (and not a libtool wrapper script)?
 is_elf () { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }

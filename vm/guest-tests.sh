@@ -1002,6 +1002,9 @@ case_zoned_client_tools ()
 # nbdzone attach's cases (vm/guest-attach.sh), where the image has them.
 [ -f /guest-attach.sh ] && . /guest-attach.sh
 
+# Sourced for its helpers only (the benchmark, guest-bench.sh): stop here.
+[ -n "${GUEST_HELPERS_ONLY:-}" ] && return 0
+
 # ---- running cases -----------------------------------------------------------
 
 if [ "${1:-}" = case ]; then

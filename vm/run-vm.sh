@@ -13,6 +13,9 @@
 #   VM_PROBE_TIMEOUT=SECONDS  the KVM probe boot (default 30)
 #   VM_CASES="PATTERN..."  run only guest cases whose name matches one of
 #                          these shell patterns (default: all)
+#   VM_BENCH=1             run the benchmark (guest-bench.sh) instead of
+#                          the tests; its outputs go to BUILDDIR/vm/bench-SERIES
+#   VM_BENCH_RUNS=N        the benchmark's runs per configuration (default 3)
 #
 # Outputs in BUILDDIR/vm/SERIES: console.log (the guest's whole serial
 # console), tap.log (the guest's TAP lines), test-suite.log (the verdict,
@@ -24,7 +27,9 @@ builddir="${2:?}"
 series="${3:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports}"
 vmdir="$builddir/vm"
 cache="$vmdir/cache"
+bench="${VM_BENCH:-}"
 outdir="$vmdir/$series"
+[ "$bench" = 1 ] && outdir="$vmdir/bench-$series"
 console="$outdir/console.log"
 taplog="$outdir/tap.log"
 suitelog="$outdir/test-suite.log"
@@ -78,6 +83,7 @@ fi
 
 cases="${VM_CASES:-}"
 [ -n "$cases" ] && append="$append zoned.cases=$(echo "$cases" | tr ' ' ,)"
+[ "$bench" = 1 ] && append="$append zoned.bench=1 zoned.bench_runs=${VM_BENCH_RUNS:-3}"
 
 echo "check-vm: booting $(cat "$cache/kernel-$series/release") (${accel_args[1]}); console: $console; timeout ${vm_timeout}s"
 status=0
