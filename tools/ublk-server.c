@@ -75,6 +75,7 @@ struct zone_state {
   uint64_t wp;                  /* the next append goes here */
   bool stale;                   /* an error happened: ask the server */
   unsigned appends;             /* zone appends in flight */
+  unsigned writes;              /* plain writes in flight */
 };
 
 struct queue;
@@ -93,6 +94,7 @@ struct tag_io {
   uint64_t since_ms;            /* when it was handed over; 0: idle */
   bool ready;                   /* on the ready list */
   struct tag_io *next_ready;
+  struct tag_io *next_waiting;  /* on the queue's waiting appends */
   /* zone report */
   struct wp_scan scan;
   uint64_t *wps;
@@ -117,6 +119,7 @@ struct queue {
   int event_fd;                 /* written to stop the thread */
   bool event_armed;
   struct tag_io *ready;         /* NBD commands done, to be finished */
+  struct tag_io *waiting, *waiting_tail; /* appends held (assign_append) */
   pthread_t thread;
   bool started;
   volatile bool exited;
@@ -561,7 +564,50 @@ read_request_data (struct tag_io *io)
   return 0;
 }
 
-/* Zone append: the zone's current WP, advanced at once; or an error. */
+/* After an error in zone Z: read its WP from the server, unless another
+ * thread did so meanwhile (a second read could see the server's WP from
+ * before the first thread's appends landed, and hand their places out
+ * again).
+ */
+static int
+refresh_stale_wp (struct dev *d, uint64_t z)
+{
+  uint64_t wp;
+  bool stale;
+  int r = 0;
+
+  pthread_mutex_lock (&d->ctl_lock);
+  pthread_mutex_lock (&d->zone_lock);
+  stale = d->zones[z].stale;
+  pthread_mutex_unlock (&d->zone_lock);
+  if (stale) {
+    __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
+    r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
+    __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
+    if (r == 0) {
+      pthread_mutex_lock (&d->zone_lock);
+      d->zones[z].wp = wp;
+      d->zones[z].stale = false;
+      pthread_mutex_unlock (&d->zone_lock);
+    }
+  }
+  pthread_mutex_unlock (&d->ctl_lock);
+  if (r == -1)
+    fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
+             " from the server: %s\n", progname, z,
+             nbd_get_error () ? nbd_get_error () : "unknown error");
+  return r;
+}
+
+#define APPEND_WAIT 2
+
+/* Zone append: the zone's current WP, advanced at once; or an error.
+ * After an error in the zone its WP is read again from the server, but
+ * only once nothing is in flight there: a write still on its way may
+ * yet land (the server's gate holds writes ahead of the WP for a while),
+ * and a WP read before that would give its place to another append.
+ * Until then the result is APPEND_WAIT.
+ */
 static int
 assign_append (struct tag_io *io, uint64_t *off)
 {
@@ -574,11 +620,17 @@ assign_append (struct tag_io *io, uint64_t *off)
     return -EIO;
   pthread_mutex_lock (&d->zone_lock);
   stale = d->zones[z].stale;
+  if (stale && (d->zones[z].appends || d->zones[z].writes))
+    r = APPEND_WAIT;
   pthread_mutex_unlock (&d->zone_lock);
-  if (stale && refresh_wp (d, z) == -1)
+  if (r)
+    return r;
+  if (stale && refresh_stale_wp (d, z) == -1)
     return -EIO;
   pthread_mutex_lock (&d->zone_lock);
-  if (d->zones[z].wp + io->len > zone_capend (d, z))
+  if (d->zones[z].stale)
+    r = APPEND_WAIT;            /* another error came in meanwhile */
+  else if (d->zones[z].wp + io->len > zone_capend (d, z))
     r = -ENOSPC;
   else {
     *off = d->zones[z].wp;
@@ -588,11 +640,47 @@ assign_append (struct tag_io *io, uint64_t *off)
       d->max_appends = d->zones[z].appends;
   }
   pthread_mutex_unlock (&d->zone_lock);
-  if (r)
+  if (r == -ENOSPC)
     fprintf (stderr, "%s: zone append of %" PRIu32 " bytes to zone %"
              PRIu64 " does not fit below its capacity\n", progname,
              io->len, z);
   return r;
+}
+
+/* Appends held by assign_append, in arrival order. */
+static void
+hold_append (struct tag_io *io)
+{
+  struct queue *q = io->q;
+
+  io->next_waiting = NULL;
+  if (q->waiting_tail)
+    q->waiting_tail->next_waiting = io;
+  else
+    q->waiting = io;
+  q->waiting_tail = io;
+}
+
+static void
+retry_held_appends (struct queue *q)
+{
+  struct tag_io *io = q->waiting;
+
+  q->waiting = q->waiting_tail = NULL;
+  while (io) {
+    struct tag_io *next = io->next_waiting;
+    int r = assign_append (io, &io->append_off);
+
+    if (r == APPEND_WAIT)
+      hold_append (io);
+    else if (r) {
+      log_failure (io, io->off, -r, r);
+      commit (io, r, 0);
+    }
+    else
+      send_write (io, io->append_off);
+    io = next;
+  }
 }
 
 /* A write moves the client's WP of its zone along. */
@@ -606,6 +694,23 @@ note_write (struct dev *d, uint64_t off, uint32_t len)
   pthread_mutex_lock (&d->zone_lock);
   if (off + len > d->zones[z].wp)
     d->zones[z].wp = off + len;
+  d->zones[z].writes++;
+  pthread_mutex_unlock (&d->zone_lock);
+}
+
+/* A write or append to sequential zone Z is done; after an error the
+ * zone's WP is unknown.  One step, so no append is assigned in between.
+ */
+static void
+zone_write_done (struct dev *d, uint64_t z, bool append, bool failed)
+{
+  pthread_mutex_lock (&d->zone_lock);
+  if (append)
+    d->zones[z].appends--;
+  else
+    d->zones[z].writes--;
+  if (failed)
+    d->zones[z].stale = true;
   pthread_mutex_unlock (&d->zone_lock);
 }
 
@@ -657,6 +762,10 @@ start_io (struct tag_io *io)
     if (io->len > d->max_io || read_request_data (io) == -1)
       return -EIO;
     r = assign_append (io, &io->append_off);
+    if (r == APPEND_WAIT) {
+      hold_append (io);
+      return 1;
+    }
     if (r)
       return r;
     send_write (io, io->append_off);
@@ -747,18 +856,13 @@ finish_io (struct tag_io *io)
   case UBLK_IO_OP_ZONE_APPEND: {
     uint64_t off = io->op == UBLK_IO_OP_WRITE ? io->off : io->append_off;
 
-    if (io->op == UBLK_IO_OP_ZONE_APPEND) {
-      pthread_mutex_lock (&d->zone_lock);
-      d->zones[z].appends--;
-      pthread_mutex_unlock (&d->zone_lock);
-    }
+    if (!zone_is_conv (&d->ctl.l, z))
+      zone_write_done (d, z, io->op == UBLK_IO_OP_ZONE_APPEND, io->err != 0);
 
     if (io->err) {
       int kernel_err = write_error (d, io, off, io->err);
 
       log_failure (io, off, io->err, kernel_err);
-      if (!zone_is_conv (&d->ctl.l, z))
-        mark_stale (d, z);
       commit (io, kernel_err, 0);
     }
     else
@@ -988,6 +1092,8 @@ queue_thread (void *arg)
     }
     io_uring_cq_advance (&q->ring, n);
     finish_ready (q);
+    if (q->waiting)
+      retry_held_appends (q);
     if (q->id < 64 && dump_wanted[q->id]) {
       dump_wanted[q->id] = 0;
       dump_queue (q);
