@@ -335,6 +335,13 @@ do_reset (struct disk *d, int argc, char **argv)
              z, zone_start (&d->l, z));
     return EXIT_FAILURE;
   }
+  if (zone_is_unwritable (&d->l, z)) {
+    fprintf (stderr, "%s: zone %" PRIu64 " at offset %" PRIu64 " is %s "
+             "on the server's device: it cannot be reset\n", progname, z,
+             zone_start (&d->l, z),
+             zoned_geometry_is_offline (&d->l.g, z) ? "offline" : "read-only");
+    return EXIT_FAILURE;
+  }
   trim_zones (d, z, z + 1);
   return EXIT_SUCCESS;
 }

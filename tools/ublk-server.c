@@ -783,6 +783,11 @@ start_io (struct tag_io *io)
   case UBLK_IO_OP_ZONE_RESET:
     if (z >= d->nr_zones || zone_is_conv (&d->ctl.l, z))
       return -EIO;
+    if (zone_is_unwritable (&d->ctl.l, z)) {
+      fprintf (stderr, "%s: zone %" PRIu64 " is read-only or offline on the "
+               "server's device: it cannot be reset\n", progname, z);
+      return -EIO;
+    }
     send_trim_zones (io, z, z + 1);
     return 1;
   case UBLK_IO_OP_ZONE_RESET_ALL:

@@ -49,18 +49,31 @@ zone_count (const struct zone_layout *l)
 }
 
 bool
+zone_is_unwritable (const struct zone_layout *l, uint64_t z)
+{
+  return zoned_geometry_is_readonly (&l->g, z) ||
+    zoned_geometry_is_offline (&l->g, z);
+}
+
+static bool
+zone_resettable (const struct zone_layout *l, uint64_t z)
+{
+  return !zone_is_conv (l, z) && !zone_is_unwritable (l, z);
+}
+
+bool
 zone_trim_next (const struct zone_layout *l, uint64_t *z, uint64_t end,
                 uint64_t *offset, uint64_t *length)
 {
   uint64_t limit = l->g.zone_size > (1ULL << 30) ? l->g.zone_size : 1ULL << 30;
   uint64_t run_end;
 
-  while (*z < end && zone_is_conv (l, *z))
+  while (*z < end && !zone_resettable (l, *z))
     (*z)++;
   if (*z >= end)
     return false;
   run_end = *z + 1;
-  while (run_end < end && !zone_is_conv (l, run_end) &&
+  while (run_end < end && zone_resettable (l, run_end) &&
          (run_end - *z + 1) * l->g.zone_size <= limit)
     run_end++;
   *offset = zone_start (l, *z);

@@ -29,9 +29,12 @@ extern uint64_t zone_len (const struct zone_layout *l, uint64_t z);
 extern uint64_t zone_cap (const struct zone_layout *l, uint64_t z);
 extern bool zone_is_conv (const struct zone_layout *l, uint64_t z);
 extern uint64_t zone_count (const struct zone_layout *l);
+/* The server says the device turned zone Z read-only or offline. */
+extern bool zone_is_unwritable (const struct zone_layout *l, uint64_t z);
 
 /* Zone reset as NBD trims: the next trim of whole sequential zones in
- * [*Z, END) (conventional zones are skipped: they have no WP), at most
+ * [*Z, END) (conventional zones are skipped: they have no WP; so are
+ * read-only and offline ones, as a device's reset-all does), at most
  * 1 GiB or one zone per request, as OFFSET and LENGTH; advances *Z past
  * it.  False when none is left.
  */

@@ -846,7 +846,7 @@ case_slow_device ()
 # device, and block status and the export description say so.
 case_zone_states ()
 {
-    local dev=nullbstate d=/sys/kernel/config/nullb/nullbstate zs x
+    local dev=nullbstate d=/sys/kernel/config/nullb/nullbstate zs x ublk
     fault_nullb $dev
     [ -e $d/zone_readonly ] && [ -e $d/zone_offline ] ||
         die "this kernel's null_blk has no zone_readonly/zone_offline" \
@@ -887,6 +887,37 @@ case_zone_states ()
         die "nbdzone report does not show zone 1 read-only"
     sed -n 3p $W/nbdzone.out | grep -q 'zcond:15(of)' ||
         die "nbdzone report does not show zone 2 offline"
+
+    # Resetting every zone passes over them, as the device's own reset-all
+    # does; resetting one of them fails, saying why.
+    $CLIENT write "$(uri srv)" $((3 * zs)) 4096 84 || die "write to zone 3"
+    if ! timeout 60 $NBDZONE reset "$(uri srv)" $zs 2> $W/reset.err; then
+        cat $W/reset.err
+        grep -q "zone 1 at offset $zs is read-only" $W/reset.err ||
+            die "nbdzone reset of the read-only zone did not say why"
+    else
+        die "nbdzone reset of the read-only zone succeeded"
+    fi
+    timeout 60 $NBDZONE reset "$(uri srv)" all || die "nbdzone reset all"
+    assert_zone $dev 3 0 1
+    [ "$(zone_field $dev 1 cond)" = 13 ] && [ "$(zone_field $dev 2 cond)" = 15 ] ||
+        die "reset all changed the read-only or offline zone"
+    kernel_at_least 6 6 || return 0
+    need_ublk
+    $CLIENT write "$(uri srv)" $((3 * zs)) 4096 85 || die "write to zone 3"
+    ublk=$(ublk_attach "$(uri srv)")
+    blkzone report -o $((zs / 512)) -c 3 $ublk
+    if blkzone reset -o $((zs / 512)) -c 1 $ublk 2> $W/reset.err; then
+        die "blkzone reset of the read-only zone through $ublk succeeded"
+    fi
+    cat $W/reset.err
+    grep -q "zone 1 is read-only or offline" $W/attach.log ||
+        die "attach did not log why the reset failed"
+    timeout 60 blkzone reset $ublk || die "blkzone reset (all zones) through $ublk"
+    assert_zone $dev 3 0 1
+    [ "$(zone_field $dev 1 cond)" = 13 ] && [ "$(zone_field $dev 2 cond)" = 15 ] ||
+        die "reset all through $ublk changed the read-only or offline zone"
+    ublk_detach $ublk
 }
 
 # Bad blocks in the middle of a zone during pipelined write streams in
