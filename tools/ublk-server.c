@@ -1071,6 +1071,23 @@ dump_queue (struct queue *q)
   }
 }
 
+/* The signals attach handles go to the main thread: in a queue thread
+ * they would interrupt libnbd's synchronous calls (a WP re-read) and
+ * io_uring waits for nothing.
+ */
+static void
+block_handled_signals (void)
+{
+  sigset_t set;
+
+  sigemptyset (&set);
+  sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGHUP);
+  sigaddset (&set, SIGUSR1);
+  pthread_sigmask (SIG_BLOCK, &set, NULL);
+}
+
 static void *
 queue_thread (void *arg)
 {
@@ -1078,6 +1095,7 @@ queue_thread (void *arg)
   struct dev *d = q->d;
   int tag;
 
+  block_handled_signals ();
   for (tag = 0; tag < d->depth; tag++)
     fetch (q, tag);
   for (;;) {
@@ -1446,6 +1464,7 @@ watchdog_thread (void *arg)
   struct dev *d = arg;
   int i;
 
+  block_handled_signals ();
   while (!__atomic_load_n (&d->watchdog_stop, __ATOMIC_RELAXED)) {
     for (i = 0; i < 10 && !__atomic_load_n (&d->watchdog_stop,
                                             __ATOMIC_RELAXED); i++)

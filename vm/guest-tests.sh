@@ -1038,6 +1038,20 @@ case_zoned_client_tools ()
 
 # ---- running cases -----------------------------------------------------------
 
+# Whatever the cases did (killed servers, dead connections, I/O errors,
+# hung servers), the kernel never warned, oopsed or saw a task blocked.
+case_kernel_log ()
+{
+    dmesg > $W/dmesg
+    if grep -E "WARNING:|BUG:|Oops|general protection|Call Trace|blocked for more than|hung_task" \
+            $W/dmesg > $W/bad; then
+        cat $W/bad
+        grep -B 5 -A 30 -m 1 -E "WARNING:|BUG:|Oops|general protection|blocked for more than" $W/dmesg
+        die "the kernel log has warnings, oopses or blocked tasks"
+    fi
+    say "$(wc -l < $W/dmesg) kernel log lines, none a warning, oops or blocked task"
+}
+
 if [ "${1:-}" = case ]; then
     shift
     set -e
@@ -1176,6 +1190,8 @@ fi
 if command -v attach_cases >/dev/null 2>&1; then
     attach_cases
 fi
+
+run 30 "kernel log: no warning, oops or blocked task after all cases" case_kernel_log
 
 tap "1..$tap_n"
 echo "guest-tests: $tap_fail of $tap_n failed"
