@@ -141,17 +141,74 @@ dev_pread (void *buf, uint32_t n, uint64_t off)
  * errors (nbdkit would send EINVAL, which blames the client's request), so
  * they become ENOSPC, as the emulated zones do at their limits.
  */
+/* The number of the device's zones in condition RO (libzbd's
+ * reporting option), or -1.
+ */
+static long
+count_zones (enum zbd_report_option ro)
+{
+  unsigned int nr = 0;
+
+  if (zbd_report_nr_zones (dev_ro_fd, 0, 0, ro, &nr) != 0)
+    return -1;
+  return nr;
+}
+
+/* A write the kernel split into several bios: when the device refuses
+ * the first at its open or active zone limit, Linux (6.12) fails the
+ * rest with EIO, and the write may come back EIO.  It was a limit if
+ * nothing was written (the zone is still empty or closed, its WP at OFF:
+ * the device did not even open it) and the device is at a limit.
+ * Returns ETOOMANYREFS or EOVERFLOW then, else EIO.
+ */
+static int dev_query_zone (uint64_t start, struct zone *out);
+
+static int
+classify_eio (uint64_t off)
+{
+  struct zone z;
+  long imp, exp, closed;
+  uint64_t open, active;
+
+  if ((!disk->max_open && !disk->max_active) ||
+      dev_query_zone (off - off % disk->table.zone_size, &z) == -1 ||
+      z.conventional || z.wp != off ||
+      (z.cond != COND_EMPTY && z.cond != COND_CLOSED))
+    return EIO;
+  imp = count_zones (ZBD_RO_IMP_OPEN);
+  exp = count_zones (ZBD_RO_EXP_OPEN);
+  closed = count_zones (ZBD_RO_CLOSED);
+  if (imp < 0 || exp < 0 || closed < 0)
+    return EIO;
+  open = imp + exp;
+  active = open + closed;
+  /* An empty zone needs an active slot and an open one, a closed zone
+   * only an open one.
+   */
+  if (z.cond == COND_EMPTY && disk->max_active && active >= disk->max_active)
+    return EOVERFLOW;
+  if (disk->max_open && open >= disk->max_open)
+    return ETOOMANYREFS;
+  return EIO;
+}
+
 static void
 report_write_error (uint32_t n, uint64_t off)
 {
   int e = errno;
+  const char *said = "";
 
+  if (e == EIO) {
+    e = classify_eio (off);
+    if (e != EIO)
+      said = ", though the kernel said EIO for the split write";
+  }
   if (e == EOVERFLOW || e == ETOOMANYREFS) {
     nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64
-                  " refused by the device: too many %s zones (%s); "
+                  " refused by the device: too many %s zones (%s%s); "
                   "finish or reset a zone first: ENOSPC",
                   params->device_path, n, off,
-                  e == EOVERFLOW ? "active" : "open", strerror (e));
+                  e == EOVERFLOW ? "active" : "open", strerror (e), said);
     errno = ENOSPC;
     return;
   }
