@@ -135,12 +135,6 @@ dev_pread (void *buf, uint32_t n, uint64_t off)
   return r;
 }
 
-/* Log a failed device write and set the errno the client will see.
- * Linux fails a write that would open or activate one zone too many with
- * ETOOMANYREFS (open limit) or EOVERFLOW (active limit).  NBD has no such
- * errors (nbdkit would send EINVAL, which blames the client's request), so
- * they become ENOSPC, as the emulated zones do at their limits.
- */
 /* The number of the device's zones in condition RO (libzbd's
  * reporting option), or -1.
  */
@@ -154,21 +148,23 @@ count_zones (enum zbd_report_option ro)
   return nr;
 }
 
+static int dev_query_zone (uint64_t start, struct zone *out);
+
 /* A write the kernel split into several bios: when the device refuses
  * the first at its open or active zone limit, Linux (6.12) fails the
  * rest with EIO, and the write may come back EIO.  It was a limit if
  * nothing was written (the zone is still empty or closed, its WP at OFF:
- * the device did not even open it) and the device is at a limit.
- * Returns ETOOMANYREFS or EOVERFLOW then, else EIO.
+ * the device did not even open it) and the device was at a limit it
+ * could not make room under.  Returns ETOOMANYREFS or EOVERFLOW then,
+ * else EIO.
  */
-static int dev_query_zone (uint64_t start, struct zone *out);
-
 static int
 classify_eio (uint64_t off)
 {
   struct zone z;
   long imp, exp, closed;
   uint64_t open, active;
+  bool active_full;
 
   if ((!disk->max_open && !disk->max_active) ||
       dev_query_zone (off - off % disk->table.zone_size, &z) == -1 ||
@@ -182,16 +178,26 @@ classify_eio (uint64_t off)
     return EIO;
   open = imp + exp;
   active = open + closed;
-  /* An empty zone needs an active slot and an open one, a closed zone
-   * only an open one.
-   */
-  if (z.cond == COND_EMPTY && disk->max_active && active >= disk->max_active)
+  active_full = disk->max_active && active >= disk->max_active;
+  /* An empty zone needs an active slot: nothing can make one. */
+  if (z.cond == COND_EMPTY && active_full)
     return EOVERFLOW;
-  if (disk->max_open && open >= disk->max_open)
+  /* An open slot: devices close an implicitly open zone to make one, so
+   * at the open limit only explicitly open zones refuse it (and null_blk
+   * also refuses to reopen a closed zone when the active slots are full).
+   */
+  if (disk->max_open && open >= disk->max_open &&
+      (imp == 0 || (z.cond == COND_CLOSED && active_full)))
     return ETOOMANYREFS;
   return EIO;
 }
 
+/* Log a failed device write and set the errno the client will see.
+ * Linux fails a write that would open or activate one zone too many with
+ * ETOOMANYREFS (open limit) or EOVERFLOW (active limit).  NBD has no such
+ * errors (nbdkit would send EINVAL, which blames the client's request), so
+ * they become ENOSPC, as the emulated zones do at their limits.
+ */
 static void
 report_write_error (uint32_t n, uint64_t off)
 {

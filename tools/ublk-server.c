@@ -321,10 +321,19 @@ refresh_wp (struct dev *d, uint64_t z)
   uint64_t wp;
   int r;
 
+  /* Stored under ctl_lock, so a read done earlier by another thread
+   * cannot be stored after this one.
+   */
   pthread_mutex_lock (&d->ctl_lock);
   __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
   r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
   __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
+  if (r == 0) {
+    pthread_mutex_lock (&d->zone_lock);
+    d->zones[z].wp = wp;
+    d->zones[z].stale = false;
+    pthread_mutex_unlock (&d->zone_lock);
+  }
   pthread_mutex_unlock (&d->ctl_lock);
   if (r == -1) {
     fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
@@ -332,10 +341,6 @@ refresh_wp (struct dev *d, uint64_t z)
              nbd_get_error () ? nbd_get_error () : "unknown error");
     return -1;
   }
-  pthread_mutex_lock (&d->zone_lock);
-  d->zones[z].wp = wp;
-  d->zones[z].stale = false;
-  pthread_mutex_unlock (&d->zone_lock);
   return 0;
 }
 
@@ -653,6 +658,10 @@ hold_append (struct tag_io *io)
 {
   struct queue *q = io->q;
 
+  /* Not waiting on the server: the reply timeout leaves it alone (the
+   * writes it waits for are timed).
+   */
+  __atomic_store_n (&io->since_ms, 0, __ATOMIC_RELEASE);
   io->next_waiting = NULL;
   if (q->waiting_tail)
     q->waiting_tail->next_waiting = io;
@@ -677,8 +686,10 @@ retry_held_appends (struct queue *q)
       log_failure (io, io->off, -r, r);
       commit (io, r, 0);
     }
-    else
+    else {
+      __atomic_store_n (&io->since_ms, now_ms (), __ATOMIC_RELEASE);
       send_write (io, io->append_off);
+    }
     io = next;
   }
 }
@@ -932,7 +943,8 @@ finish_io (struct tag_io *io)
   else if (io->op == UBLK_IO_OP_ZONE_RESET_ALL) {
     uint64_t i;
     for (i = 0; i < d->nr_zones; i++)
-      if (!zone_is_conv (&d->ctl.l, i)) {
+      if (!zone_is_conv (&d->ctl.l, i) &&
+          !zone_is_unwritable (&d->ctl.l, i)) {  /* not reset */
         d->zones[i].wp = zone_start (&d->ctl.l, i);
         d->zones[i].stale = false;
       }
@@ -1071,21 +1083,26 @@ dump_queue (struct queue *q)
   }
 }
 
-/* The signals attach handles go to the main thread: in a queue thread
- * they would interrupt libnbd's synchronous calls (a WP re-read) and
- * io_uring waits for nothing.
+/* A thread that never takes the signals attach handles: they go to the
+ * main thread.  In a queue thread they would interrupt libnbd's
+ * synchronous calls (a WP re-read) and io_uring waits for nothing.  The
+ * new thread inherits the mask in force at pthread_create.
  */
-static void
-block_handled_signals (void)
+static int
+create_thread (pthread_t *thread, void *(*fn) (void *), void *arg)
 {
-  sigset_t set;
+  sigset_t set, old;
+  int r;
 
   sigemptyset (&set);
   sigaddset (&set, SIGTERM);
   sigaddset (&set, SIGINT);
   sigaddset (&set, SIGHUP);
   sigaddset (&set, SIGUSR1);
-  pthread_sigmask (SIG_BLOCK, &set, NULL);
+  pthread_sigmask (SIG_BLOCK, &set, &old);
+  r = pthread_create (thread, NULL, fn, arg);
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  return r;
 }
 
 static void *
@@ -1095,7 +1112,6 @@ queue_thread (void *arg)
   struct dev *d = q->d;
   int tag;
 
-  block_handled_signals ();
   for (tag = 0; tag < d->depth; tag++)
     fetch (q, tag);
   for (;;) {
@@ -1331,7 +1347,7 @@ start_queue (struct dev *d, struct queue *q, int id)
    * busy client it was a measurable part of the read path.
    */
   nbd_set_pread_initialize (q->nbd, false);
-  r = pthread_create (&q->thread, NULL, queue_thread, q);
+  r = create_thread (&q->thread, queue_thread, q);
   if (r) {
     fprintf (stderr, "%s: cannot start a queue thread: %s\n", progname,
              strerror (r));
@@ -1339,6 +1355,21 @@ start_queue (struct dev *d, struct queue *q, int id)
   }
   q->started = true;
   return 0;
+}
+
+/* A polite NBD disconnect, but bounded: a server that stopped answering
+ * must not hold up detach (nbd_shutdown waits for it without limit).
+ */
+static void
+disconnect_bounded (struct nbd_handle *h)
+{
+  int i;
+
+  if (nbd_aio_is_ready (h) != 1 || nbd_aio_disconnect (h, 0) == -1)
+    return;
+  for (i = 0; i < 50 && !nbd_aio_is_closed (h) && !nbd_aio_is_dead (h); i++)
+    if (nbd_poll (h, 100) == -1)
+      break;
 }
 
 static void
@@ -1368,7 +1399,7 @@ stop_queues (struct dev *d)
     if (q->iods)
       munmap ((void *) q->iods, q->iods_len);
     if (q->nbd) {
-      nbd_shutdown (q->nbd, 0);
+      disconnect_bounded (q->nbd);
       nbd_close (q->nbd);
     }
     if (q->nbd_fd >= 0)
@@ -1464,7 +1495,6 @@ watchdog_thread (void *arg)
   struct dev *d = arg;
   int i;
 
-  block_handled_signals ();
   while (!__atomic_load_n (&d->watchdog_stop, __ATOMIC_RELAXED)) {
     for (i = 0; i < 10 && !__atomic_load_n (&d->watchdog_stop,
                                             __ATOMIC_RELAXED); i++)
@@ -1478,8 +1508,7 @@ watchdog_thread (void *arg)
 static void
 start_watchdog (struct dev *d)
 {
-  if (d->timeout_s &&
-      pthread_create (&d->watchdog, NULL, watchdog_thread, d) == 0)
+  if (d->timeout_s && create_thread (&d->watchdog, watchdog_thread, d) == 0)
     d->watchdog_started = true;
 }
 
@@ -1586,6 +1615,10 @@ attach_device (struct dev *d, int report_fd)
   for (i = 0; i < d->nr_queues; i++)
     if (start_queue (d, &d->queues[i], i) == -1)
       goto out;
+  /* Already while starting: START_DEV reads every zone through the
+   * queues, and a server that hangs then must not hang attach.
+   */
+  start_watchdog (d);
   r = control_cmd (&c, UBLK_U_CMD_START_DEV, d->id, NULL, 0, getpid ());
   if (r < 0) {
     fprintf (stderr, "%s: cannot start /dev/ublkb%d: %s\n", progname, d->id,
@@ -1593,7 +1626,6 @@ attach_device (struct dev *d, int report_fd)
     goto out;
   }
   started = true;
-  start_watchdog (d);
   snprintf (path, sizeof path, "/dev/ublkb%d\n", d->id);
   if (write (report_fd, path, strlen (path)) != (ssize_t) strlen (path))
     goto out;

@@ -474,7 +474,14 @@ case_attach_hang ()
     dd if=$ublk of=$W/back bs=1M skip=$mib count=1 iflag=direct status=none ||
         die "read after attaching again"
     cmp $W/data $W/back || die "the write acknowledged before the stop reads back different"
+
+    # Detach while the server is stopped with nothing in flight: attach's
+    # goodbye to the server must not wait for an answer.
+    kill -STOP $(cat $W/srv.pid)
     ublk_detach $ublk
+    ! $NBDZONE list 2>/dev/null | grep -q ublkb ||
+        die "attach still serves after detach: $($NBDZONE list)"
+    kill -CONT $(cat $W/srv.pid)
 }
 
 # ublk_write_fails DEV OFFSET BYTES MESSAGE LOGWORD TOLD: a direct write of
