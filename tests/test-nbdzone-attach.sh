@@ -33,6 +33,14 @@ expect_refusal () {
 # The kernel's zoned ublk devices need power-of-two zone sizes.
 expect_refusal 'the zone size, 3145728 bytes, is not a power of two sectors, which zoned ublk devices need' \
     zbd emulate=memory size=24M zone-size=3M -- --foreground
+# Zones an NBD request (a reset or finish: under 4 GiB) cannot cover.
+expect_refusal 'zones of 8589934592 bytes are too large: an NBD request (a zone reset or finish) holds less than 4 GiB' \
+    zbd emulate=memory size=16G zone-size=8G -- --foreground
+# Several queues are several connections: a flush on one must cover the
+# others, which the server promises with multi-conn.
+expect_refusal 'does not allow several connections to share its cache (multi-conn), which --queues 2 needs; use --queues 1' \
+    --filter=multi-conn zbd emulate=memory size=8M zone-size=1M \
+    multi-conn-mode=disable -- --queues 2 --foreground
 # An export without zones.
 expect_refusal 'is not a zoned export' memory 8M -- --foreground
 # Options.
