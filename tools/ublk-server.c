@@ -314,34 +314,43 @@ now_ms (void)
   return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
 }
 
-/* Read the WP of zone Z from the server (the connection of attach). */
+/* Read the WP of zone Z from the server (the connection of attach);
+ * with ONLY_IF_STALE, only if the zone is still marked stale once the
+ * connection is ours (another thread may have read it meanwhile, and a
+ * second read could see the server's WP from before that thread's
+ * appends landed).  The WP is stored under ctl_lock, so a read done
+ * earlier by another thread cannot be stored after this one.
+ */
 static int
-refresh_wp (struct dev *d, uint64_t z)
+refresh_wp (struct dev *d, uint64_t z, bool only_if_stale)
 {
   uint64_t wp;
-  int r;
+  bool wanted = true;
+  int r = 0;
 
-  /* Stored under ctl_lock, so a read done earlier by another thread
-   * cannot be stored after this one.
-   */
   pthread_mutex_lock (&d->ctl_lock);
-  __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
-  r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
-  __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
-  if (r == 0) {
+  if (only_if_stale) {
     pthread_mutex_lock (&d->zone_lock);
-    d->zones[z].wp = wp;
-    d->zones[z].stale = false;
+    wanted = d->zones[z].stale;
     pthread_mutex_unlock (&d->zone_lock);
   }
+  if (wanted) {
+    __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
+    r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
+    __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
+    if (r == 0) {
+      pthread_mutex_lock (&d->zone_lock);
+      d->zones[z].wp = wp;
+      d->zones[z].stale = false;
+      pthread_mutex_unlock (&d->zone_lock);
+    }
+  }
   pthread_mutex_unlock (&d->ctl_lock);
-  if (r == -1) {
+  if (r == -1)
     fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
              " from the server: %s\n", progname, z,
              nbd_get_error () ? nbd_get_error () : "unknown error");
-    return -1;
-  }
-  return 0;
+  return r;
 }
 
 static void
@@ -569,41 +578,6 @@ read_request_data (struct tag_io *io)
   return 0;
 }
 
-/* After an error in zone Z: read its WP from the server, unless another
- * thread did so meanwhile (a second read could see the server's WP from
- * before the first thread's appends landed, and hand their places out
- * again).
- */
-static int
-refresh_stale_wp (struct dev *d, uint64_t z)
-{
-  uint64_t wp;
-  bool stale;
-  int r = 0;
-
-  pthread_mutex_lock (&d->ctl_lock);
-  pthread_mutex_lock (&d->zone_lock);
-  stale = d->zones[z].stale;
-  pthread_mutex_unlock (&d->zone_lock);
-  if (stale) {
-    __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
-    r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
-    __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
-    if (r == 0) {
-      pthread_mutex_lock (&d->zone_lock);
-      d->zones[z].wp = wp;
-      d->zones[z].stale = false;
-      pthread_mutex_unlock (&d->zone_lock);
-    }
-  }
-  pthread_mutex_unlock (&d->ctl_lock);
-  if (r == -1)
-    fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
-             " from the server: %s\n", progname, z,
-             nbd_get_error () ? nbd_get_error () : "unknown error");
-  return r;
-}
-
 #define APPEND_WAIT 2
 
 /* Zone append: the zone's current WP, advanced at once; or an error.
@@ -630,7 +604,7 @@ assign_append (struct tag_io *io, uint64_t *off)
   pthread_mutex_unlock (&d->zone_lock);
   if (r)
     return r;
-  if (stale && refresh_stale_wp (d, z) == -1)
+  if (stale && refresh_wp (d, z, true) == -1)
     return -EIO;
   pthread_mutex_lock (&d->zone_lock);
   if (d->zones[z].stale)
@@ -807,7 +781,7 @@ start_io (struct tag_io *io)
   case UBLK_IO_OP_ZONE_FINISH:
     if (z >= d->nr_zones || zone_is_conv (&d->ctl.l, z))
       return -EIO;
-    if (refresh_wp (d, z) == -1)
+    if (refresh_wp (d, z, false) == -1)
       return -EIO;
     pthread_mutex_lock (&d->zone_lock);
     wp = d->zones[z].wp;
