@@ -366,22 +366,30 @@ normalise_report ()
     done
 }
 
+# report_matches_device DEV RAW LABEL: the zone report in file RAW
+# (blkzone's format, from LABEL) equals blkzone report of /dev/DEV, once
+# normalise_report has folded what NBD cannot carry.
+report_matches_device ()
+{
+    local dev=$1 raw=$2 label=$3
+    blkzone report /dev/$dev > $W/dev.raw || die "blkzone report /dev/$dev failed"
+    normalise_report < $raw > $W/other.norm
+    normalise_report < $W/dev.raw > $W/dev.norm
+    [ "$(wc -l < $W/dev.norm)" = "$(nr_zones $dev)" ] ||
+        die "could not read blkzone's report of /dev/$dev"
+    if ! cmp -s $W/dev.norm $W/other.norm; then
+        echo "device (blkzone):"; cat $W/dev.raw
+        echo "$label:"; cat $raw
+        diff $W/dev.norm $W/other.norm
+        die "the zone report of $label differs from blkzone's report of /dev/$dev"
+    fi
+}
+
 # compare_reports DEV URI: nbdzone's report equals the device's.
 compare_reports ()
 {
-    local dev=$1 uri=$2
-    timeout 60 $NBDZONE report "$uri" > $W/nbd.raw || die "nbdzone report failed"
-    blkzone report /dev/$dev > $W/dev.raw || die "blkzone report failed"
-    normalise_report < $W/nbd.raw > $W/nbd.norm
-    normalise_report < $W/dev.raw > $W/dev.norm
-    [ "$(wc -l < $W/dev.norm)" = "$(nr_zones $dev)" ] ||
-        die "could not read blkzone's report"
-    if ! cmp -s $W/dev.norm $W/nbd.norm; then
-        echo "device (blkzone):"; cat $W/dev.raw
-        echo "nbdzone:"; cat $W/nbd.raw
-        diff $W/dev.norm $W/nbd.norm
-        die "nbdzone report differs from blkzone report"
-    fi
+    timeout 60 $NBDZONE report "$2" > $W/nbd.raw || die "nbdzone report failed"
+    report_matches_device $1 $W/nbd.raw "nbdzone report"
 }
 
 # Put zones of DEV into every state a report can show, on the raw device:
