@@ -366,21 +366,22 @@ normalise_report ()
     done
 }
 
-# report_matches_device DEV RAW LABEL: the zone report in file RAW
+# report_matches_device DEV RAW LABEL: the zone report in file X.raw
 # (blkzone's format, from LABEL) equals blkzone report of /dev/DEV, once
-# normalise_report has folded what NBD cannot carry.
+# normalise_report has folded what NBD cannot carry.  The normalised
+# reports stay in X.norm and dev.norm for the caller.
 report_matches_device ()
 {
-    local dev=$1 raw=$2 label=$3
+    local dev=$1 raw=$2 label=$3 norm=${2%.raw}.norm
     blkzone report /dev/$dev > $W/dev.raw || die "blkzone report /dev/$dev failed"
-    normalise_report < $raw > $W/other.norm
+    normalise_report < $raw > $norm
     normalise_report < $W/dev.raw > $W/dev.norm
     [ "$(wc -l < $W/dev.norm)" = "$(nr_zones $dev)" ] ||
         die "could not read blkzone's report of /dev/$dev"
-    if ! cmp -s $W/dev.norm $W/other.norm; then
+    if ! cmp -s $W/dev.norm $norm; then
         echo "device (blkzone):"; cat $W/dev.raw
         echo "$label:"; cat $raw
-        diff $W/dev.norm $W/other.norm
+        diff $W/dev.norm $norm
         die "the zone report of $label differs from blkzone's report of /dev/$dev"
     fi
 }
