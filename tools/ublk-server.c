@@ -58,6 +58,7 @@
 #include <libnbd.h>
 
 #include "nbdzone.h"
+#include "target-rules.h"
 #include "ublk-uapi.h"
 
 #define DEFAULT_QUEUES 1
@@ -377,25 +378,25 @@ active_zones (struct dev *d, uint64_t except)
   return n;
 }
 
-/* The error the kernel gets for NBD error ERR on a write of IO.  The
- * server says ENOSPC both past a zone's capacity and at the open or
- * active zone limit; inside the capacity it can only be a limit.
+/* The error the kernel gets for NBD error ERR on a write of LEN bytes
+ * at OFF (target-rules.c decides).  The server says ENOSPC both past a
+ * zone's capacity and at the open or active zone limit.
  */
 static int
-write_error (struct dev *d, const struct tag_io *io, uint64_t off, int err)
+write_error (struct dev *d, uint64_t off, uint64_t len, int err)
 {
   uint64_t z = zone_of (d, off);
+  struct write_fault f = {
+    .err = err,
+    .conventional = zone_is_conv (&d->ctl.l, z),
+    .inside_capacity = off + len <= zone_capend (d, z),
+    .max_open = d->ctl.l.g.max_open,
+    .max_active = d->ctl.l.g.max_active,
+  };
 
-  if (err == ENOSPC && !zone_is_conv (&d->ctl.l, z) &&
-      off + io->len <= zone_capend (d, z)) {
-    if (d->ctl.l.g.max_active &&
-        active_zones (d, z) >= d->ctl.l.g.max_active)
-      return -EOVERFLOW;        /* BLK_STS_ZONE_ACTIVE_RESOURCE */
-    return -ETOOMANYREFS;       /* BLK_STS_ZONE_OPEN_RESOURCE */
-  }
-  if (err == ENOSPC)
-    return -ENOSPC;
-  return -EIO;
+  if (err == ENOSPC && !f.conventional)
+    f.active_others = active_zones (d, z);
+  return kernel_write_error (&f);
 }
 
 /* ---- serving one request ------------------------------------------------ */
@@ -850,7 +851,7 @@ finish_io (struct tag_io *io)
       zone_write_done (d, z, io->op == UBLK_IO_OP_ZONE_APPEND, io->err != 0);
 
     if (io->err) {
-      int kernel_err = write_error (d, io, off, io->err);
+      int kernel_err = write_error (d, off, io->len, io->err);
 
       log_failure (io, off, io->err, kernel_err);
       commit (io, kernel_err, 0);
@@ -898,7 +899,15 @@ finish_io (struct tag_io *io)
 
   /* flush, reset, reset-all, finish */
   if (io->err) {
-    log_failure (io, io->off, io->err, -EIO);
+    /* A finish is a write of zeroes from the WP to the capacity: its
+     * ENOSPC is a zone resource error as a write's is.
+     */
+    int kernel_err = io->op == UBLK_IO_OP_ZONE_FINISH
+      ? write_error (d, io->append_off, zone_capend (d, z) - io->append_off,
+                     io->err)
+      : -EIO;
+
+    log_failure (io, io->off, io->err, kernel_err);
     if (io->op != UBLK_IO_OP_FLUSH && !zone_is_conv (&d->ctl.l, z))
       mark_stale (d, z);
     if (io->op == UBLK_IO_OP_ZONE_RESET_ALL) {
@@ -906,7 +915,7 @@ finish_io (struct tag_io *io)
       for (i = 0; i < d->nr_zones; i++)
         mark_stale (d, i);
     }
-    commit (io, -EIO, 0);
+    commit (io, kernel_err, 0);
     return;
   }
   pthread_mutex_lock (&d->zone_lock);
@@ -1231,7 +1240,6 @@ static void
 fill_params (const struct dev *d, struct nbdzone_ublk_params *p)
 {
   const struct zone_layout *l = &d->ctl.l;
-  uint64_t max_open = l->g.max_open, max_active = l->g.max_active;
 
   memset (p, 0, sizeof *p);
   p->len = sizeof *p;
@@ -1245,12 +1253,8 @@ fill_params (const struct dev *d, struct nbdzone_ublk_params *p)
   p->basic.max_sectors = d->max_io >> 9;
   p->basic.chunk_sectors = l->g.zone_size >> 9;
   p->basic.dev_sectors = l->size >> 9;
-  if (max_open > d->nr_zones)
-    max_open = d->nr_zones;
-  if (max_active > d->nr_zones)
-    max_active = d->nr_zones;
-  p->zoned.max_open_zones = max_open;
-  p->zoned.max_active_zones = max_active;
+  kernel_zone_limits (l->g.max_open, l->g.max_active, d->nr_zones,
+                      &p->zoned.max_open_zones, &p->zoned.max_active_zones);
   p->zoned.max_zone_append_sectors = d->max_io >> 9;
 }
 
@@ -1435,24 +1439,26 @@ server_timed_out (struct dev *d, const struct tag_io *io, uint64_t waited_ms)
 static void
 check_reply_times (struct dev *d)
 {
-  uint64_t now = now_ms (), limit = (uint64_t) d->timeout_s * 1000, since;
+  uint64_t limit = (uint64_t) d->timeout_s * 1000, since, waited;
   int i, t;
 
+  /* Each time is loaded before the clock is read, and elapsed_ms
+   * never wraps: a time stored meanwhile is no time elapsed.
+   */
   since = __atomic_load_n (&d->ctl_since_ms, __ATOMIC_RELAXED);
-  if (since && now - since > limit) {
-    server_timed_out (d, NULL, now - since);
+  if (since && (waited = elapsed_ms (now_ms (), since)) > limit) {
+    server_timed_out (d, NULL, waited);
     return;
   }
   for (i = 0; i < d->nr_queues; i++) {
     struct queue *q = &d->queues[i];
-    uint64_t last = __atomic_load_n (&q->last_reply_ms, __ATOMIC_RELAXED);
 
-    if (now - last <= limit)
-      continue;
     for (t = 0; q->ios && t < d->depth; t++) {
+      uint64_t last = __atomic_load_n (&q->last_reply_ms, __ATOMIC_RELAXED);
+
       since = __atomic_load_n (&q->ios[t].since_ms, __ATOMIC_ACQUIRE);
-      if (since && now - since > limit) {
-        server_timed_out (d, &q->ios[t], now - since);
+      if (reply_overdue (now_ms (), last, since, limit, &waited)) {
+        server_timed_out (d, &q->ios[t], waited);
         return;
       }
     }
