@@ -21,6 +21,7 @@ ZBD_TESTS = \
 	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
 	test-nbdzone-attach.sh \
+	test-nbdzone-faults.sh \
 	test-zbd-nbdcopy.sh \
 	test-zbd-threads.sh \
 	test-zbd-flush-order.sh \

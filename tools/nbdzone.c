@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -67,6 +68,18 @@ die_nbd (const struct disk *d, const char *what)
   exit (EXIT_FAILURE);
 }
 
+/* One line: what failed, on which export, why (from the server). */
+static void
+die_msg (const struct disk *d, const char *what, const char *why)
+{
+  fprintf (stderr, "%s: %s ", progname, what);
+  put_sanitised (d->uri);
+  fputs (": ", stderr);
+  put_sanitised (why);
+  fputc ('\n', stderr);
+  exit (EXIT_FAILURE);
+}
+
 /* A byte count: decimal digits only (a leading zero is not octal, 0x is
  * not hex: a mistyped number must not select another zone to reset),
  * optionally one suffix K, M, G or T (powers of 1024).
@@ -111,28 +124,67 @@ arg_bytes (const char *what, const char *s)
   return v;
 }
 
+static uint64_t
+clock_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 struct nbd_handle *
-nbdzone_connect (const char *uri)
+nbdzone_connect (const char *uri, unsigned timeout_s,
+                 volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
   struct nbd_handle *nbd = nbd_create ();
+  uint64_t began = clock_ms ();
 
-  if (!nbd)
+  if (!nbd) {
+    snprintf (err, errlen, "%s", nbd_get_error ());
     return NULL;
+  }
   /* The URI comes from the user's command line: let it name local
    * files, such as the TLS-PSK file of an nbds:// URI.
    */
   if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
       nbd_set_full_info (nbd, true) == -1 ||
       nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_connect_uri (nbd, uri) == -1) {
-    nbd_close (nbd);
-    return NULL;
+      nbd_aio_connect_uri (nbd, uri) == -1)
+    goto fail;
+  /* The handshake, bounded: a server that accepts the connection and
+   * then says nothing must not hang the caller beyond its timeout.
+   */
+  while (nbd_aio_is_connecting (nbd) == 1) {
+    if (stop && *stop) {
+      snprintf (err, errlen, "interrupted by a signal during the NBD "
+                "handshake");
+      nbd_close (nbd);
+      return NULL;
+    }
+    if (timeout_s && clock_ms () - began >= (uint64_t) timeout_s * 1000) {
+      snprintf (err, errlen, "no reply from the server during the NBD "
+                "handshake for %u s (--timeout)", timeout_s);
+      nbd_close (nbd);
+      return NULL;
+    }
+    if (nbd_poll (nbd, 100) == -1 && errno != EINTR)
+      goto fail;
   }
+  if (nbd_aio_is_ready (nbd) != 1)
+    goto fail;
   return nbd;
+
+ fail:
+  snprintf (err, errlen, "%s",
+            nbd_get_error () ? nbd_get_error () : "the handshake failed");
+  nbd_close (nbd);
+  return NULL;
 }
 
 void
-connect_disk (struct disk *d, const char *uri)
+connect_disk (struct disk *d, const char *uri, unsigned timeout_s,
+              volatile sig_atomic_t *stop)
 {
   char err[512];
   char *desc;
@@ -140,9 +192,9 @@ connect_disk (struct disk *d, const char *uri)
   int r;
 
   d->uri = uri;
-  d->nbd = nbdzone_connect (uri);
+  d->nbd = nbdzone_connect (uri, timeout_s, stop, err, sizeof err);
   if (!d->nbd)
-    die_nbd (d, "cannot connect to");
+    die_msg (d, "cannot connect to", err);
   size = nbd_get_size (d->nbd);
   if (size == -1)
     die_nbd (d, "cannot get the size of");
@@ -177,7 +229,8 @@ feed_scan (void *opaque, const char *metacontext, uint64_t offset,
 
 int
 zone_wps_sync (struct nbd_handle *nbd, const struct zone_layout *l,
-               uint64_t first, uint64_t count, uint64_t *wp)
+               uint64_t first, uint64_t count, uint64_t *wp,
+               char *err, size_t errlen)
 {
   struct wp_scan s;
   uint64_t offset, length;
@@ -188,11 +241,18 @@ zone_wps_sync (struct nbd_handle *nbd, const struct zone_layout *l,
 
     if (nbd_block_status (nbd, length, offset,
                           (nbd_extent_callback) { .callback = feed_scan,
-                                                  .user_data = &s }, 0) == -1)
+                                                  .user_data = &s }, 0) == -1) {
+      snprintf (err, errlen, "%s",
+                nbd_get_error () ? nbd_get_error () : "unknown error");
       return -1;
+    }
+    if (s.bad) {
+      wp_scan_error (&s, err, errlen);
+      return -1;
+    }
     if (s.pos == before) {
-      fprintf (stderr, "%s: block status made no progress at %" PRIu64
-               "\n", progname, s.pos);
+      snprintf (err, errlen, "block status made no progress at offset %"
+                PRIu64, s.pos);
       return -1;
     }
   }
@@ -203,10 +263,11 @@ zone_wps_sync (struct nbd_handle *nbd, const struct zone_layout *l,
 static uint64_t
 zone_wp (const struct disk *d, uint64_t z)
 {
+  char err[512];
   uint64_t wp;
 
-  if (zone_wps_sync (d->nbd, &d->l, z, 1, &wp) == -1)
-    die_nbd (d, "block status failed on");
+  if (zone_wps_sync (d->nbd, &d->l, z, 1, &wp, err, sizeof err) == -1)
+    die_msg (d, "cannot read the write pointers of", err);
   return wp;
 }
 
@@ -271,6 +332,7 @@ do_report (struct disk *d, int argc, char **argv)
   uint64_t offset = argc > 0 ? arg_bytes ("OFFSET", argv[0]) : 0;
   uint64_t length = argc > 1 ? arg_bytes ("LENGTH", argv[1]) : d->l.size;
   uint64_t first, z, end, *wps;
+  char err[512];
 
   if (offset >= d->l.size) {
     fprintf (stderr, "%s: offset %" PRIu64 " is beyond the end of the "
@@ -288,8 +350,9 @@ do_report (struct disk *d, int argc, char **argv)
     perror ("calloc");
     return EXIT_FAILURE;
   }
-  if (zone_wps_sync (d->nbd, &d->l, first, end - first, wps) == -1)
-    die_nbd (d, "block status failed on");
+  if (zone_wps_sync (d->nbd, &d->l, first, end - first, wps,
+                     err, sizeof err) == -1)
+    die_msg (d, "cannot read the write pointers of", err);
   for (z = first; z < end; z++)
     print_zone (d, z, wps[z - first]);
   free (wps);
@@ -363,6 +426,16 @@ do_finish (struct disk *d, int argc, char **argv)
              zone_start (&d->l, z));
     return EXIT_FAILURE;
   }
+  /* Its block status says data to the end, which would pass for full:
+   * a device refuses to finish such a zone, and so does this.
+   */
+  if (zone_is_unwritable (&d->l, z)) {
+    fprintf (stderr, "%s: zone %" PRIu64 " at offset %" PRIu64 " is %s "
+             "on the server's device: it cannot be finished\n", progname, z,
+             zone_start (&d->l, z),
+             zoned_geometry_is_offline (&d->l.g, z) ? "offline" : "read-only");
+    return EXIT_FAILURE;
+  }
   wp = zone_wp (d, z);
   end = zone_start (&d->l, z) + zone_cap (&d->l, z);
   if (wp >= end)
@@ -406,7 +479,7 @@ main (int argc, char *argv[])
              "finish, attach, detach or list)\n", progname, cmd);
     return EXIT_FAILURE;
   }
-  connect_disk (&d, argv[2]);
+  connect_disk (&d, argv[2], 0, NULL);
   if (strcmp (cmd, "report") == 0)
     r = do_report (&d, argc - 3, argv + 3);
   else if (strcmp (cmd, "reset") == 0)

@@ -139,6 +139,7 @@ struct dev {
   struct zone_state *zones;
   uint64_t nr_zones;
   int id;
+  bool added;                   /* the ublk device exists (ADD_DEV) */
   int nr_queues, depth;
   uint32_t max_io;
   uint32_t block_size;
@@ -201,6 +202,7 @@ control_path (void)
 struct control {
   int fd;
   struct io_uring ring;
+  uint64_t seq;                 /* user_data of the last command */
 };
 
 static int
@@ -208,6 +210,7 @@ control_open (struct control *c)
 {
   int r;
 
+  c->seq = 0;
   c->fd = open (control_path (), O_RDWR | O_CLOEXEC);
   if (c->fd == -1)
     return -errno;
@@ -226,7 +229,13 @@ control_close (struct control *c)
   close (c->fd);
 }
 
-/* One control command; returns the kernel's result (negative errno). */
+/* One control command; returns the kernel's result (negative errno).
+ * Once submitted, it is waited for whatever signals come: the kernel
+ * still works on it (STOP_DEV waits for the requests in flight), and
+ * its completion must not be taken for the next command's.  Signals
+ * are seen when it is done; a server that hangs meanwhile is ended by
+ * the reply timeout, which fails what STOP_DEV waits for.
+ */
 static int
 control_cmd (struct control *c, uint32_t op, int dev_id, void *buf,
              uint16_t len, uint64_t data0)
@@ -243,16 +252,29 @@ control_cmd (struct control *c, uint32_t op, int dev_id, void *buf,
   sqe = io_uring_get_sqe (&c->ring);
   if (!sqe)
     return -EBUSY;
-  prep_uring_cmd (sqe, c->fd, op, &cmd, sizeof cmd, 0);
-  r = io_uring_submit_and_wait (&c->ring, 1);
+  prep_uring_cmd (sqe, c->fd, op, &cmd, sizeof cmd, ++c->seq);
+  do
+    r = io_uring_submit (&c->ring);
+  while (r == -EINTR);
   if (r < 0)
     return r;
-  r = io_uring_wait_cqe (&c->ring, &cqe);
-  if (r < 0)
-    return r;
-  r = cqe->res;
-  io_uring_cqe_seen (&c->ring, cqe);
-  return r;
+  if (r == 0)
+    return -EBUSY;
+  for (;;) {
+    uint64_t ud;
+
+    r = io_uring_wait_cqe (&c->ring, &cqe);
+    if (r == -EINTR)
+      continue;
+    if (r < 0)
+      return r;
+    ud = io_uring_cqe_get_data64 (cqe);
+    r = cqe->res;
+    io_uring_cqe_seen (&c->ring, cqe);
+    if (ud == c->seq)
+      return r;
+    /* an older command's: cannot happen, as each is waited for */
+  }
 }
 
 /* Linux release "X.Y...": is it at least 6.6? */
@@ -327,6 +349,7 @@ refresh_wp (struct dev *d, uint64_t z, bool only_if_stale)
 {
   uint64_t wp;
   bool wanted = true;
+  char err[512];
   int r = 0;
 
   pthread_mutex_lock (&d->ctl_lock);
@@ -337,7 +360,7 @@ refresh_wp (struct dev *d, uint64_t z, bool only_if_stale)
   }
   if (wanted) {
     __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
-    r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp);
+    r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, &wp, err, sizeof err);
     __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
     if (r == 0) {
       pthread_mutex_lock (&d->zone_lock);
@@ -349,8 +372,7 @@ refresh_wp (struct dev *d, uint64_t z, bool only_if_stale)
   pthread_mutex_unlock (&d->ctl_lock);
   if (r == -1)
     fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
-             " from the server: %s\n", progname, z,
-             nbd_get_error () ? nbd_get_error () : "unknown error");
+             " from the server: %s\n", progname, z, err);
   return r;
 }
 
@@ -782,6 +804,11 @@ start_io (struct tag_io *io)
   case UBLK_IO_OP_ZONE_FINISH:
     if (z >= d->nr_zones || zone_is_conv (&d->ctl.l, z))
       return -EIO;
+    if (zone_is_unwritable (&d->ctl.l, z)) {
+      fprintf (stderr, "%s: zone %" PRIu64 " is read-only or offline on the "
+               "server's device: it cannot be finished\n", progname, z);
+      return -EIO;
+    }
     if (refresh_wp (d, z, false) == -1)
       return -EIO;
     pthread_mutex_lock (&d->zone_lock);
@@ -867,10 +894,14 @@ finish_io (struct tag_io *io)
     uint64_t next_off, next_len;
     bool more = wp_scan_next (&io->scan, &next_off, &next_len);
 
-    if (io->err || (more && io->scan.pos == io->scan_before)) {
+    if (io->err || io->scan.bad ||
+        (more && io->scan.pos == io->scan_before)) {
+      char why[300];
+
       fprintf (stderr, "%s: zone report from zone %" PRIu64 " failed: %s\n",
                progname, z, io->err ? strerror (io->err)
-                                    : "block status made no progress");
+               : io->scan.bad ? wp_scan_error (&io->scan, why, sizeof why)
+               : "block status made no progress");
       commit (io, -EIO, 0);
       return;
     }
@@ -1174,6 +1205,7 @@ check_geometry (struct dev *d)
     return -1;
   }
   d->block_size = bs;
+  d->ctl.l.block_size = bs;     /* every WP must be a multiple */
   if (!is_pow2 (l->g.zone_size) || l->g.zone_size % 512) {
     fprintf (stderr, "%s: %s: the zone size, %" PRIu64 " bytes, is not a "
              "power of two sectors, which zoned ublk devices need\n",
@@ -1220,13 +1252,18 @@ static int
 read_all_wps (struct dev *d)
 {
   uint64_t *wps = calloc (d->nr_zones, sizeof *wps), z;
+  char err[512];
+  int r;
 
   if (!wps)
     return -1;
-  if (zone_wps_sync (d->ctl.nbd, &d->ctl.l, 0, d->nr_zones, wps) == -1) {
+  __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
+  r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, 0, d->nr_zones, wps,
+                     err, sizeof err);
+  __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
+  if (r == -1) {
     fprintf (stderr, "%s: %s: cannot read the write pointers: %s\n",
-             progname, d->ctl.uri,
-             nbd_get_error () ? nbd_get_error () : "unknown error");
+             progname, d->ctl.uri, err);
     free (wps);
     return -1;
   }
@@ -1258,6 +1295,9 @@ fill_params (const struct dev *d, struct nbdzone_ublk_params *p)
   p->zoned.max_zone_append_sectors = d->max_io >> 9;
 }
 
+/* The signal that asks attach to end (0: none). */
+static volatile sig_atomic_t got_signal;
+
 /* Wait for a device node the kernel creates (devtmpfs or udev). */
 static int
 open_when_present (const char *path, int flags)
@@ -1280,6 +1320,7 @@ start_queue (struct dev *d, struct queue *q, int id)
   size_t max_cmd_buf = ((UBLK_MAX_QUEUE_DEPTH * sizeof (struct ublksrv_io_desc))
                         + page - 1) / page * page;
   void *iods;
+  char why[512];
   int tag, r;
 
   q->d = d;
@@ -1309,10 +1350,11 @@ start_queue (struct dev *d, struct queue *q, int id)
     return -1;
   }
   q->event_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
-  q->nbd = nbdzone_connect (d->ctl.uri);
+  q->nbd = nbdzone_connect (d->ctl.uri, d->timeout_s, &got_signal,
+                            why, sizeof why);
   if (!q->nbd) {
     fprintf (stderr, "%s: cannot connect to %s: %s\n", progname,
-             d->ctl.uri, nbd_get_error ());
+             d->ctl.uri, why);
     return -1;
   }
   /* A duplicate: the timeout may shut it down from another thread
@@ -1387,8 +1429,6 @@ stop_queues (struct dev *d)
   }
 }
 
-static volatile sig_atomic_t got_signal;
-
 static void
 on_signal (int sig)
 {
@@ -1411,19 +1451,28 @@ on_signal (int sig)
 static void
 server_timed_out (struct dev *d, const struct tag_io *io, uint64_t waited_ms)
 {
+  char name[32];
   int i;
 
+  /* Before the device exists there is only the connection of attach. */
+  if (d->added)
+    snprintf (name, sizeof name, "/dev/ublkb%d", d->id);
   if (io)
-    fprintf (stderr, "%s: /dev/ublkb%d: no reply from the server for %" PRIu64
+    fprintf (stderr, "%s: %s: no reply from the server for %" PRIu64
              " s to a %s of %" PRIu32 " bytes at offset %" PRIu64 " (zone %"
              PRIu64 "); closing the connections: every request fails with "
-             "EIO until detach\n", progname, d->id, waited_ms / 1000,
-             op_name (io->op), io->len, io->off, zone_of (d, io->off));
-  else
-    fprintf (stderr, "%s: /dev/ublkb%d: no reply from the server for %" PRIu64
+             "EIO until detach\n", progname, d->added ? name : d->ctl.uri,
+             waited_ms / 1000, op_name (io->op), io->len, io->off,
+             zone_of (d, io->off));
+  else if (d->added)
+    fprintf (stderr, "%s: %s: no reply from the server for %" PRIu64
              " s to a write pointer query; closing the connections: every "
-             "request fails with EIO until detach\n", progname, d->id,
+             "request fails with EIO until detach\n", progname, name,
              waited_ms / 1000);
+  else
+    fprintf (stderr, "%s: %s: no reply from the server for %" PRIu64
+             " s to a write pointer query; giving up\n", progname,
+             d->ctl.uri, waited_ms / 1000);
   d->timed_out = true;
   for (i = 0; i < d->nr_queues; i++)
     if (d->queues[i].started && d->queues[i].nbd_fd >= 0)
@@ -1547,10 +1596,20 @@ attach_device (struct dev *d, int report_fd)
   int r, i, ret = EXIT_FAILURE;
   bool added = false, started = false;
 
+  /* From the first request on: the WP read below, and START_DEV,
+   * which reads every zone through the queues, must not hang attach
+   * on a server that stops answering.
+   */
+  start_watchdog (d);
+  if (read_all_wps (d) == -1) {
+    stop_watchdog (d);
+    return EXIT_FAILURE;
+  }
   r = control_open (&c);
   if (ublk_unavailable (r, why, sizeof why)) {
     fprintf (stderr, "%s: cannot attach %s: %s\n", progname, d->ctl.uri,
              why);
+    stop_watchdog (d);
     return EXIT_FAILURE;
   }
   memset (&info, 0, sizeof info);
@@ -1572,6 +1631,7 @@ attach_device (struct dev *d, int report_fd)
   }
   added = true;
   d->id = info.dev_id;
+  d->added = true;
   if (!(info.flags & UBLK_F_ZONED) || !(info.flags & UBLK_F_USER_COPY)) {
     fprintf (stderr, "%s: cannot attach %s: this kernel's ublk_drv has no "
              "zoned devices (UBLK_F_ZONED and UBLK_F_USER_COPY need Linux "
@@ -1595,10 +1655,6 @@ attach_device (struct dev *d, int report_fd)
   for (i = 0; i < d->nr_queues; i++)
     if (start_queue (d, &d->queues[i], i) == -1)
       goto out;
-  /* Already while starting: START_DEV reads every zone through the
-   * queues, and a server that hangs then must not hang attach.
-   */
-  start_watchdog (d);
   r = control_cmd (&c, UBLK_U_CMD_START_DEV, d->id, NULL, 0, getpid ());
   if (r < 0) {
     fprintf (stderr, "%s: cannot start /dev/ublkb%d: %s\n", progname, d->id,
@@ -1646,6 +1702,53 @@ attach_device (struct dev *d, int report_fd)
   return ret;
 }
 
+/* The parent of a background attach: print the device once the child
+ * has it live (it writes the path on FD), or fail.  A signal here
+ * (SIGTERM, ^C, "timeout 5 nbdzone attach") goes on to the child, which
+ * runs in its own session: it stops and deletes the device, and only
+ * then does the parent end, so nothing is left serving.
+ */
+static int
+wait_for_child (pid_t pid, int fd)
+{
+  char buf[64];
+  ssize_t n = 0, got;
+  int status, sig = 0;
+
+  for (;;) {
+    got = read (fd, buf + n, sizeof buf - 1 - n);
+    if (got > 0) {
+      n += got;
+      if (n < (ssize_t) sizeof buf - 1)
+        continue;
+    }
+    if (got == -1 && errno == EINTR) {
+      if (got_signal && !sig) {
+        sig = got_signal;
+        kill (pid, SIGTERM);
+      }
+      continue;
+    }
+    break;                      /* EOF: the child is live, or failed */
+  }
+  buf[n] = '\0';
+  if (!sig && !got_signal && n > 0 && buf[n - 1] == '\n') {
+    fputs (buf, stdout);
+    return EXIT_SUCCESS;
+  }
+  if (got_signal && !sig) {     /* came after the child was live */
+    sig = got_signal;
+    kill (pid, SIGTERM);
+  }
+  /* The child said why on stderr. */
+  while (waitpid (pid, &status, 0) == -1 && errno == EINTR)
+    ;
+  if (sig)
+    fprintf (stderr, "%s: attach interrupted by signal %d before the device "
+             "was live; the device is removed\n", progname, sig);
+  return EXIT_FAILURE;
+}
+
 int
 nbdzone_attach (int argc, char **argv)
 {
@@ -1655,7 +1758,7 @@ nbdzone_attach (int argc, char **argv)
   const char *uri = NULL;
   bool foreground = false;
   struct sigaction sa = { .sa_handler = on_signal };
-  int i, pipefd[2], r;
+  int i, pipefd[2];
   pid_t pid;
 
   for (i = 0; i < argc; i++) {
@@ -1682,7 +1785,7 @@ nbdzone_attach (int argc, char **argv)
     return EXIT_FAILURE;
   }
 
-  connect_disk (&d.ctl, uri);
+  connect_disk (&d.ctl, uri, d.timeout_s, NULL);
   d.ctl_fd = dup (nbd_aio_get_fd (d.ctl.nbd));
   if (check_geometry (&d) == -1)
     return EXIT_FAILURE;
@@ -1705,7 +1808,7 @@ nbdzone_attach (int argc, char **argv)
   }
   d.zones = calloc (d.nr_zones, sizeof *d.zones);
   d.queues = calloc (d.nr_queues, sizeof *d.queues);
-  if (!d.zones || !d.queues || read_all_wps (&d) == -1)
+  if (!d.zones || !d.queues)
     return EXIT_FAILURE;
   for (i = 0; i < d.nr_queues; i++)
     d.queues[i].nbd_fd = -1;
@@ -1748,22 +1851,7 @@ nbdzone_attach (int argc, char **argv)
     _exit (attach_device (&d, pipefd[1]));
   }
   close (pipefd[1]);
-  {
-    char buf[64];
-    ssize_t n = 0, got;
-
-    while ((got = read (pipefd[0], buf + n, sizeof buf - 1 - n)) > 0)
-      n += got;
-    buf[n] = '\0';
-    if (n > 0 && buf[n - 1] == '\n') {
-      fputs (buf, stdout);
-      return EXIT_SUCCESS;
-    }
-  }
-  /* The child said why on stderr. */
-  while (waitpid (pid, &r, 0) == -1 && errno == EINTR)
-    ;
-  return EXIT_FAILURE;
+  return wait_for_child (pid, pipefd[0]);
 }
 
 /* ---- detach and list ----------------------------------------------------- */
@@ -1838,6 +1926,48 @@ nbdzone_detach (int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
+/* Is the process PID still there to serve (not gone, not a zombie)? */
+static bool
+server_running (pid_t pid)
+{
+  char path[64], buf[256], *p;
+  FILE *fp;
+  bool zombie = false;
+
+  if (pid <= 0 || (kill (pid, 0) == -1 && errno != EPERM))
+    return false;
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  fp = fopen (path, "r");
+  if (fp) {
+    /* "PID (COMM) STATE ...": COMM may hold spaces and parentheses. */
+    if (fgets (buf, sizeof buf, fp) && (p = strrchr (buf, ')')) && p[1])
+      zombie = p[2] == 'Z';
+    fclose (fp);
+  }
+  return !zombie;
+}
+
+static int
+compare_ints (const void *a, const void *b)
+{
+  return *(const int *) a - *(const int *) b;
+}
+
+static const char *
+state_name (uint16_t state)
+{
+  switch (state) {
+  case UBLK_S_DEV_LIVE: return "live";
+  case UBLK_S_DEV_DEAD: return "dead";
+  case UBLK_S_DEV_QUIESCED: return "quiesced";
+  default: return "unknown";
+  }
+}
+
+/* Every ublk device, from its character device: the block device is
+ * gone once its server has died, but the device stays until detach,
+ * and that is when the user most needs to see it.
+ */
 int
 nbdzone_list (int argc, char **argv)
 {
@@ -1845,30 +1975,46 @@ nbdzone_list (int argc, char **argv)
   char why[300];
   DIR *dir;
   struct dirent *e;
-  int r;
+  int r, *ids = NULL, n = 0, i;
 
   r = control_open (&c);
   if (ublk_unavailable (r, why, sizeof why)) {
     fprintf (stderr, "%s: %s\n", progname, why);
     return EXIT_FAILURE;
   }
-  dir = opendir ("/sys/block");
+  dir = opendir ("/dev");
   while (dir && (e = readdir (dir))) {
-    struct ublksrv_ctrl_dev_info info;
-    int id;
+    int id, end = 0, *more;
 
-    if (sscanf (e->d_name, "ublkb%d", &id) != 1)
+    if (sscanf (e->d_name, "ublkc%d%n", &id, &end) != 1 ||
+        e->d_name[end] || id < 0)
       continue;
-    memset (&info, 0, sizeof info);
-    if (control_cmd (&c, UBLK_U_CMD_GET_DEV_INFO, id, &info, sizeof info,
-                     0) < 0)
-      continue;
-    printf ("/dev/ublkb%d pid %d queues %u depth %u%s\n", id,
-            info.ublksrv_pid, info.nr_hw_queues, info.queue_depth,
-            info.flags & UBLK_F_ZONED ? " zoned" : "");
+    more = realloc (ids, (n + 1) * sizeof *ids);
+    if (!more)
+      break;
+    ids = more;
+    ids[n++] = id;
   }
   if (dir)
     closedir (dir);
+  qsort (ids, n, sizeof *ids, compare_ints);
+  for (i = 0; i < n; i++) {
+    struct ublksrv_ctrl_dev_info info;
+
+    memset (&info, 0, sizeof info);
+    if (control_cmd (&c, UBLK_U_CMD_GET_DEV_INFO, ids[i], &info,
+                     sizeof info, 0) < 0)
+      continue;
+    printf ("/dev/ublkb%d pid %d queues %u depth %u%s %s", ids[i],
+            info.ublksrv_pid, info.nr_hw_queues, info.queue_depth,
+            info.flags & UBLK_F_ZONED ? " zoned" : "",
+            state_name (info.state));
+    if (!server_running (info.ublksrv_pid))
+      printf (", server gone (nbdzone detach /dev/ublkb%d removes it)",
+              ids[i]);
+    putchar ('\n');
+  }
+  free (ids);
   control_close (&c);
   return EXIT_SUCCESS;
 }

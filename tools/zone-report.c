@@ -1,6 +1,8 @@
 /* Zone reports from NBD block status (see zone-report.h). */
 #include <config.h>
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <libnbd.h>
@@ -117,7 +119,43 @@ wp_scan_init (struct wp_scan *s, const struct zone_layout *l,
   s->end = first + count < n ? first + count : n;
   s->wp = wp;
   s->pos = zone_start (l, first);
+  s->bad = false;
   skip_known (s);
+}
+
+static uint64_t
+wp_align (const struct zone_layout *l)
+{
+  return l->block_size ? l->block_size : l->g.block_size ? l->g.block_size
+                                                         : 512;
+}
+
+/* The WP of zone Z is at POS: keep it, or stop the scan if it is not
+ * on a block boundary.
+ */
+static void
+found_wp (struct wp_scan *s, uint64_t z, uint64_t pos)
+{
+  if ((pos - zone_start (s->l, z)) % wp_align (s->l)) {
+    s->bad = true;
+    s->bad_zone = z;
+    s->bad_wp = pos;
+    s->pos = zone_start (s->l, s->end);         /* nothing more to ask */
+    return;
+  }
+  s->wp[z - s->first] = pos;
+}
+
+const char *
+wp_scan_error (const struct wp_scan *s, char *buf, size_t len)
+{
+  snprintf (buf, len, "the server's block status puts the write pointer "
+            "of zone %" PRIu64 " at offset %" PRIu64 ", %" PRIu64 " bytes "
+            "into the zone, which is not a multiple of the block size (%"
+            PRIu64 " bytes): the server is broken or hostile, refusing it",
+            s->bad_zone, s->bad_wp, s->bad_wp - zone_start (s->l, s->bad_zone),
+            wp_align (s->l));
+  return buf;
 }
 
 bool
@@ -154,7 +192,9 @@ wp_scan_extents (struct wp_scan *s, uint64_t offset,
       uint64_t capend = start + zone_cap (s->l, z);
 
       if (hole) {
-        s->wp[z - s->first] = s->pos;
+        found_wp (s, z, s->pos);
+        if (s->bad)
+          return;
         s->pos = start + zone_len (s->l, z);
       }
       else if (e_end < capend)

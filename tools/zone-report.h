@@ -8,6 +8,8 @@
  * pointers of a run of zones from as many block status replies as the
  * server needs, and says which range to ask for next, so the same code
  * serves a synchronous loop and an asynchronous chain of requests.
+ * A WP that is not a multiple of the block size is refused: appends
+ * go to the WP, and a misaligned one is no place a write can go.
  */
 #ifndef NBDZONE_ZONE_REPORT_H
 #define NBDZONE_ZONE_REPORT_H
@@ -22,6 +24,7 @@
 struct zone_layout {
   struct zoned_geometry g;
   uint64_t size;                /* export size in bytes */
+  uint64_t block_size;          /* WPs are multiples of it; 0: g's */
 };
 
 extern uint64_t zone_start (const struct zone_layout *l, uint64_t z);
@@ -46,6 +49,11 @@ struct wp_scan {
   uint64_t first, end;          /* zones [first, end) */
   uint64_t *wp;                 /* wp[z - first]: absolute byte offsets */
   uint64_t pos;                 /* the next byte not yet known */
+  /* A WP off the block size (a broken or hostile server): the scan
+   * stops; appends must never be sent to such an offset.
+   */
+  bool bad;
+  uint64_t bad_zone, bad_wp;
 };
 
 /* Scan zones [FIRST, FIRST + COUNT) into WP (COUNT entries). */
@@ -59,6 +67,10 @@ extern bool wp_scan_next (const struct wp_scan *s,
  */
 extern void wp_scan_extents (struct wp_scan *s, uint64_t offset,
                              const uint32_t *entries, size_t nr_entries);
+
+/* Why scan S failed (S->bad), in BUF of LEN bytes. */
+extern const char *wp_scan_error (const struct wp_scan *s,
+                                  char *buf, size_t len);
 
 /* The kernel's zone descriptor of zone Z whose write pointer is WP. */
 extern void zone_describe (const struct zone_layout *l, uint64_t z,

@@ -25,6 +25,8 @@ PATH=$PATH:/usr/sbin:/sbin
 guest_commands="busybox nbdkit nbd-client cryptsetup dmsetup blkzone blkdiscard
                 nbdcopy nbdinfo dd timeout fio mkfs.btrfs btrfs mkfs.f2fs fsck.f2fs"
 nbdkit_plugins="memory file"
+# The delay filter holds a server back in the attach cases.
+nbdkit_filters="delay"
 host_programs=
 for c in $guest_commands; do
     p=$(command -v "$c") || {
@@ -34,6 +36,10 @@ done
 plugindir=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
 for p in $nbdkit_plugins; do
     host_programs="$host_programs $plugindir/nbdkit-$p-plugin.so"
+done
+filterdir=$(nbdkit --dump-config | sed -n 's/^filterdir=//p')
+for f in $nbdkit_filters; do
+    host_programs="$host_programs $filterdir/nbdkit-$f-filter.so"
 done
 
 # This tree's modules and tools, installed in the guest under /opt/zoned.

@@ -42,8 +42,9 @@ ublk_cleanup ()
     for m in /mnt/a /mnt/b; do
         grep -q " $m " /proc/mounts && umount -l $m
     done
-    for b in /sys/block/ublkb*; do
-        [ -e "$b" ] && timeout 60 $NBDZONE detach /dev/${b##*/} >/dev/null 2>&1
+    # By the character devices: a device whose server died has no disk.
+    for b in /dev/ublkc*; do
+        [ -e "$b" ] && timeout 60 $NBDZONE detach /dev/ublkb${b#/dev/ublkc} >/dev/null 2>&1
     done
     return 0
 }
@@ -595,6 +596,132 @@ case_attach_tls ()
     ublk_detach $ublk
 }
 
+# proc_running PID: the process exists and is not a zombie (the guest's
+# init may be slow to reap what its parent left behind).
+proc_running ()
+{
+    [ -r /proc/$1/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status
+}
+
+# serving_pid /dev/ublkbN: the pid of the process serving it, from
+# nbdzone list.
+serving_pid ()
+{
+    local pid
+    pid=$($NBDZONE list 2>/dev/null | sed -n "s|^$1 pid \([0-9]*\) .*|\1|p")
+    [ -n "$pid" ] || die "nbdzone list does not show $1: $($NBDZONE list 2>&1)"
+    echo $pid
+}
+
+# Signals while detaching from a server that stopped answering: the
+# first one starts the detach (STOP_DEV, which waits for the write in
+# flight), the next two arrive while attach waits for that control
+# command.  Attach must go on waiting for it, so that the reply timeout
+# fails the write and the process ends by itself, and removes the device.
+case_attach_signals ()
+{
+    local dev=nullb0 u ublk id z zs pid dd i
+    need_ublk
+    attach_serve srv $dev unix; u=$URI
+    ublk=$(ublk_attach "$u" --timeout 5)
+    id=${ublk#/dev/ublkb}
+    pid=$(serving_pid $ublk)
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    kill -STOP $(cat $W/srv.pid)
+    say "nbdkit stopped; a write in flight, then SIGTERM three times to attach ($pid)"
+    dd if=/dev/urandom of=$ublk bs=1M count=1 seek=$((z * zs / 1048576)) \
+        oflag=direct status=none 2> $W/dd.err &
+    dd=$!
+    sleep 1
+    for i in 1 2 3; do kill -TERM $pid; sleep 1; done
+    i=0
+    while proc_running $pid; do
+        i=$((i + 1))
+        if [ $i -gt 30 ]; then
+            ublk_dump
+            kill -CONT $(cat $W/srv.pid)
+            die "attach still runs 30 s after the signals (--timeout 5)"
+        fi
+        sleep 1
+    done
+    say "attach ended $((i + 3)) s after the first signal"
+    wait $dd && die "the write succeeded with the server stopped"
+    grep -q "no reply from the server" $W/attach.log ||
+        die "attach did not time the write out: $(tail -n 3 $W/attach.log)"
+    [ ! -e /sys/block/ublkb$id ] || die "$ublk still exists"
+    [ ! -e /dev/ublkc$id ] || die "/dev/ublkc$id still exists: the device was not deleted"
+    kill -CONT $(cat $W/srv.pid)
+}
+
+# A background attach interrupted while its device starts (SIGTERM to
+# the parent, as "timeout 5 nbdzone attach" or ^C do): the parent ends
+# without a device path, its child stops too and removes the device;
+# nothing serves on.  The delay filter makes each block status take 3 s,
+# so the device is still starting (its zones being read) when the
+# signal comes, just after the child has created /dev/ublkcN.
+case_attach_interrupted ()
+{
+    local dev=nullb0 pid i c rc
+    need_ublk
+    start_nbdkit srv --filter=delay $PLUGIN device=/dev/$dev delay-extents=3
+    $NBDZONE attach "$(uri srv)" > $W/out 2>> $W/attach.log &
+    pid=$!
+    i=0
+    until c=$(ls /dev/ublkc* 2>/dev/null) && [ -n "$c" ]; do
+        i=$((i + 1))
+        [ $i -gt 300 ] && die "attach created no ublk device in 30 s"
+        sleep 0.1
+    done
+    say "$c created; SIGTERM to attach ($pid) while the device starts"
+    kill -TERM $pid
+    i=0
+    while proc_running $pid; do
+        i=$((i + 1))
+        [ $i -gt 20 ] && { ublk_dump; die "attach still runs 20 s after SIGTERM"; }
+        sleep 1
+    done
+    rc=0; wait $pid || rc=$?
+    [ $rc != 0 ] || die "the interrupted attach exited 0, printing \"$(cat $W/out)\""
+    [ ! -s $W/out ] || die "the interrupted attach printed $(cat $W/out)"
+    i=0
+    while ls /dev/ublkc* > /dev/null 2>&1 || ls /sys/block | grep -q ublk; do
+        i=$((i + 1))
+        [ $i -gt 20 ] && die "a ublk device is left 20 s after the interrupted attach: $($NBDZONE list 2>&1)"
+        sleep 1
+    done
+    [ -z "$($NBDZONE list)" ] || die "nbdzone list: $($NBDZONE list)"
+    tail -n 3 $W/attach.log
+}
+
+# The serving process killed (kill -9): the kernel takes the disk away,
+# but the ublk device stays until detach.  nbdzone list must show it,
+# saying its server is gone, and detach removes it.
+case_attach_list_dead ()
+{
+    local dev=nullb0 u ublk id pid i
+    need_ublk
+    attach_serve srv $dev unix; u=$URI
+    ublk=$(ublk_attach "$u")
+    id=${ublk#/dev/ublkb}
+    pid=$(serving_pid $ublk)
+    kill -9 $pid
+    i=0
+    while [ -e /sys/block/ublkb$id ]; do
+        i=$((i + 1))
+        [ $i -gt 30 ] && die "/sys/block/ublkb$id is still there 30 s after kill -9 of its server"
+        sleep 1
+    done
+    [ -e /dev/ublkc$id ] || die "/dev/ublkc$id went away by itself: nothing to list"
+    $NBDZONE list > $W/list || die "nbdzone list failed"
+    cat $W/list
+    grep -q "^$ublk pid $pid .*server gone" $W/list ||
+        die "nbdzone list does not show $ublk with its server gone"
+    ublk_detach $ublk
+    [ ! -e /dev/ublkc$id ] || die "/dev/ublkc$id is still there after detach"
+    [ -z "$($NBDZONE list)" ] || die "nbdzone list after detach: $($NBDZONE list)"
+}
+
 attach_cases ()
 {
     local dev tr
@@ -624,4 +751,10 @@ attach_cases ()
     run 600 "attach: kill -9 of nbdkit under load, EIO, reattach, files intact" case_attach_kill
     run 120 "nullb0: attach: a server that stops answering: EIO after --timeout, detach" \
         case_attach_hang
+    run 120 "nullb0: attach: signals while detaching from a hung server: it ends after --timeout" \
+        case_attach_signals
+    run 120 "nullb0: attach interrupted while its device starts: no device left" \
+        case_attach_interrupted
+    run 120 "nullb0: attach: server process killed: list shows the device, detach removes it" \
+        case_attach_list_dead
 }

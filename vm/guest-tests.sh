@@ -932,6 +932,23 @@ case_zone_states ()
     assert_zone $dev 3 0 1
     [ "$(zone_field $dev 1 cond)" = 13 ] && [ "$(zone_field $dev 2 cond)" = 15 ] ||
         die "reset all through $ublk changed the read-only or offline zone"
+    # Finishing them fails too, through the device and nbdzone finish.
+    for x in 1 2; do
+        if blkzone finish -o $((x * zs / 512)) -c 1 $ublk 2> $W/finish.err; then
+            die "blkzone finish of zone $x (read-only or offline) through $ublk succeeded"
+        fi
+        cat $W/finish.err
+        grep -q "zone $x is read-only or offline on the server's device: it cannot be finished" \
+            $W/attach.log || die "attach did not log why the finish of zone $x failed"
+    done
+    if timeout 60 $NBDZONE finish "$(uri srv)" $zs 2> $W/finish.err; then
+        die "nbdzone finish of the read-only zone succeeded"
+    fi
+    cat $W/finish.err
+    grep -q "zone 1 at offset $zs is read-only on the server's device: it cannot be finished" \
+        $W/finish.err || die "nbdzone finish of the read-only zone did not say why"
+    [ "$(zone_field $dev 1 cond)" = 13 ] && [ "$(zone_field $dev 2 cond)" = 15 ] ||
+        die "a finish changed the read-only or offline zone"
     ublk_detach $ublk
 }
 
