@@ -14,6 +14,13 @@ test_keymem_SOURCES = test-keymem.c
 test_keymem_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
 test_keymem_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
 
+# keymem at its limits: requests too large to size, a small lock limit.
+TESTS += test-keymem-limits
+check_PROGRAMS += test-keymem-limits
+test_keymem_limits_SOURCES = test-keymem-limits.c
+test_keymem_limits_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
+test_keymem_limits_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
+
 # Shell tests.
 CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-roundtrip.sh \

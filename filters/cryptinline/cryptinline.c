@@ -719,6 +719,31 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "                            (default: online CPUs).\n" \
   "crypt-pool-threshold=SIZE   auto: use the pool from this request size (default 1M)."
 
+/* Say how much key memory is locked; if none could be, what limit stops
+ * it and what to raise it to (one page, and the key memory in use, is
+ * the least that helps).
+ */
+static void
+report_key_memory (void)
+{
+  size_t mapped = keymem_mapped_bytes (), limit = keymem_lock_limit ();
+
+  if (keymem_is_locked ())
+    nbdkit_debug ("keys: %zu KiB of locked memory, out of core dumps",
+                  keymem_locked_bytes () / 1024);
+  else if (limit == SIZE_MAX)
+    nbdkit_debug ("keys: %zu KiB of key memory not locked into RAM (still "
+                  "out of core dumps): mlock failed though no memory lock "
+                  "limit is set", mapped / 1024);
+  else
+    nbdkit_debug ("keys: %zu KiB of key memory not locked into RAM (still "
+                  "out of core dumps): the memory lock limit "
+                  "(RLIMIT_MEMLOCK) is %zu KiB and lets no page be locked; "
+                  "raise it to at least %zu KiB (ulimit -l %zu) to keep "
+                  "keys out of swap", mapped / 1024, limit / 1024,
+                  mapped / 1024 + 4, mapped / 1024 + 4);
+}
+
 static int
 cryptinline_after_fork (nbdkit_backend *nxdata)
 {
@@ -730,9 +755,7 @@ cryptinline_after_fork (nbdkit_backend *nxdata)
                   "%m: raise the memory lock limit (ulimit -l)");
     return -1;
   }
-  nbdkit_debug ("keys: %zu KiB of %s memory, out of core dumps",
-                keymem_mapped_bytes () / 1024,
-                keymem_is_locked () ? "locked" : "unlocked (no privilege)");
+  report_key_memory ();
   /* Threads do not survive fork, so the pool starts only now. */
   if (mode == MODE_INLINE)
     return 0;
