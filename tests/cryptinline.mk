@@ -27,6 +27,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-interop.sh \
 	test-cryptinline-startup.sh \
 	test-cryptinline-zero.sh \
+	test-cryptinline-zero-fua.sh \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \

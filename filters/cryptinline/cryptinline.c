@@ -12,7 +12,8 @@
  * such sectors always read as zeros from below, the layer below is asked
  * only when some sector's ciphertext is all zeros.
  * Write-zeroes writes encrypted zeros in bounded chunks, in ascending
- * order, each after the previous one completed.
+ * order, each after the previous one completed, then one flush if the
+ * request had FUA.
  *
  * The cipher work runs on the request thread (crypt-mode=inline) or is
  * shared with a thread pool that starts after nbdkit forks; the request
@@ -1241,6 +1242,7 @@ cryptinline_zero (nbdkit_next *next, void *handle,
   struct thread_state *ts;
   unsigned char *bounce;
   uint32_t n;
+  bool fua_each;
 
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
     *err = ENOTSUP;
@@ -1255,18 +1257,24 @@ cryptinline_zero (nbdkit_next *next, void *handle,
   }
   /* Unwritten space would not read back as zeros through the cipher, so
    * the zeros are encrypted and written, chunk after chunk in ascending
-   * order, each after the previous one completed.  FUA is kept on every
-   * chunk so the whole range is durable when the client hears back.
+   * order, each after the previous one completed.  FUA asks for the whole
+   * range to be durable when the client hears back: one flush after the
+   * last chunk gives that, where FUA on each chunk would cost a flush
+   * per chunk on a layer that emulates FUA (the zbd plugin).  Only a
+   * layer that cannot flush gets FUA on every chunk.
    */
-  flags &= NBDKIT_FLAG_FUA;
+  fua_each = (flags & NBDKIT_FLAG_FUA) && next->can_flush (next) != 1;
   while (count > 0) {
     n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
     if (crypt_range (true, bounce, zeros, n, offset, err) == -1 ||
-        next->pwrite (next, bounce, n, offset, flags, err) == -1)
+        next->pwrite (next, bounce, n, offset,
+                      fua_each ? NBDKIT_FLAG_FUA : 0, err) == -1)
       return -1;
     offset += n;
     count -= n;
   }
+  if ((flags & NBDKIT_FLAG_FUA) && !fua_each)
+    return next->flush (next, 0, err);
   return 0;
 }
 
