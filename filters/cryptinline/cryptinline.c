@@ -1081,7 +1081,7 @@ get_extents (nbdkit_next *next, uint32_t count, uint64_t offset, int *err)
  * of adjacent zero extents (hole+zero next to zero) counts as one, as in
  * decrypt_read.  The run [from, to) of extents first..last-1 of below.
  */
-static void
+static int
 add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
               uint64_t from, uint64_t to, struct nbdkit_extents *extents)
 {
@@ -1089,21 +1089,20 @@ add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
   uint64_t a = (from + ss - 1) / ss * ss, b = to / ss * ss;
   size_t i;
 
-  if (a >= b) {
-    nbdkit_add_extent (extents, from, to - from, 0);
-    return;
-  }
-  if (from < a)
-    nbdkit_add_extent (extents, from, a - from, 0);
+  if (a >= b)
+    return nbdkit_add_extent (extents, from, to - from, 0);
+  if (from < a && nbdkit_add_extent (extents, from, a - from, 0) == -1)
+    return -1;
   for (i = first; i < last; ++i) {
     struct nbdkit_extent e = nbdkit_get_extent (below, i);
     uint64_t s = e.offset < a ? a : e.offset;
     uint64_t t = e.offset + e.length > b ? b : e.offset + e.length;
-    if (s < t)
-      nbdkit_add_extent (extents, s, t - s, e.type);
+    if (s < t && nbdkit_add_extent (extents, s, t - s, e.type) == -1)
+      return -1;
   }
   if (b < to)
-    nbdkit_add_extent (extents, b, to - b, 0);
+    return nbdkit_add_extent (extents, b, to - b, 0);
+  return 0;
 }
 
 static int
@@ -1118,6 +1117,7 @@ cryptinline_extents (nbdkit_next *next, void *handle,
   size_t i, n, run_first = 0;
   uint64_t run_start = 0, run_end = 0;
   bool in_run = false;
+  int r = 0;
 
   /* Ask below for whole crypt sectors, and for all of them (not only the
    * first extent): the rounding needs each sector's every byte.
@@ -1127,12 +1127,12 @@ cryptinline_extents (nbdkit_next *next, void *handle,
   if ((below = get_extents (next, b - a, a, err)) == NULL)
     return -1;
   n = nbdkit_extents_count (below);
-  for (i = 0; i < n; ++i) {
+  for (i = 0; i < n && r == 0; ++i) {
     struct nbdkit_extent e = nbdkit_get_extent (below, i);
     if (e.type & NBDKIT_EXTENT_ZERO) {
       if (!in_run || e.offset != run_end) {
         if (in_run)
-          add_zero_run (below, run_first, i, run_start, run_end, extents);
+          r = add_zero_run (below, run_first, i, run_start, run_end, extents);
         run_first = i;
         run_start = e.offset;
         in_run = true;
@@ -1141,15 +1141,19 @@ cryptinline_extents (nbdkit_next *next, void *handle,
       continue;
     }
     if (in_run) {
-      add_zero_run (below, run_first, i, run_start, run_end, extents);
+      r = add_zero_run (below, run_first, i, run_start, run_end, extents);
       in_run = false;
     }
-    nbdkit_add_extent (extents, e.offset, e.length, e.type);
+    if (r == 0)
+      r = nbdkit_add_extent (extents, e.offset, e.length, e.type);
   }
-  if (in_run)
-    add_zero_run (below, run_first, n, run_start, run_end, extents);
+  if (r == 0 && in_run)
+    r = add_zero_run (below, run_first, n, run_start, run_end, extents);
   nbdkit_extents_free (below);
-  return 0;
+  /* nbdkit_add_extent failed (out of memory): it logged why. */
+  if (r == -1)
+    *err = errno ? errno : ENOMEM;
+  return r;
 }
 
 static int
