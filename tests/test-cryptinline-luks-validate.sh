@@ -92,6 +92,8 @@ stricter "16-byte digest salt" "digest 0 has a 16-byte salt, not 32: refused" "$
     "$(e 'j["digests"]["0"]["salt"] = "AAAAAAAAAAAAAAAAAAAAAA=="')"
 stricter "no digest value" "digest 0 has no digest value: refused" "$l2" \
     "$(e 'del j["digests"]["0"]["digest"]')"
+stricter "unknown digest hash" "digest 0: hash nosuch is unknown: refused" "$l2" \
+    "$(e 'j["digests"]["0"]["hash"] = "nosuch"')"
 refused "16-byte key slot salt" "key slot 0 has a 16-byte KDF salt: LUKS salts are 32 bytes" "$l2" \
     "$(e 'j["keyslots"]["0"]["kdf"]["salt"] = "AAAAAAAAAAAAAAAAAAAAAA=="')"
 # A LUKS1 header converted by cryptsetup keeps its 20-byte digest.

@@ -56,6 +56,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <blkid.h>
 #include <gcrypt.h>
 #include <json.h>
 
@@ -965,6 +966,42 @@ static const uint64_t secondary_offsets[] = {
   0x400000,
 };
 
+/* When the copies are not both good and alike, cryptsetup would rewrite
+ * one from the other, and first makes sure (blkid) that nothing but LUKS
+ * is in the file: a foreign signature there may mean the file was
+ * overwritten, and the surviving copy is not to be trusted.  cryptsetup
+ * then refuses the header; so does this.  0 if nothing foreign is found.
+ */
+static int
+check_foreign_signature (struct ctx *c, const char *bad_copy)
+{
+  static const char *const luks[] = { "crypto_LUKS", NULL };
+  blkid_probe pr = blkid_new_probe_from_filename (c->path);
+  const char *type = NULL;
+  int r;
+
+  if (pr == NULL)
+    return fail (c, "the %s LUKS2 header copy is damaged and the file "
+                 "cannot be probed for other signatures (blkid)", bad_copy);
+  blkid_probe_enable_partitions (pr, 1);
+  blkid_probe_set_partitions_flags (pr, 0);
+  blkid_probe_enable_superblocks (pr, 1);
+  blkid_probe_set_superblocks_flags (pr, BLKID_SUBLKS_TYPE);
+  blkid_probe_filter_superblocks_type (pr, BLKID_FLTR_NOTIN, (char **) luks);
+  r = blkid_do_safeprobe (pr);
+  if (r == 0 && blkid_probe_lookup_value (pr, "TYPE", &type, NULL) != 0 &&
+      blkid_probe_lookup_value (pr, "PTTYPE", &type, NULL) != 0)
+    type = "unknown";
+  if (r != 1)
+    fail (c, "the %s LUKS2 header copy is damaged, and the file holds %s%s "
+          "(blkid): cryptsetup will not use the other copy either; check "
+          "the file, then run cryptsetup repair", bad_copy,
+          r == 0 ? "another signature: " : "signatures blkid cannot tell "
+          "apart", r == 0 ? type : "");
+  blkid_free_probe (pr);
+  return r == 1 ? 0 : -1;
+}
+
 /* Both copies read; the good one (or the newer of two good ones) kept
  * in *use; the other one's JSON freed.
  */
@@ -1014,6 +1051,12 @@ pick_l2_copy (struct ctx *c, struct l2_copy *use, struct luks_volume *vol)
                  p.why, s.why);
   }
   vol->copy = use->where;
+  if ((!p.ok || !s.ok || p.seqid != s.seqid) &&
+      check_foreign_signature (c, strcmp (use->where, "primary") == 0
+                                  ? "secondary" : "primary") == -1) {
+    json_object_put (use->json);
+    return -1;
+  }
   printable (p.why);
   printable (s.why);
   if (!p.ok)
@@ -1224,9 +1267,17 @@ parse_digest (struct ctx *c, json_object *root, const char *seg_id,
     if (strcmp (type, "pbkdf2") != 0)
       return unsupported (c, "digest %s is of type %s: only pbkdf2 is "
                           "supported", id, type);
-    hash = string_of (dig, "hash");
-    if (hash == NULL)
+    if (!json_object_object_get_ex (dig, "hash", &m))
       return fail (c, "digest %s has no hash", id);
+    /* cryptsetup 2.6 takes any value as the hash's name, and accepts
+     * every candidate key when it does not know the hash.
+     */
+    hash = json_object_get_string (m);
+    if (!json_object_is_type (m, json_type_string) ||
+        gcry_md_map_name (hash) == 0)
+      return stricter (c, "digest %s: hash %s is unknown: refused, as such "
+                       "a digest lets any passphrase open the header", id,
+                       hash);
     if ((d->hash = hash_algo (hash)) == 0)
       return unsupported (c, "digest %s: hash %s is not supported: use "
                           "sha1, sha256 or sha512", id, hash);
@@ -1572,9 +1623,20 @@ luks_open (const char *path, const void *passphrase, size_t passphrase_len,
   memset (vol, 0, sizeof *vol);
   vol->keyslot = -1;
   why[0] = '\0';
+  /* libgcrypt's Argon2 refuses an empty passphrase (cryptsetup's does
+   * not), and the filter never takes one: refused for every header.
+   */
+  if (passphrase_len == 0) {
+    unsupported (&c, "an empty passphrase or key file is not supported");
+    vol->refusal = c.refusal;
+    return -1;
+  }
   c.fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (c.fd == -1)
-    return fail (&c, "cannot be read: %s", strerror (errno));
+  if (c.fd == -1) {
+    fail (&c, "cannot be read: %s", strerror (errno));
+    vol->refusal = c.refusal;
+    return -1;
+  }
   if (!read_at (&c, start, sizeof start, 0)) {
     r = fail (&c, "not a LUKS header (too short)");
     goto out;
@@ -1586,8 +1648,10 @@ luks_open (const char *path, const void *passphrase, size_t passphrase_len,
     r = open_luks2 (&c, vol);   /* also finds a lone secondary copy */
  out:
   close (c.fd);
-  if (r == -1)
+  if (r == -1) {
     luks_volume_wipe (vol);
+    vol->refusal = c.refusal;
+  }
   return r;
 }
 
