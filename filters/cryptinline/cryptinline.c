@@ -3,7 +3,7 @@
  *
  * How it works: every request must cover whole crypt sectors (advertised
  * as the minimum block size), so no read-modify-write is ever needed.  A
- * write is encrypted into a per-thread bounce buffer and handed down as
+ * write is encrypted into a bounce buffer and handed down as
  * exactly one write with the client's offset, length and flags, by the
  * request thread, after all encryption is done: the filter never reorders
  * writes, which zoned devices below depend on.  A read is read from below
@@ -21,7 +21,11 @@
  * crypt-mode=auto for requests of at least crypt-pool-threshold bytes).
  *
  * Each thread has its own libgcrypt handle (handles are not thread-safe),
- * keyed once, and its own bounce buffer, kept between requests.  Key bytes
+ * keyed once.  Bounce buffers are shared by all threads: a stack of free
+ * buffers, the most recently returned taken first, so that the few
+ * buffers in the CPU's cache serve every request thread (with tens of
+ * threads, a buffer of each thread's own was cache-cold at every
+ * request, and writing it cost about as much as the cipher).  Key bytes
  * and key schedules live only in keymem (common/keymem.h): locked into RAM
  * and left out of core dumps, locked again in the serving process after
  * nbdkit forks, and wiped on unload.
@@ -86,12 +90,20 @@ static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
 static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
   seen_mode, seen_threads, seen_threshold, seen_header;
 
-/* Per-thread cipher handle and bounce buffer. */
+/* Per-thread cipher handle. */
 struct thread_state {
   gcry_cipher_hd_t hd;
-  unsigned char *bounce;
-  size_t bounce_len;
 };
+
+/* A bounce buffer, on the free stack or in use by one request. */
+struct bounce {
+  struct bounce *next;
+  size_t len;
+  unsigned char *buf;
+};
+static pthread_mutex_t bounce_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bounce *bounce_free;      /* most recently returned first */
+static void bounce_free_all (void);
 static pthread_key_t thread_key;
 static bool thread_key_created;
 
@@ -104,7 +116,6 @@ free_thread_state (void *p)
   struct thread_state *ts = p;
 
   gcry_cipher_close (ts->hd);   /* wipes the key schedule */
-  free (ts->bounce);
   free (ts);
 }
 
@@ -159,6 +170,7 @@ cryptinline_unload (void)
       free_thread_state (ts);
     pthread_key_delete (thread_key);
   }
+  bounce_free_all ();
   wipe_secret (key, key_len);
   wipe_secret (passphrase, passphrase_len);
   key = NULL;
@@ -803,22 +815,57 @@ thread_state (void)
   return ts;
 }
 
-/* The bounce buffer grows to the largest request seen and stays. */
-static unsigned char *
-bounce_buffer (struct thread_state *ts, size_t len)
+/* A bounce buffer of at least len bytes: the top of the free stack (the
+ * one most likely in the cache), grown if it is too small, or a new one.
+ * Buffers are 4 KiB aligned and kept until unload.
+ */
+static struct bounce *
+bounce_get (size_t len)
 {
-  unsigned char *p;
+  struct bounce *b;
+  void *p;
 
-  if (ts->bounce_len >= len)
-    return ts->bounce;
-  p = realloc (ts->bounce, len);
-  if (p == NULL) {
-    nbdkit_error ("cannot allocate a %zu-byte bounce buffer: %m", len);
+  pthread_mutex_lock (&bounce_lock);
+  if ((b = bounce_free) != NULL)
+    bounce_free = b->next;
+  pthread_mutex_unlock (&bounce_lock);
+  if (b == NULL && (b = calloc (1, sizeof *b)) == NULL) {
+    nbdkit_error ("calloc: %m");
     return NULL;
   }
-  ts->bounce = p;
-  ts->bounce_len = len;
-  return p;
+  if (b->len >= len)
+    return b;
+  if (posix_memalign (&p, 4096, len) != 0) {
+    nbdkit_error ("cannot allocate a %zu-byte bounce buffer: %m", len);
+    free (b->buf);
+    free (b);
+    return NULL;
+  }
+  free (b->buf);
+  b->buf = p;
+  b->len = len;
+  return b;
+}
+
+static void
+bounce_put (struct bounce *b)
+{
+  pthread_mutex_lock (&bounce_lock);
+  b->next = bounce_free;
+  bounce_free = b;
+  pthread_mutex_unlock (&bounce_lock);
+}
+
+static void
+bounce_free_all (void)
+{
+  struct bounce *b;
+
+  while ((b = bounce_free) != NULL) {
+    bounce_free = b->next;
+    free (b->buf);
+    free (b);
+  }
 }
 
 /* ---- Cipher work, on this thread or shared with the pool --------------- */
@@ -1208,21 +1255,23 @@ cryptinline_pwrite (nbdkit_next *next, void *handle,
                     const void *buf, uint32_t count, uint64_t offset,
                     uint32_t flags, int *err)
 {
-  struct thread_state *ts;
-  unsigned char *bounce;
+  struct bounce *b;
+  int r;
 
   if (!aligned ("write", count, offset, err))
     return -1;
-  if ((ts = thread_state ()) == NULL || !(bounce = bounce_buffer (ts, count))) {
+  if (thread_state () == NULL || (b = bounce_get (count)) == NULL) {
     *err = ENOMEM;
     return -1;
   }
-  if (crypt_range (true, bounce, buf, count, offset, err) == -1)
-    return -1;
   /* One write below, same offset, length and flags, after all the
    * encryption: the order the client (and the zone gate) sees is kept.
    */
-  return next->pwrite (next, bounce, count, offset, flags, err);
+  r = crypt_range (true, b->buf, buf, count, offset, err);
+  if (r == 0)
+    r = next->pwrite (next, b->buf, count, offset, flags, err);
+  bounce_put (b);
+  return r;
 }
 
 static int
@@ -1243,10 +1292,10 @@ static int
 cryptinline_zero (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  struct thread_state *ts;
-  unsigned char *bounce;
+  struct bounce *b;
   uint32_t n;
   bool fua_each;
+  int r = 0;
 
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
     *err = ENOTSUP;
@@ -1255,7 +1304,7 @@ cryptinline_zero (nbdkit_next *next, void *handle,
   if (!aligned ("zero", count, offset, err))
     return -1;
   n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
-  if ((ts = thread_state ()) == NULL || !(bounce = bounce_buffer (ts, n))) {
+  if (thread_state () == NULL || (b = bounce_get (n)) == NULL) {
     *err = ENOMEM;
     return -1;
   }
@@ -1268,18 +1317,19 @@ cryptinline_zero (nbdkit_next *next, void *handle,
    * layer that cannot flush gets FUA on every chunk.
    */
   fua_each = (flags & NBDKIT_FLAG_FUA) && next->can_flush (next) != 1;
-  while (count > 0) {
+  while (count > 0 && r == 0) {
     n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
-    if (crypt_range (true, bounce, zeros, n, offset, err) == -1 ||
-        next->pwrite (next, bounce, n, offset,
-                      fua_each ? NBDKIT_FLAG_FUA : 0, err) == -1)
-      return -1;
+    r = crypt_range (true, b->buf, zeros, n, offset, err);
+    if (r == 0)
+      r = next->pwrite (next, b->buf, n, offset,
+                        fua_each ? NBDKIT_FLAG_FUA : 0, err);
     offset += n;
     count -= n;
   }
-  if ((flags & NBDKIT_FLAG_FUA) && !fua_each)
-    return next->flush (next, 0, err);
-  return 0;
+  bounce_put (b);
+  if (r == 0 && (flags & NBDKIT_FLAG_FUA) && !fua_each)
+    r = next->flush (next, 0, err);
+  return r;
 }
 
 static int
