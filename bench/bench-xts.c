@@ -5,14 +5,21 @@
  * filter adds per GiB should be close to what this program spends.
  *
  *   bench-xts [-k KEYBYTES] [-S SECTORSIZE] [-b REQUESTSIZE] [-m MIB]
+ *             [-p PAIRS]
  *
  * It works on one request-sized buffer at a time, as the filter does:
  * encryption goes from the client's buffer into a second buffer (a
  * write cannot change the client's data), decryption is in place (a
  * read decrypts what it just read).  -m MiB are processed per
- * direction, after one warm-up buffer.  One line per direction:
+ * direction, after one warm-up buffer.
  *
- *   op=encrypt sector=4096 key=64 bytes=... cpu_seconds=... cpu_s_per_gib=...
+ * Two references, one line each per direction: one hot buffer pair used
+ * again and again (pairs=1: the best case, in the CPU's cache), and
+ * PAIRS pairs used in turn (default 16: a server's requests come in
+ * buffers that are not in the cache, as the filter sees them):
+ *
+ *   op=encrypt pairs=16 sector=4096 key=64 bytes=... cpu_seconds=...
+ *       cpu_s_per_gib=...
  */
 
 #include <config.h>
@@ -32,6 +39,7 @@ struct options {
   struct xts_format format;
   size_t request_size;
   size_t total_mib;
+  unsigned pairs;               /* the rotating reference's buffer pairs */
 };
 
 static void
@@ -45,7 +53,7 @@ static void
 usage (void)
 {
   fprintf (stderr, "usage: bench-xts [-k 32|64] [-S SECTORSIZE] "
-           "[-b REQUESTSIZE] [-m MIB]\n");
+           "[-b REQUESTSIZE] [-m MIB] [-p PAIRS]\n");
   exit (EXIT_FAILURE);
 }
 
@@ -59,20 +67,22 @@ parse_options (int argc, char *argv[], struct options *o)
     .format = { .sector_size = 4096 },
     .request_size = 1 << 20,
     .total_mib = 2048,
+    .pairs = 16,
   };
-  while ((c = getopt (argc, argv, "k:S:b:m:")) != -1) {
+  while ((c = getopt (argc, argv, "k:S:b:m:p:")) != -1) {
     switch (c) {
     case 'k': o->key_bytes = atoi (optarg); break;
     case 'S': o->format.sector_size = atoi (optarg); break;
     case 'b': o->request_size = strtoul (optarg, NULL, 0); break;
     case 'm': o->total_mib = strtoul (optarg, NULL, 0); break;
+    case 'p': o->pairs = strtoul (optarg, NULL, 0); break;
     default: usage ();
     }
   }
   if ((o->key_bytes != XTS_KEY_BYTES_128 && o->key_bytes != XTS_KEY_BYTES_256) ||
       !xts_valid_sector_size (o->format.sector_size) ||
       o->request_size == 0 || o->request_size % o->format.sector_size ||
-      o->total_mib == 0)
+      o->total_mib == 0 || o->pairs == 0 || o->pairs > 1024)
     usage ();
 }
 
@@ -110,25 +120,26 @@ crypt_request (gcry_cipher_hd_t hd, bool encrypt, const struct options *o,
 }
 
 /* Process total_mib MiB in request-sized pieces at ascending offsets,
- * so the IVs change as they do on a disk.
+ * so the IVs change as they do on a disk, the pieces taken from the
+ * first pairs of the buffer pairs in turn.
  */
 static void
 measure (gcry_cipher_hd_t hd, bool encrypt, const struct options *o,
-         unsigned char *in, unsigned char *out)
+         unsigned char **in, unsigned char **out, unsigned pairs)
 {
   const uint64_t total = (uint64_t) o->total_mib << 20;
-  uint64_t offset;
+  uint64_t offset, i;
   double start, cpu;
 
-  crypt_request (hd, encrypt, o, in, out, 0);           /* warm-up */
+  crypt_request (hd, encrypt, o, in[0], out[0], 0);     /* warm-up */
   start = cpu_now ();
-  for (offset = 0; offset < total; offset += o->request_size)
-    crypt_request (hd, encrypt, o, in, out, offset);
+  for (offset = 0, i = 0; offset < total; offset += o->request_size, ++i)
+    crypt_request (hd, encrypt, o, in[i % pairs], out[i % pairs], offset);
   cpu = cpu_now () - start;
 
-  printf ("op=%s sector=%" PRIu32 " key=%u bytes=%" PRIu64 " cpu_seconds=%.6f "
-          "cpu_s_per_gib=%.6f\n",
-          encrypt ? "encrypt" : "decrypt", o->format.sector_size,
+  printf ("op=%s pairs=%u sector=%" PRIu32 " key=%u bytes=%" PRIu64
+          " cpu_seconds=%.6f cpu_s_per_gib=%.6f\n",
+          encrypt ? "encrypt" : "decrypt", pairs, o->format.sector_size,
           o->key_bytes, total, cpu, cpu / ((double) total / (1 << 30)));
 }
 
@@ -138,7 +149,8 @@ main (int argc, char *argv[])
   struct options o;
   gcry_cipher_hd_t hd;
   unsigned char key[XTS_KEY_BYTES_256];
-  unsigned char *in, *out;
+  unsigned char **in, **out;
+  unsigned i;
   const char *why;
   gcry_error_t err;
 
@@ -151,12 +163,26 @@ main (int argc, char *argv[])
   if (err)
     die ("xts_open", gcry_strerror (err));
 
-  in = xmalloc (o.request_size);
-  out = xmalloc (o.request_size);
-  measure (hd, true, &o, in, out);
-  measure (hd, false, &o, in, out);
+  in = calloc (o.pairs, sizeof *in);
+  out = calloc (o.pairs, sizeof *out);
+  if (in == NULL || out == NULL)
+    die ("calloc", "out of memory");
+  for (i = 0; i < o.pairs; ++i) {
+    in[i] = xmalloc (o.request_size);
+    out[i] = xmalloc (o.request_size);
+  }
+  measure (hd, true, &o, in, out, 1);
+  measure (hd, false, &o, in, out, 1);
+  if (o.pairs > 1) {
+    measure (hd, true, &o, in, out, o.pairs);
+    measure (hd, false, &o, in, out, o.pairs);
+  }
 
   gcry_cipher_close (hd);
+  for (i = 0; i < o.pairs; ++i) {
+    free (in[i]);
+    free (out[i]);
+  }
   free (in);
   free (out);
   return EXIT_SUCCESS;

@@ -7,6 +7,12 @@
  * larger request gets a chunk of its own, unmapped when freed.  The
  * chunks are the unit of locking: mlock and MADV_DONTDUMP apply to each
  * whole chunk when it is mapped, and again after a fork.
+ *
+ * Chunks for small blocks are 256 KiB where the memory lock limit allows
+ * it, and smaller (halved down to one page) where it does not, so that a
+ * small RLIMIT_MEMLOCK still holds the key: locking works if any page
+ * can be locked.  Only when not even one page can be locked are secrets
+ * kept unlocked.
  */
 
 #include <config.h>
@@ -17,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <gcrypt.h>
@@ -47,40 +54,89 @@ static struct chunk *chunks;            /* newest first */
 static struct chunk *current;           /* where small blocks are cut */
 static void *free_lists[MAX_CLASS + 1]; /* next pointer in each block */
 static size_t mapped;
+static size_t locked_bytes;             /* of mapped, how much is locked */
 static enum { LOCK_UNTRIED, LOCK_WORKS, LOCK_IMPOSSIBLE } lock_state;
 static bool refused;
 
-/* Map, exclude from core dumps and lock a new chunk.  The first chunk
- * decides whether locking works here; after that, a chunk that cannot
- * be locked is refused.
+/* Map size bytes, out of core dumps; NULL with errno set on failure. */
+static void *
+map_secret (size_t size)
+{
+  void *p = mmap (NULL, size, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+  if (p == MAP_FAILED)
+    return NULL;
+  (void) madvise (p, size, MADV_DONTDUMP);
+  return p;
+}
+
+static long
+page_size (void)
+{
+  long page = sysconf (_SC_PAGESIZE);
+  return page > 0 ? page : 4096;
+}
+
+/* Map and lock a chunk of size bytes; where the lock limit refuses that
+ * much and shrink is set, try halves down to min_size (at least a page).
+ * Returns the mapping with *size set to what was mapped, or NULL.
+ */
+static void *
+map_locked (size_t *size, bool shrink, size_t min_size)
+{
+  size_t page = page_size (), want = *size;
+  void *p;
+
+  if (min_size < page)
+    min_size = page;
+  for (;;) {
+    if ((p = map_secret (want)) == NULL)
+      return NULL;
+    if (mlock (p, want) == 0) {
+      *size = want;
+      return p;
+    }
+    munmap (p, want);
+    if (!shrink || want / 2 < min_size || want / 2 % page != 0)
+      return NULL;
+    want /= 2;
+  }
+}
+
+/* A new chunk of size bytes (or less, down to min_size, if shrink and
+ * the memory lock limit wants it), locked if locking works here.  Until
+ * something could be locked, a chunk that cannot be is kept unlocked;
+ * once something is locked, it is refused.
  */
 static struct chunk *
-new_chunk (size_t size)
+new_chunk (size_t size, bool shrink, size_t min_size)
 {
   struct chunk *c = malloc (sizeof *c);
-  void *p;
+  void *p = NULL;
+  bool is_locked = false;
 
   if (c == NULL)
     return NULL;
-  p = mmap (NULL, size, PROT_READ | PROT_WRITE,
-            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    free (c);
-    return NULL;
-  }
-  (void) madvise (p, size, MADV_DONTDUMP);
   if (lock_state != LOCK_IMPOSSIBLE) {
-    if (mlock (p, size) == 0)
+    size_t got = size;
+    if ((p = map_locked (&got, shrink, min_size)) != NULL) {
       lock_state = LOCK_WORKS;
-    else if (lock_state == LOCK_UNTRIED)
-      lock_state = LOCK_IMPOSSIBLE;
-    else {
+      is_locked = true;
+      size = got;
+    }
+    else if (lock_state == LOCK_WORKS) {
       refused = true;
-      munmap (p, size);
       free (c);
       errno = ENOMEM;
       return NULL;
     }
+    else
+      lock_state = LOCK_IMPOSSIBLE;
+  }
+  if (p == NULL && (p = map_secret (size)) == NULL) {
+    free (c);
+    return NULL;
   }
   c->base = p;
   c->size = size;
@@ -88,6 +144,8 @@ new_chunk (size_t size)
   c->next = chunks;
   chunks = c;
   mapped += size;
+  if (is_locked)
+    locked_bytes += size;
   return c;
 }
 
@@ -100,13 +158,18 @@ drop_chunk (struct chunk *c)
     ;
   *pp = c->next;
   explicit_bzero (c->base, c->size);
-  if (lock_state == LOCK_WORKS)
+  if (lock_state == LOCK_WORKS) {
     munlock (c->base, c->size);
+    locked_bytes -= c->size;
+  }
   munmap (c->base, c->size);
   mapped -= c->size;
   free (c);
 }
 
+/* The class of a block of total bytes (header included), for totals
+ * up to the largest class only.
+ */
 static unsigned
 size_class (size_t total)
 {
@@ -117,6 +180,11 @@ size_class (size_t total)
   return cls;
 }
 
+/* The largest request: its header and page rounding must not wrap, and
+ * no secret comes near it.
+ */
+#define MAX_REQUEST (SIZE_MAX / 4)
+
 static struct header *
 alloc_block (size_t len)
 {
@@ -125,21 +193,20 @@ alloc_block (size_t len)
   struct header *h;
   struct chunk *c;
 
-  if (len > SIZE_MAX / 2) {
+  if (len > MAX_REQUEST) {
     errno = ENOMEM;
     return NULL;
   }
-  cls = size_class (total);
-  if (cls > MAX_CLASS) {
-    long page = sysconf (_SC_PAGESIZE);
+  if (total > (size_t) 1 << MAX_CLASS) {
+    size_t page = page_size ();
     size_t size = (total + page - 1) / page * page;
-    if ((c = new_chunk (size)) == NULL)
+    if ((c = new_chunk (size, false, size)) == NULL)
       return NULL;
     c->used = size;
     h = (struct header *) c->base;
     h->class = OWN_CHUNK_CLASS;
   }
-  else if (free_lists[cls]) {
+  else if (free_lists[cls = size_class (total)]) {
     h = free_lists[cls];
     memcpy (&free_lists[cls], h + 1, sizeof (void *));
     h->class = cls;
@@ -148,7 +215,7 @@ alloc_block (size_t len)
     size_t bytes = (size_t) 1 << cls;
     c = current;
     if (c == NULL || c->size - c->used < bytes) {
-      if ((c = new_chunk (CHUNK_BYTES)) == NULL)
+      if ((c = new_chunk (CHUNK_BYTES, true, bytes)) == NULL)
         return NULL;
       current = c;
     }
@@ -247,6 +314,28 @@ keymem_mapped_bytes (void)
   r = mapped;
   pthread_mutex_unlock (&lock);
   return r;
+}
+
+size_t
+keymem_locked_bytes (void)
+{
+  size_t r;
+
+  pthread_mutex_lock (&lock);
+  r = locked_bytes;
+  pthread_mutex_unlock (&lock);
+  return r;
+}
+
+size_t
+keymem_lock_limit (void)
+{
+  struct rlimit rl;
+
+  if (getrlimit (RLIMIT_MEMLOCK, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY ||
+      rl.rlim_cur > SIZE_MAX)
+    return SIZE_MAX;
+  return rl.rlim_cur;
 }
 
 bool

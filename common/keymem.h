@@ -6,11 +6,12 @@
  * survive fork(2), so a process that forks after reading its key (nbdkit
  * going to the background) calls keymem_after_fork in the child.
  *
- * If the first mapping can be locked, every later one must be too: an
- * allocation that cannot be locked fails with ENOMEM (keymem_lock_refused
- * then returns true), it never lands silently in swappable memory.  If
- * memory cannot be locked at all (an unprivileged user with ulimit -l 0)
- * secrets are kept unlocked, still out of core dumps.
+ * Mappings shrink (down to a page) to fit a small memory lock limit.  Once
+ * one mapping is locked, every later one must be too: an allocation that
+ * cannot be locked fails with ENOMEM (keymem_lock_refused then returns
+ * true), it never lands silently in swappable memory.  If not even one
+ * page can be locked (an unprivileged user with ulimit -l 0) secrets are
+ * kept unlocked, still out of core dumps.
  */
 #ifndef ZONED_KEYMEM_H
 #define ZONED_KEYMEM_H
@@ -33,9 +34,15 @@ extern bool keymem_contains (const void *p);
  */
 extern int keymem_after_fork (void);
 
-/* Bytes mapped for secrets, and whether they are locked. */
+/* Bytes mapped for secrets, how many of them are locked, and whether
+ * locking works here at all.
+ */
 extern size_t keymem_mapped_bytes (void);
+extern size_t keymem_locked_bytes (void);
 extern bool keymem_is_locked (void);
+
+/* The memory lock limit (RLIMIT_MEMLOCK) in bytes, SIZE_MAX if none. */
+extern size_t keymem_lock_limit (void);
 
 /* True once an allocation failed because its memory could not be locked. */
 extern bool keymem_lock_refused (void);

@@ -8,7 +8,9 @@
  * extents it calls zero is whole crypt sectors, zero below in every byte;
  * every crypt sector zero below in every byte is called zero (nothing
  * is lost by the rounding); a hole is only reported where there is one
- * below; data stays data.
+ * below; data stays data.  With the top bit of the first byte set, one
+ * nbdkit_add_extent call on the answer fails (as nbdkit's does when out
+ * of memory): the filter must then fail the request with an errno.
  */
 #include "../filters/cryptinline/cryptinline.c"
 
@@ -67,7 +69,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct nbdkit_extents *out;
   uint64_t ss, offset, count, pos, s;
   size_t i;
-  int err = 0;
+  int err = 0, r;
 
   if (size < 3)
     return 0;
@@ -93,8 +95,18 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
   out = nbdkit_extents_new (offset, offset + count);
   check (out != NULL, "nbdkit_extents_new", 0);
-  check (cryptinline_extents (&next, NULL, count, offset, 0, out, &err) == 0,
-         "the filter failed", offset);
+  add_extent_fail_on = out;
+  add_extent_fail_after = data[0] & 0x80 ? (data[0] >> 2) & 0x1f : -1;
+  add_extent_failed = 0;
+  r = cryptinline_extents (&next, NULL, count, offset, 0, out, &err);
+  add_extent_fail_on = NULL;
+  if (add_extent_failed) {
+    check (r == -1 && err != 0,
+           "the filter ignored a failed nbdkit_add_extent", offset);
+    nbdkit_extents_free (out);
+    return 0;
+  }
+  check (r == 0, "the filter failed", offset);
   check (out->n > 0 && out->e[0].offset == offset, "no extent at the start",
          offset);
 

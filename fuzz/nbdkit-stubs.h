@@ -86,12 +86,25 @@ nbdkit_get_extent (const struct nbdkit_extents *x, size_t i)
   return x->e[i];
 }
 
+/* A harness may make the add_extent_fail_after'th call (from 0) on
+ * add_extent_fail_on fail, as nbdkit's does when out of memory.
+ */
+static struct nbdkit_extents *add_extent_fail_on;
+static int add_extent_fail_after = -1;
+static int add_extent_failed;
+
 int
 nbdkit_add_extent (struct nbdkit_extents *x, uint64_t offset,
                    uint64_t length, uint32_t type)
 {
   struct nbdkit_extent *p;
 
+  if (x == add_extent_fail_on && add_extent_fail_after >= 0 &&
+      add_extent_fail_after-- == 0) {
+    add_extent_failed++;
+    errno = ENOMEM;
+    return -1;
+  }
   if (length == 0 || offset + length <= x->start || offset >= x->end)
     return 0;
   if (offset < x->start) {

@@ -14,12 +14,20 @@ test_keymem_SOURCES = test-keymem.c
 test_keymem_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
 test_keymem_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
 
+# keymem at its limits: requests too large to size, a small lock limit.
+TESTS += test-keymem-limits
+check_PROGRAMS += test-keymem-limits
+test_keymem_limits_SOURCES = test-keymem-limits.c
+test_keymem_limits_CFLAGS = $(TEST_CFLAGS) $(GCRYPT_CFLAGS)
+test_keymem_limits_LDADD = $(top_builddir)/common/libxts.la $(GCRYPT_LIBS)
+
 # Shell tests.
 CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-roundtrip.sh \
 	test-cryptinline-interop.sh \
 	test-cryptinline-startup.sh \
 	test-cryptinline-zero.sh \
+	test-cryptinline-zero-fua.sh \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
@@ -28,6 +36,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-handles.sh \
 	test-cryptinline-luks.sh \
 	test-cryptinline-luks-refuse.sh \
+	test-cryptinline-luks-validate.sh \
 	$(NULL)
 TESTS += $(CRYPTINLINE_SH_TESTS)
 EXTRA_DIST += \

@@ -22,8 +22,10 @@ K = 1024
 SEQUENTIAL = [
     ("Write", 0, M, 1),
     ("Write", M, 4 * K, 0),
-    ("Write", 2 * M, M, 1), ("Write", 3 * M, M, 1), ("Write", 4 * M, M, 1),
-    ("Write", 5 * M, 8 * K, 1),
+    # Write-zeroes with FUA: plain 1 MiB writes in ascending order, then
+    # one flush (not FUA on each chunk: a flush each where FUA is emulated).
+    ("Write", 2 * M, M, 0), ("Write", 3 * M, M, 0), ("Write", 4 * M, M, 0),
+    ("Write", 5 * M, 8 * K, 0), ("Flush", None, None, None),
     # Reading data: one read below, no block-status question.
     ("Read", 0, M, None),
     # Reading unwritten space (zeros below): the filter then asks.

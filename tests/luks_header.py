@@ -11,6 +11,9 @@
 #       of the stored checksum), json (a byte of the JSON text) or magic
 #   luks_header.py bad-json HDR COPY
 #       put text that is not JSON into COPY's JSON area, checksum fixed
+#   luks_header.py luks1-slot HDR N FIELD VALUE
+#       set FIELD (active, iterations, offset or stripes: big-endian
+#       32-bit words of the 48-byte slot N at 208 + 48 N) of a LUKS1 header
 #
 # The format: a 4096-byte binary header (magic, big-endian version,
 # header size, sequence id, checksum algorithm at 72, header offset at
@@ -95,6 +98,18 @@ def bad_json(data, which):
         fix_checksum(data, off, hdr_size)
 
 
+LUKS1_SLOT_FIELDS = {"active": 0, "iterations": 4, "offset": 40, "stripes": 44}
+
+
+def luks1_slot(data, n, field, value):
+    if data[:6] != b"LUKS\xba\xbe" or struct.unpack(">H", data[6:8])[0] != 1:
+        fail("not a LUKS1 header")
+    if field not in LUKS1_SLOT_FIELDS or not 0 <= n < 8:
+        fail("luks1-slot N (0-7) FIELD (%s)" % ", ".join(LUKS1_SLOT_FIELDS))
+    off = 208 + 48 * n + LUKS1_SLOT_FIELDS[field]
+    data[off:off + 4] = struct.pack(">I", value)
+
+
 def main():
     cmd, path = sys.argv[1], sys.argv[2]
     with open(path, "rb") as f:
@@ -106,6 +121,8 @@ def main():
         damage(data, sys.argv[3], sys.argv[4])
     elif cmd == "bad-json":
         bad_json(data, sys.argv[3])
+    elif cmd == "luks1-slot":
+        luks1_slot(data, int(sys.argv[3]), sys.argv[4], int(sys.argv[5], 0))
     else:
         fail("unknown command " + cmd)
     with open(path, "r+b") as f:

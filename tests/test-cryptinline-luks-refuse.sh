@@ -57,7 +57,7 @@ edited ()
 edited "data segment 0 has integrity protection (dm-integrity): not supported" \
     'j["segments"]["0"]["integrity"] = {"type": "hmac(sha256)", "journal_encryption": "none", "journal_integrity": "none"}'
 edited "the header has 2 data segments (a reencryption or a layered layout): only one is supported" \
-    'j["segments"]["1"] = dict(j["segments"]["0"], offset="1048576")'
+    'j["segments"]["0"]["size"] = "1048576"; j["segments"]["1"] = dict(j["segments"]["0"], offset="1048576", size="dynamic"); j["digests"]["0"]["segments"].append("1")'
 edited "data segment 0 has a fixed size of 524288 bytes: only \"dynamic\"" \
     'j["segments"]["0"]["size"] = "524288"'
 edited "data segment 0 has flag in-reencryption" \
@@ -66,24 +66,23 @@ edited "data segment 0 is of type linear: only crypt is supported" \
     'j["segments"]["0"]["type"] = "linear"'
 edited "the header requires feature opal, which is not supported" \
     'j["config"]["requirements"] = {"mandatory": ["opal"]}'
-edited "no usable key slot: key slot 0 uses KDF scrypt: only pbkdf2, argon2i and argon2id are supported" \
+edited "key slot 0 uses KDF scrypt: only pbkdf2, argon2i and argon2id are supported" \
     'j["keyslots"]["0"]["kdf"]["type"] = "scrypt"'
-edited "no usable key slot: key slot 0 is encrypted with serpent-xts-plain64" \
+edited "key slot 0 is encrypted with serpent-xts-plain64" \
     'j["keyslots"]["0"]["area"]["encryption"] = "serpent-xts-plain64"'
 edited "digest 0 is of type argon2: only pbkdf2 is supported" \
     'j["digests"]["0"]["type"] = "argon2"'
-edited "the JSON metadata's json_size does not match the header size" \
+edited "no valid LUKS2 header copy: primary: its metadata is invalid: config: header size 8192 is not a LUKS2 size" \
     'j["config"]["json_size"] = "4096"'
 # Bytes from the header never break the one-line message.
 edited "data cipher aes?xts-plain64?? is not supported" \
     'j["segments"]["0"]["encryption"] = "aes\nxts-plain64\u00e9"'
 for obj in keyslots segments digests; do
-    edited "the JSON metadata has no $obj object" "del j[\"$obj\"]"
+    edited "its metadata is invalid: no digests, keyslots or segments object" "del j[\"$obj\"]"
 done
-# No tokens object at all is not fatal.
-cp "$base" "$h"
-"$PYTHON3" "$header_py" edit "$h" both 'del j["tokens"]'
-luks_serve "$disk" "$h" "$key" true || fail "a header without tokens did not open"
+# No tokens object: cryptsetup refuses that copy too (see
+# test-cryptinline-luks-validate.sh).
+edited "its metadata is invalid: no tokens object" 'del j["tokens"]'
 
 # ---- Not a header, unreadable, parameters the header sets ---------------
 head -c 65536 /dev/urandom > "$tmp/random.hdr"

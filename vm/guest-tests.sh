@@ -690,6 +690,31 @@ serve_luks ()
 # Case 7: a LUKS header made by cryptsetup opens through the filter, and
 # cryptsetup open --header on the zoned device reads what the filter
 # wrote; the filter reads what dm-crypt wrote.
+# set_iv_tweak HEADER: the data segment's iv_tweak of both LUKS2 copies
+# (16 KiB each, made by luks_format) set from "0" to "8" (a whole 4 KiB
+# sector), each copy's sha256 checksum (64 bytes at 448) made right again.
+set_iv_tweak ()
+{
+    local hdr=$1 off at sum
+    for off in 0 16384; do
+        # The JSON text starts at 4096 in the copy and ends at a NUL.
+        at=$(dd if=$hdr bs=1 skip=$((off + 4096)) count=12288 status=none |
+            tr '\0' '\n' | head -n 1 |
+            awk '{ print index($0, "\"iv_tweak\":\"0\"") }')
+        [ "${at:-0}" -gt 0 ] || die "no iv_tweak \"0\" in the copy at $off"
+        at=$((4096 + at - 1))
+        printf '8' | dd of=$hdr bs=1 seek=$((off + at + 12)) conv=notrunc status=none
+        dd if=/dev/zero of=$hdr bs=1 seek=$((off + 448)) count=64 conv=notrunc status=none
+        sum=$(dd if=$hdr bs=16384 skip=$((off / 16384)) count=1 status=none |
+            sha256sum | cut -c1-64)
+        printf "$(echo $sum | sed 's/../\\x&/g')" |
+            dd of=$hdr bs=1 seek=$((off + 448)) conv=notrunc status=none
+    done
+    cp $hdr $W/hdr.orig
+    timeout 60 cryptsetup luksDump --disable-locks $hdr > $W/dump ||
+        die "cryptsetup does not read the header with iv_tweak 8"
+}
+
 case_luks_interop ()
 {
     local dev=$1 type=$2 z zs a b len=1048576
@@ -697,6 +722,10 @@ case_luks_interop ()
     zs=$(zone_bytes $dev)
     a=$((z * zs)) b=$(((z + 1) * zs))
     luks_format $dev $type
+    # iv_tweak: a header whose data segment says iv_tweak 8 must be
+    # activated as cryptsetup does, with IV offset 0 (the table check
+    # below), and the filter's data must be what dm-crypt reads.
+    [ "${3:-}" = tweak ] && set_iv_tweak $W/hdr
 
     serve_luks srv $dev $W/pass
     $CLIENT write "$(uri srv)" $a $len 71 || die "write through the filter"
@@ -1206,6 +1235,7 @@ for dev in $ZONED_DEVICES; do
     run 300 "$dev: case 7: LUKS2 detached header, cryptsetup open --header interoperability" case_luks_interop $dev luks2
 done
 run 300 "nullb1: case 7: LUKS1 detached header, cryptsetup open --header interoperability" case_luks_interop nullb1 luks1
+run 300 "nullb0: case 7: LUKS2 detached header with iv_tweak 8, read as cryptsetup open --header reads it" case_luks_interop nullb0 luks2 tweak
 
 run 120 "slow device: in-order pipelined writes beat the gate's timeout" case_slow_device
 run 120 "read-only and offline zones" case_zone_states

@@ -3,7 +3,7 @@
  *
  * How it works: every request must cover whole crypt sectors (advertised
  * as the minimum block size), so no read-modify-write is ever needed.  A
- * write is encrypted into a per-thread bounce buffer and handed down as
+ * write is encrypted into a bounce buffer and handed down as
  * exactly one write with the client's offset, length and flags, by the
  * request thread, after all encryption is done: the filter never reorders
  * writes, which zoned devices below depend on.  A read is read from below
@@ -12,7 +12,8 @@
  * such sectors always read as zeros from below, the layer below is asked
  * only when some sector's ciphertext is all zeros.
  * Write-zeroes writes encrypted zeros in bounded chunks, in ascending
- * order, each after the previous one completed.
+ * order, each after the previous one completed, then one flush if the
+ * request had FUA.
  *
  * The cipher work runs on the request thread (crypt-mode=inline) or is
  * shared with a thread pool that starts after nbdkit forks; the request
@@ -20,7 +21,11 @@
  * crypt-mode=auto for requests of at least crypt-pool-threshold bytes).
  *
  * Each thread has its own libgcrypt handle (handles are not thread-safe),
- * keyed once, and its own bounce buffer, kept between requests.  Key bytes
+ * keyed once.  Bounce buffers are shared by all threads: a stack of free
+ * buffers, the most recently returned taken first, so that the few
+ * buffers in the CPU's cache serve every request thread (with tens of
+ * threads, a buffer of each thread's own was cache-cold at every
+ * request, and writing it cost about as much as the cipher).  Key bytes
  * and key schedules live only in keymem (common/keymem.h): locked into RAM
  * and left out of core dumps, locked again in the serving process after
  * nbdkit forks, and wiped on unload.
@@ -85,12 +90,20 @@ static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
 static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
   seen_mode, seen_threads, seen_threshold, seen_header;
 
-/* Per-thread cipher handle and bounce buffer. */
+/* Per-thread cipher handle. */
 struct thread_state {
   gcry_cipher_hd_t hd;
-  unsigned char *bounce;
-  size_t bounce_len;
 };
+
+/* A bounce buffer, on the free stack or in use by one request. */
+struct bounce {
+  struct bounce *next;
+  size_t len;
+  unsigned char *buf;
+};
+static pthread_mutex_t bounce_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bounce *bounce_free;      /* most recently returned first */
+static void bounce_free_all (void);
 static pthread_key_t thread_key;
 static bool thread_key_created;
 
@@ -103,7 +116,6 @@ free_thread_state (void *p)
   struct thread_state *ts = p;
 
   gcry_cipher_close (ts->hd);   /* wipes the key schedule */
-  free (ts->bounce);
   free (ts);
 }
 
@@ -158,6 +170,7 @@ cryptinline_unload (void)
       free_thread_state (ts);
     pthread_key_delete (thread_key);
   }
+  bounce_free_all ();
   wipe_secret (key, key_len);
   wipe_secret (passphrase, passphrase_len);
   key = NULL;
@@ -719,6 +732,31 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "                            (default: online CPUs).\n" \
   "crypt-pool-threshold=SIZE   auto: use the pool from this request size (default 1M)."
 
+/* Say how much key memory is locked; if none could be, what limit stops
+ * it and what to raise it to (one page, and the key memory in use, is
+ * the least that helps).
+ */
+static void
+report_key_memory (void)
+{
+  size_t mapped = keymem_mapped_bytes (), limit = keymem_lock_limit ();
+
+  if (keymem_is_locked ())
+    nbdkit_debug ("keys: %zu KiB of locked memory, out of core dumps",
+                  keymem_locked_bytes () / 1024);
+  else if (limit == SIZE_MAX)
+    nbdkit_debug ("keys: %zu KiB of key memory not locked into RAM (still "
+                  "out of core dumps): mlock failed though no memory lock "
+                  "limit is set", mapped / 1024);
+  else
+    nbdkit_debug ("keys: %zu KiB of key memory not locked into RAM (still "
+                  "out of core dumps): the memory lock limit "
+                  "(RLIMIT_MEMLOCK) is %zu KiB and lets no page be locked; "
+                  "raise it to at least %zu KiB (ulimit -l %zu) to keep "
+                  "keys out of swap", mapped / 1024, limit / 1024,
+                  mapped / 1024 + 4, mapped / 1024 + 4);
+}
+
 static int
 cryptinline_after_fork (nbdkit_backend *nxdata)
 {
@@ -730,9 +768,7 @@ cryptinline_after_fork (nbdkit_backend *nxdata)
                   "%m: raise the memory lock limit (ulimit -l)");
     return -1;
   }
-  nbdkit_debug ("keys: %zu KiB of %s memory, out of core dumps",
-                keymem_mapped_bytes () / 1024,
-                keymem_is_locked () ? "locked" : "unlocked (no privilege)");
+  report_key_memory ();
   /* Threads do not survive fork, so the pool starts only now. */
   if (mode == MODE_INLINE)
     return 0;
@@ -779,22 +815,57 @@ thread_state (void)
   return ts;
 }
 
-/* The bounce buffer grows to the largest request seen and stays. */
-static unsigned char *
-bounce_buffer (struct thread_state *ts, size_t len)
+/* A bounce buffer of at least len bytes: the top of the free stack (the
+ * one most likely in the cache), grown if it is too small, or a new one.
+ * Buffers are 4 KiB aligned and kept until unload.
+ */
+static struct bounce *
+bounce_get (size_t len)
 {
-  unsigned char *p;
+  struct bounce *b;
+  void *p;
 
-  if (ts->bounce_len >= len)
-    return ts->bounce;
-  p = realloc (ts->bounce, len);
-  if (p == NULL) {
-    nbdkit_error ("cannot allocate a %zu-byte bounce buffer: %m", len);
+  pthread_mutex_lock (&bounce_lock);
+  if ((b = bounce_free) != NULL)
+    bounce_free = b->next;
+  pthread_mutex_unlock (&bounce_lock);
+  if (b == NULL && (b = calloc (1, sizeof *b)) == NULL) {
+    nbdkit_error ("calloc: %m");
     return NULL;
   }
-  ts->bounce = p;
-  ts->bounce_len = len;
-  return p;
+  if (b->len >= len)
+    return b;
+  if (posix_memalign (&p, 4096, len) != 0) {
+    nbdkit_error ("cannot allocate a %zu-byte bounce buffer: %m", len);
+    free (b->buf);
+    free (b);
+    return NULL;
+  }
+  free (b->buf);
+  b->buf = p;
+  b->len = len;
+  return b;
+}
+
+static void
+bounce_put (struct bounce *b)
+{
+  pthread_mutex_lock (&bounce_lock);
+  b->next = bounce_free;
+  bounce_free = b;
+  pthread_mutex_unlock (&bounce_lock);
+}
+
+static void
+bounce_free_all (void)
+{
+  struct bounce *b;
+
+  while ((b = bounce_free) != NULL) {
+    bounce_free = b->next;
+    free (b->buf);
+    free (b);
+  }
 }
 
 /* ---- Cipher work, on this thread or shared with the pool --------------- */
@@ -1057,7 +1128,7 @@ get_extents (nbdkit_next *next, uint32_t count, uint64_t offset, int *err)
  * of adjacent zero extents (hole+zero next to zero) counts as one, as in
  * decrypt_read.  The run [from, to) of extents first..last-1 of below.
  */
-static void
+static int
 add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
               uint64_t from, uint64_t to, struct nbdkit_extents *extents)
 {
@@ -1065,21 +1136,20 @@ add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
   uint64_t a = (from + ss - 1) / ss * ss, b = to / ss * ss;
   size_t i;
 
-  if (a >= b) {
-    nbdkit_add_extent (extents, from, to - from, 0);
-    return;
-  }
-  if (from < a)
-    nbdkit_add_extent (extents, from, a - from, 0);
+  if (a >= b)
+    return nbdkit_add_extent (extents, from, to - from, 0);
+  if (from < a && nbdkit_add_extent (extents, from, a - from, 0) == -1)
+    return -1;
   for (i = first; i < last; ++i) {
     struct nbdkit_extent e = nbdkit_get_extent (below, i);
     uint64_t s = e.offset < a ? a : e.offset;
     uint64_t t = e.offset + e.length > b ? b : e.offset + e.length;
-    if (s < t)
-      nbdkit_add_extent (extents, s, t - s, e.type);
+    if (s < t && nbdkit_add_extent (extents, s, t - s, e.type) == -1)
+      return -1;
   }
   if (b < to)
-    nbdkit_add_extent (extents, b, to - b, 0);
+    return nbdkit_add_extent (extents, b, to - b, 0);
+  return 0;
 }
 
 static int
@@ -1094,6 +1164,7 @@ cryptinline_extents (nbdkit_next *next, void *handle,
   size_t i, n, run_first = 0;
   uint64_t run_start = 0, run_end = 0;
   bool in_run = false;
+  int r = 0;
 
   /* Ask below for whole crypt sectors, and for all of them (not only the
    * first extent): the rounding needs each sector's every byte.
@@ -1103,12 +1174,12 @@ cryptinline_extents (nbdkit_next *next, void *handle,
   if ((below = get_extents (next, b - a, a, err)) == NULL)
     return -1;
   n = nbdkit_extents_count (below);
-  for (i = 0; i < n; ++i) {
+  for (i = 0; i < n && r == 0; ++i) {
     struct nbdkit_extent e = nbdkit_get_extent (below, i);
     if (e.type & NBDKIT_EXTENT_ZERO) {
       if (!in_run || e.offset != run_end) {
         if (in_run)
-          add_zero_run (below, run_first, i, run_start, run_end, extents);
+          r = add_zero_run (below, run_first, i, run_start, run_end, extents);
         run_first = i;
         run_start = e.offset;
         in_run = true;
@@ -1117,15 +1188,19 @@ cryptinline_extents (nbdkit_next *next, void *handle,
       continue;
     }
     if (in_run) {
-      add_zero_run (below, run_first, i, run_start, run_end, extents);
+      r = add_zero_run (below, run_first, i, run_start, run_end, extents);
       in_run = false;
     }
-    nbdkit_add_extent (extents, e.offset, e.length, e.type);
+    if (r == 0)
+      r = nbdkit_add_extent (extents, e.offset, e.length, e.type);
   }
-  if (in_run)
-    add_zero_run (below, run_first, n, run_start, run_end, extents);
+  if (r == 0 && in_run)
+    r = add_zero_run (below, run_first, n, run_start, run_end, extents);
   nbdkit_extents_free (below);
-  return 0;
+  /* nbdkit_add_extent failed (out of memory): it logged why. */
+  if (r == -1)
+    *err = errno ? errno : ENOMEM;
+  return r;
 }
 
 static int
@@ -1180,21 +1255,23 @@ cryptinline_pwrite (nbdkit_next *next, void *handle,
                     const void *buf, uint32_t count, uint64_t offset,
                     uint32_t flags, int *err)
 {
-  struct thread_state *ts;
-  unsigned char *bounce;
+  struct bounce *b;
+  int r;
 
   if (!aligned ("write", count, offset, err))
     return -1;
-  if ((ts = thread_state ()) == NULL || !(bounce = bounce_buffer (ts, count))) {
+  if (thread_state () == NULL || (b = bounce_get (count)) == NULL) {
     *err = ENOMEM;
     return -1;
   }
-  if (crypt_range (true, bounce, buf, count, offset, err) == -1)
-    return -1;
   /* One write below, same offset, length and flags, after all the
    * encryption: the order the client (and the zone gate) sees is kept.
    */
-  return next->pwrite (next, bounce, count, offset, flags, err);
+  r = crypt_range (true, b->buf, buf, count, offset, err);
+  if (r == 0)
+    r = next->pwrite (next, b->buf, count, offset, flags, err);
+  bounce_put (b);
+  return r;
 }
 
 static int
@@ -1215,9 +1292,10 @@ static int
 cryptinline_zero (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  struct thread_state *ts;
-  unsigned char *bounce;
+  struct bounce *b;
   uint32_t n;
+  bool fua_each;
+  int r = 0;
 
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
     *err = ENOTSUP;
@@ -1226,25 +1304,32 @@ cryptinline_zero (nbdkit_next *next, void *handle,
   if (!aligned ("zero", count, offset, err))
     return -1;
   n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
-  if ((ts = thread_state ()) == NULL || !(bounce = bounce_buffer (ts, n))) {
+  if (thread_state () == NULL || (b = bounce_get (n)) == NULL) {
     *err = ENOMEM;
     return -1;
   }
   /* Unwritten space would not read back as zeros through the cipher, so
    * the zeros are encrypted and written, chunk after chunk in ascending
-   * order, each after the previous one completed.  FUA is kept on every
-   * chunk so the whole range is durable when the client hears back.
+   * order, each after the previous one completed.  FUA asks for the whole
+   * range to be durable when the client hears back: one flush after the
+   * last chunk gives that, where FUA on each chunk would cost a flush
+   * per chunk on a layer that emulates FUA (the zbd plugin).  Only a
+   * layer that cannot flush gets FUA on every chunk.
    */
-  flags &= NBDKIT_FLAG_FUA;
-  while (count > 0) {
+  fua_each = (flags & NBDKIT_FLAG_FUA) && next->can_flush (next) != 1;
+  while (count > 0 && r == 0) {
     n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
-    if (crypt_range (true, bounce, zeros, n, offset, err) == -1 ||
-        next->pwrite (next, bounce, n, offset, flags, err) == -1)
-      return -1;
+    r = crypt_range (true, b->buf, zeros, n, offset, err);
+    if (r == 0)
+      r = next->pwrite (next, b->buf, n, offset,
+                        fua_each ? NBDKIT_FLAG_FUA : 0, err);
     offset += n;
     count -= n;
   }
-  return 0;
+  bounce_put (b);
+  if (r == 0 && (flags & NBDKIT_FLAG_FUA) && !fua_each)
+    r = next->flush (next, 0, err);
+  return r;
 }
 
 static int

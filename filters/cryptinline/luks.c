@@ -10,12 +10,16 @@
  * area), AF-merge it into a candidate volume key, and check the candidate
  * against the header's digest (PBKDF2 of the key).  The first slot that
  * matches gives the volume key; if none does, the passphrase is wrong.
- * Priority "high" slots are tried first and "ignore" slots not at all,
- * as cryptsetup does.
+ * Slots are tried as cryptsetup tries them: priority "prefer" first,
+ * then in the header's order, "ignore" never; a wrong passphrase moves
+ * on, a slot that cannot be used (an unsupported or invalid parameter)
+ * ends the search, where cryptsetup stops with an error too or might
+ * open that slot: no later slot is taken in its place.
  *
  * LUKS2 keeps two copies of a 4096-byte binary header, each followed by
  * a JSON area, both covered by the copy's checksum.  A copy counts if
- * its magic, version, own offset, size, checksum and JSON are right;
+ * its magic, version, own offset, size, checksum and JSON are right, the
+ * JSON following the rules cryptsetup checks (luks2-meta.c);
  * of two good copies the one with the higher sequence id wins (the
  * primary on a tie), else the one good copy: cryptsetup's choice.
  * cryptsetup would also rewrite the damaged copy; this code never writes.
@@ -25,7 +29,11 @@
  * of the data device (a detached header) and covering the whole device.
  * Everything else (another cipher, integrity, a reencryption in progress,
  * several segments, other offsets, slots reachable only through a token)
- * is refused with a one-line reason.
+ * is refused with a one-line reason.  A few headers cryptsetup opens are
+ * refused on purpose (enum luks_refusal's LUKS_STRICTER): a digest cut
+ * short or over a short salt, which lets any passphrase in, and Argon2
+ * costs libgcrypt cannot compute.  The segment's iv_tweak is not used:
+ * cryptsetup activates a single segment with IV offset 0.
  *
  * Secrets (slot keys, decrypted key material, the volume key) live only
  * in libgcrypt secure memory and are wiped before they are freed.  The
@@ -48,11 +56,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <blkid.h>
 #include <gcrypt.h>
 #include <json.h>
 
 #include "xts.h"
 #include "luks.h"
+#include "luks2-meta.h"
 
 #define LUKS_MAGIC_LEN 6
 static const unsigned char magic_primary[LUKS_MAGIC_LEN] =
@@ -90,8 +100,10 @@ static const unsigned char magic_secondary[LUKS_MAGIC_LEN] =
 #define L1_SLOT_LEN       48
 #define L1_SLOTS          8
 #define L1_SLOT_ACTIVE    0x00AC71F3
+#define L1_STRIPES        4000          /* cryptsetup's LUKS_STRIPES */
 
 #define SECTOR 512
+#define LUKS_SALT_BYTES 32      /* every salt cryptsetup writes and reads */
 #define MAX_SALT 256
 #define MAX_DIGEST 64
 #define MAX_SLOTS 32            /* LUKS2 keyslot ids are 0..31 */
@@ -100,11 +112,16 @@ struct ctx {
   const char *path;
   int fd;
   char *why;
+  enum luks_refusal refusal;    /* of the reason in why */
   const void *pass;
   size_t pass_len;
 };
 
 static int fail (struct ctx *c, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+static int unsupported (struct ctx *c, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+static int stricter (struct ctx *c, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
 /* Names quoted from a header (a checksum algorithm, a cipher...) may hold
@@ -121,17 +138,56 @@ printable (char *s)
 
 /* Record the one-line reason, prefixed with the parameter and file. */
 static int
-fail (struct ctx *c, const char *fmt, ...)
+vrefuse (struct ctx *c, enum luks_refusal why, const char *fmt, va_list ap)
 {
-  va_list ap;
   int n = snprintf (c->why, LUKS_WHY_LEN, "crypt-header %s: ", c->path);
 
   if (n < 0 || n >= LUKS_WHY_LEN)
     n = 0;
-  va_start (ap, fmt);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
   vsnprintf (c->why + n, LUKS_WHY_LEN - n, fmt, ap);
-  va_end (ap);
+#pragma GCC diagnostic pop
   printable (c->why + n);
+  c->refusal = why;
+  return -1;
+}
+
+/* A header cryptsetup refuses too (or a file that cannot be read). */
+static int
+fail (struct ctx *c, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vrefuse (c, LUKS_DAMAGED, fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+/* A valid header the filter cannot serve as dm-crypt would. */
+static int
+unsupported (struct ctx *c, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vrefuse (c, LUKS_UNSUPPORTED, fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+/* A header cryptsetup would open, refused on purpose (see the man
+ * page's list).
+ */
+static int
+stricter (struct ctx *c, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vrefuse (c, LUKS_STRICTER, fmt, ap);
+  va_end (ap);
   return -1;
 }
 
@@ -403,16 +459,16 @@ af_diffuse (gcry_md_hd_t md, int algo, unsigned char *block, size_t len)
 /* What a key slot says, for LUKS1 and LUKS2 alike. */
 struct slot {
   int id;
-  int priority;                 /* LUKS2: 0 ignore, 1 normal, 2 high */
+  int priority;                 /* LUKS2: 1 normal, 2 prefer */
+  size_t order;                 /* position in the header */
   struct kdf kdf;
   size_t key_len;               /* volume key bytes */
   size_t area_key_len;          /* key of the slot's own encryption */
   uint64_t area_offset;         /* bytes from the start of the file */
-  uint64_t area_size;
   uint32_t stripes;
   int af_hash;
-  const char *skip;             /* why this slot is not usable, or NULL */
-  char skip_buf[128];
+  enum luks_refusal unusable;   /* LUKS_OPENED if it can be tried */
+  char why[192];                /* else why not */
 };
 
 /* The digest that recognises the right volume key. */
@@ -431,6 +487,11 @@ material_len (const struct slot *s)
   size_t n = s->key_len * s->stripes;
   return (n + SECTOR - 1) / SECTOR * SECTOR;
 }
+
+/* LUKS2 key slots are merged with cryptsetup's 4000 stripes whatever
+ * the af object says (cryptsetup reads its stripes but does not use it).
+ */
+#define L2_STRIPES 4000
 
 /* Key material is read, decrypted and merged a chunk at a time, so that
  * only a chunk of it is ever in (secure) memory.  A multiple of the
@@ -540,21 +601,26 @@ try_slot (struct ctx *c, const struct slot *s, const struct digest *d,
   return r;
 }
 
-/* Try the usable slots in order, each once. */
+/* Try the slots in order, each once, as cryptsetup does: a wrong
+ * passphrase moves on to the next slot, a slot that cannot be used ends
+ * the search (cryptsetup stops there with an error too, or might open
+ * it: either way no later slot may be taken in its place).
+ */
 static int
 open_slots (struct ctx *c, struct slot *slots, size_t n,
-            const struct digest *d, struct luks_volume *vol)
+            const struct digest *d, struct luks_volume *vol,
+            const char *hint)
 {
-  size_t i, usable = 0;
-  const struct slot *skipped = NULL;
+  size_t i;
 
   for (i = 0; i < n; ++i) {
     int r;
-    if (slots[i].skip) {
-      skipped = &slots[i];
-      continue;
+    if (slots[i].unusable != LUKS_OPENED) {
+      fail (c, "key slot %d %s%s", slots[i].id, slots[i].why,
+            n > 1 ? hint : "");
+      c->refusal = slots[i].unusable;
+      return -1;
     }
-    usable++;
     r = try_slot (c, &slots[i], d, &vol->key);
     if (r == -1)
       return -1;
@@ -564,16 +630,30 @@ open_slots (struct ctx *c, struct slot *slots, size_t n,
       return 0;
     }
   }
-  if (usable == 0 && skipped)
-    return fail (c, "no usable key slot: key slot %d %s",
-                 skipped->id, skipped->skip);
-  if (usable == 0)
+  if (n == 0)
     return fail (c, "the header has no active key slot");
-  if (skipped)
-    return fail (c, "no key slot opened with this passphrase "
-                 "(key slot %d was not tried: %s)",
-                 skipped->id, skipped->skip);
-  return fail (c, "no key slot opened with this passphrase");
+  fail (c, "no key slot opened with this passphrase");
+  c->refusal = LUKS_WRONG_KEY;
+  return -1;
+}
+
+/* Mark the slot unusable, with the reason; returns 0 so that parsers
+ * can return it.
+ */
+static int
+skip_slot (struct slot *s, enum luks_refusal why, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+static int
+skip_slot (struct slot *s, enum luks_refusal why, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (s->why, sizeof s->why, fmt, ap);
+  va_end (ap);
+  s->unusable = why;
+  return 0;
 }
 
 /* ---- LUKS1 -------------------------------------------------------------- */
@@ -583,6 +663,60 @@ copy_name (char *dst, const unsigned char *src)
 {
   memcpy (dst, src, L1_NAME_LEN);
   dst[L1_NAME_LEN] = '\0';
+}
+
+/* Bytes of key material of a key of key_bytes split into stripes,
+ * whole sectors (cryptsetup's AF_split_sectors).
+ */
+static uint64_t
+af_bytes (uint64_t key_bytes, uint64_t stripes)
+{
+  return (key_bytes * stripes + SECTOR - 1) / SECTOR * SECTOR;
+}
+
+/* cryptsetup's LUKS_check_keyslots, on all eight slots whether active or
+ * not: 4000 stripes, key material after the header, no two slots'
+ * material overlapping; and the file holds the last slot's material.
+ * Its arithmetic is 32-bit, as cryptsetup's is.
+ */
+static int
+check_luks1_slots (struct ctx *c, const unsigned char *h, uint32_t key_bytes)
+{
+  uint32_t secs = af_bytes (key_bytes, L1_STRIPES) / SECTOR;
+  uint32_t off[L1_SLOTS];
+  int order[L1_SLOTS], i, j;
+  off_t size;
+
+  for (i = 0; i < L1_SLOTS; ++i) {
+    const unsigned char *k = h + L1_OFF_SLOTS + i * L1_SLOT_LEN;
+    off[i] = be32 (k + 40);
+    if (be32 (k + 44) != L1_STRIPES)
+      return fail (c, "LUKS1 key slot %d has %" PRIu32 " stripes, not %d",
+                   i, be32 (k + 44), L1_STRIPES);
+    if ((uint32_t) (off[i] * SECTOR) < L1_HDR_LEN)
+      return fail (c, "LUKS1 key slot %d's key material (sector %" PRIu32
+                   ") is inside the header", i, off[i]);
+    order[i] = i;
+  }
+  /* By offset, then by number (cryptsetup's LUKS_sort_keyslots). */
+  for (i = 1; i < L1_SLOTS; ++i)
+    for (j = i; j > 0 && off[order[j - 1]] > off[order[j]]; --j) {
+      int t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  for (i = 1; i < L1_SLOTS; ++i)
+    if (off[order[i]] < (uint32_t) (off[order[i - 1]] + secs))
+      return fail (c, "LUKS1 key slots %d and %d overlap", order[i - 1],
+                   order[i]);
+  size = lseek (c->fd, 0, SEEK_END);
+  if (size != -1 &&
+      (uint64_t) size < ((uint64_t) off[order[L1_SLOTS - 1]] + secs) * SECTOR)
+    return fail (c, "the LUKS1 header file is %" PRIu64 " bytes, too short "
+                 "for its key slots (%" PRIu64 " bytes): truncated?",
+                 (uint64_t) size,
+                 ((uint64_t) off[order[L1_SLOTS - 1]] + secs) * SECTOR);
+  return 0;
 }
 
 static int
@@ -604,19 +738,27 @@ open_luks1 (struct ctx *c, struct luks_volume *vol)
   payload = be32 (h + L1_OFF_PAYLOAD);
   key_bytes = be32 (h + L1_OFF_KEYBYTES);
 
+  /* What cryptsetup refuses first, then what this filter cannot serve. */
+  if (gcry_md_map_name (hash) != 0 &&
+      gcry_md_get_algo_dlen (gcry_md_map_name (hash)) < L1_DIGEST_LEN)
+    return fail (c, "hash %s is too short for LUKS1", hash);
+  if (key_bytes == 0)
+    return fail (c, "the LUKS1 header has a key size of 0");
+  if (check_luks1_slots (c, h, key_bytes) == -1)
+    return -1;
   if (strcmp (cipher, "aes") != 0 || strcmp (mode, "xts-plain64") != 0)
-    return fail (c, "cipher %s-%s is not supported: only aes-xts-plain64",
-                 cipher, mode);
+    return unsupported (c, "cipher %s-%s is not supported: only "
+                        "aes-xts-plain64", cipher, mode);
   if (key_bytes != XTS_KEY_BYTES_128 && key_bytes != XTS_KEY_BYTES_256)
-    return fail (c, "a %" PRIu32 "-bit key is not supported: use 256 or 512 "
-                 "(AES-128/256-XTS)", key_bytes * 8);
+    return unsupported (c, "a %" PRIu32 "-bit key is not supported: use 256 "
+                        "or 512 (AES-128/256-XTS)", key_bytes * 8);
   if ((d.hash = hash_algo (hash)) == 0)
-    return fail (c, "hash %s is not supported: use sha1, sha256 or sha512",
-                 hash);
+    return unsupported (c, "hash %s is not supported: use sha1, sha256 or "
+                        "sha512", hash);
   if (payload != 0)
-    return fail (c, "data offset of %" PRIu32 " sectors is not supported: "
-                 "only 0, a detached header with the data from the start "
-                 "of the device", payload);
+    return unsupported (c, "data offset of %" PRIu32 " sectors is not "
+                        "supported: only 0, a detached header with the data "
+                        "from the start of the device", payload);
   memcpy (d.value, h + L1_OFF_MKDIGEST, L1_DIGEST_LEN);
   memcpy (d.salt, h + L1_OFF_MKSALT, L1_SALT_LEN);
   d.salt_len = L1_SALT_LEN;
@@ -638,17 +780,17 @@ open_luks1 (struct ctx *c, struct luks_volume *vol)
     memcpy (s->kdf.salt, k + 8, L1_SALT_LEN);
     s->kdf.salt_len = L1_SALT_LEN;
     s->area_offset = (uint64_t) be32 (k + 40) * SECTOR;
-    s->stripes = be32 (k + 44);
+    s->stripes = L1_STRIPES;
     s->key_len = s->area_key_len = key_bytes;
     s->af_hash = d.hash;
-    if (s->kdf.iterations == 0 || s->stripes == 0 || s->stripes > 100000)
-      s->skip = "is damaged (0 iterations or a bad stripe count)";
+    if (s->kdf.iterations == 0)
+      skip_slot (s, LUKS_DAMAGED, "has 0 PBKDF2 iterations");
     n++;
   }
   vol->version = 1;
   vol->sector_size = SECTOR;
   vol->iv_offset = 0;
-  return open_slots (c, slots, n, &d, vol);
+  return open_slots (c, slots, n, &d, vol, "");
 }
 
 /* ---- LUKS2: the binary headers ------------------------------------------ */
@@ -660,7 +802,8 @@ struct l2_copy {
   const char *where;            /* "primary" or "secondary" */
   uint64_t offset, hdr_size, seqid;
   json_object *json;
-  char why[128];                /* why not ok */
+  struct luks2_meta meta;       /* when ok */
+  char why[160];                /* why not ok */
 };
 
 static void
@@ -743,6 +886,22 @@ parse_json_area (const char *area, size_t len, struct l2_copy *cp)
   return obj;
 }
 
+/* The copy's JSON follows cryptsetup's rules; else it does not count,
+ * as for cryptsetup.
+ */
+static bool
+metadata_ok (struct l2_copy *cp, size_t area_len)
+{
+  char why[128];
+
+  if (luks2_meta_check (cp->json, area_len, &cp->meta, why, sizeof why))
+    return true;
+  copy_failed (cp, "its metadata is invalid: %s", why);
+  json_object_put (cp->json);
+  cp->json = NULL;
+  return false;
+}
+
 static void
 read_l2_copy (struct ctx *c, uint64_t offset, bool secondary,
               struct l2_copy *cp)
@@ -794,7 +953,7 @@ read_l2_copy (struct ctx *c, uint64_t offset, bool secondary,
   else {
     cp->sane = true;
     cp->json = parse_json_area (area, area_len, cp);
-    cp->ok = cp->json != NULL;
+    cp->ok = cp->json != NULL && metadata_ok (cp, area_len);
   }
   free (area);
 }
@@ -806,6 +965,42 @@ static const uint64_t secondary_offsets[] = {
   0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000,
   0x400000,
 };
+
+/* When the copies are not both good and alike, cryptsetup would rewrite
+ * one from the other, and first makes sure (blkid) that nothing but LUKS
+ * is in the file: a foreign signature there may mean the file was
+ * overwritten, and the surviving copy is not to be trusted.  cryptsetup
+ * then refuses the header; so does this.  0 if nothing foreign is found.
+ */
+static int
+check_foreign_signature (struct ctx *c, const char *bad_copy)
+{
+  static const char *const luks[] = { "crypto_LUKS", NULL };
+  blkid_probe pr = blkid_new_probe_from_filename (c->path);
+  const char *type = NULL;
+  int r;
+
+  if (pr == NULL)
+    return fail (c, "the %s LUKS2 header copy is damaged and the file "
+                 "cannot be probed for other signatures (blkid)", bad_copy);
+  blkid_probe_enable_partitions (pr, 1);
+  blkid_probe_set_partitions_flags (pr, 0);
+  blkid_probe_enable_superblocks (pr, 1);
+  blkid_probe_set_superblocks_flags (pr, BLKID_SUBLKS_TYPE);
+  blkid_probe_filter_superblocks_type (pr, BLKID_FLTR_NOTIN, (char **) luks);
+  r = blkid_do_safeprobe (pr);
+  if (r == 0 && blkid_probe_lookup_value (pr, "TYPE", &type, NULL) != 0 &&
+      blkid_probe_lookup_value (pr, "PTTYPE", &type, NULL) != 0)
+    type = "unknown";
+  if (r != 1)
+    fail (c, "the %s LUKS2 header copy is damaged, and the file holds %s%s "
+          "(blkid): cryptsetup will not use the other copy either; check "
+          "the file, then run cryptsetup repair", bad_copy,
+          r == 0 ? "another signature: " : "signatures blkid cannot tell "
+          "apart", r == 0 ? type : "");
+  blkid_free_probe (pr);
+  return r == 1 ? 0 : -1;
+}
 
 /* Both copies read; the good one (or the newer of two good ones) kept
  * in *use; the other one's JSON freed.
@@ -856,6 +1051,12 @@ pick_l2_copy (struct ctx *c, struct l2_copy *use, struct luks_volume *vol)
                  p.why, s.why);
   }
   vol->copy = use->where;
+  if ((!p.ok || !s.ok || p.seqid != s.seqid) &&
+      check_foreign_signature (c, strcmp (use->where, "primary") == 0
+                                  ? "secondary" : "primary") == -1) {
+    json_object_put (use->json);
+    return -1;
+  }
   printable (p.why);
   printable (s.why);
   if (!p.ok)
@@ -959,29 +1160,28 @@ check_requirements (struct ctx *c, json_object *root)
   size_t i, n = mandatory ? json_object_array_length (mandatory) : 0;
 
   for (i = 0; i < n; ++i) {
-    json_object *e = json_object_array_get_idx (mandatory, i);
-    const char *what = json_object_is_type (e, json_type_string)
-      ? json_object_get_string (e) : "(not a string)";
+    const char *what =
+      json_object_get_string (json_object_array_get_idx (mandatory, i));
     if (strncmp (what, "online-reencrypt", 16) == 0)
-      return fail (c, "a reencryption is in progress (requirement %s): "
-                   "finish it with cryptsetup reencrypt first", what);
-    return fail (c, "the header requires feature %s, which is not "
-                 "supported", what);
+      return unsupported (c, "a reencryption is in progress (requirement "
+                          "%s): finish it with cryptsetup reencrypt first",
+                          what);
+    return unsupported (c, "the header requires feature %s, which is not "
+                        "supported", what);
   }
-  if (keyslots == NULL)
-    return fail (c, "the JSON metadata has no keyslots object");
   json_object_object_foreach (keyslots, id, slot) {
     const char *type = string_of (slot, "type");
     if (type && strcmp (type, "reencrypt") == 0)
-      return fail (c, "a reencryption is in progress (key slot %s is a "
-                   "reencrypt slot): finish it with cryptsetup reencrypt "
-                   "first", id);
+      return unsupported (c, "a reencryption is in progress (key slot %s is "
+                          "a reencrypt slot): finish it with cryptsetup "
+                          "reencrypt first", id);
   }
   return 0;
 }
 
 /* The one data segment: type crypt, aes-xts-plain64, from offset 0 over
- * the whole device.
+ * the whole device.  (Its members' presence and form are checked with
+ * the metadata.)
  */
 static int
 parse_segment (struct ctx *c, json_object *root, const char **seg_id,
@@ -990,69 +1190,66 @@ parse_segment (struct ctx *c, json_object *root, const char **seg_id,
   json_object *segments = member (root, "segments", json_type_object);
   json_object *seg = NULL, *flags;
   const char *type, *enc, *size;
-  uint64_t offset, tweak;
+  uint64_t offset;
   int64_t sector;
   int n = 0;
 
-  if (segments == NULL)
-    return fail (c, "the JSON metadata has no segments object");
   json_object_object_foreach (segments, id, obj) {
     *seg_id = id;
     seg = obj;
     n++;
   }
-  if (n == 0)
-    return fail (c, "the header has no data segment");
   if (n > 1)
-    return fail (c, "the header has %d data segments (a reencryption or "
-                 "a layered layout): only one is supported", n);
-  if (!json_object_is_type (seg, json_type_object) ||
-      (type = string_of (seg, "type")) == NULL)
-    return fail (c, "data segment %s has no type", *seg_id);
+    return unsupported (c, "the header has %d data segments (a reencryption "
+                        "or a layered layout): only one is supported", n);
+  type = string_of (seg, "type");
   if (strcmp (type, "crypt") != 0)
-    return fail (c, "data segment %s is of type %s: only crypt is supported",
-                 *seg_id, type);
-  if (member (seg, "integrity", json_type_object) ||
-      json_object_object_get_ex (seg, "integrity", NULL))
-    return fail (c, "data segment %s has integrity protection "
-                 "(dm-integrity): not supported", *seg_id);
+    return unsupported (c, "data segment %s is of type %s: only crypt is "
+                        "supported", *seg_id, type);
+  if (json_object_object_get_ex (seg, "integrity", NULL))
+    return unsupported (c, "data segment %s has integrity protection "
+                        "(dm-integrity): not supported", *seg_id);
   if ((flags = member (seg, "flags", json_type_array)) != NULL &&
-      json_object_array_length (flags) > 0) {
-    json_object *f = json_object_array_get_idx (flags, 0);
-    return fail (c, "data segment %s has flag %s (a reencryption?): "
-                 "not supported", *seg_id,
-                 json_object_is_type (f, json_type_string)
-                 ? json_object_get_string (f) : "(not a string)");
-  }
-  if ((enc = string_of (seg, "encryption")) == NULL)
-    return fail (c, "data segment %s has no encryption", *seg_id);
+      json_object_array_length (flags) > 0)
+    return unsupported (c, "data segment %s has flag %s (a reencryption?): "
+                        "not supported", *seg_id,
+                        json_object_get_string
+                        (json_object_array_get_idx (flags, 0)));
+  enc = string_of (seg, "encryption");
   if (strcmp (enc, "aes-xts-plain64") != 0)
-    return fail (c, "data cipher %s is not supported: only aes-xts-plain64",
-                 enc);
+    return unsupported (c, "data cipher %s is not supported: only "
+                        "aes-xts-plain64", enc);
   if (!int_in (seg, "sector_size", 512, 4096, &sector) ||
       !xts_valid_sector_size (sector))
-    return fail (c, "data segment %s: sector_size is not 512, 1024, 2048 "
-                 "or 4096", *seg_id);
-  if (!string_u64 (seg, "offset", &offset))
-    return fail (c, "data segment %s: bad offset", *seg_id);
+    return unsupported (c, "data segment %s: sector_size is not 512, 1024, "
+                        "2048 or 4096", *seg_id);
+  string_u64 (seg, "offset", &offset);
   if (offset != 0)
-    return fail (c, "data offset of %" PRIu64 " bytes is not supported: "
-                 "only 0, a detached header with the data from the start "
-                 "of the device", offset);
-  if ((size = string_of (seg, "size")) == NULL)
-    return fail (c, "data segment %s has no size", *seg_id);
+    return unsupported (c, "data offset of %" PRIu64 " bytes is not "
+                        "supported: only 0, a detached header with the data "
+                        "from the start of the device", offset);
+  size = string_of (seg, "size");
   if (strcmp (size, "dynamic") != 0)
-    return fail (c, "data segment %s has a fixed size of %s bytes: only "
-                 "\"dynamic\" (the whole device) is supported", *seg_id, size);
-  if (!string_u64 (seg, "iv_tweak", &tweak))
-    return fail (c, "data segment %s: bad iv_tweak", *seg_id);
-  if (tweak % (sector / SECTOR) != 0)
-    return fail (c, "data segment %s: iv_tweak %" PRIu64 " is not a whole "
-                 "number of %" PRId64 "-byte sectors, which dm-crypt refuses",
-                 *seg_id, tweak, sector);
+    return unsupported (c, "data segment %s has a fixed size of %s bytes: "
+                        "only \"dynamic\" (the whole device) is supported",
+                        *seg_id, size);
   vol->sector_size = sector;
-  vol->iv_offset = tweak;
+  /* cryptsetup activates a single-segment header with IV offset 0: the
+   * segment's iv_tweak is read only by reencryption.  So does this.
+   */
+  vol->iv_offset = 0;
   return 0;
+}
+
+/* A digest cut short (or missing, or over a short salt) would let wrong
+ * passphrases open the header: cryptsetup 2.6 accepts every candidate
+ * key for such a digest.  Refused here on purpose.  20 bytes is LUKS1's
+ * digest, kept when cryptsetup converts a LUKS1 header.
+ */
+static bool
+digest_len_ok (size_t len, int hash)
+{
+  return len == L1_DIGEST_LEN || len == gcry_md_get_algo_dlen (hash);
 }
 
 /* The pbkdf2 digest bound to the data segment. */
@@ -1060,32 +1257,55 @@ static int
 parse_digest (struct ctx *c, json_object *root, const char *seg_id,
               struct digest *d, json_object **bound_slots)
 {
-  json_object *digests = member (root, "digests", json_type_object);
+  json_object *digests = member (root, "digests", json_type_object), *m;
 
-  if (digests == NULL)
-    return fail (c, "the JSON metadata has no digests object");
   json_object_object_foreach (digests, id, dig) {
-    const char *type = string_of (dig, "type"), *hash;
-    int64_t iter;
+    const char *type = string_of (dig, "type"), *hash, *value;
     ssize_t n;
     if (!array_has (member (dig, "segments", json_type_array), seg_id))
       continue;
-    if (type == NULL || strcmp (type, "pbkdf2") != 0)
-      return fail (c, "digest %s is of type %s: only pbkdf2 is supported",
-                   id, type ? type : "(none)");
-    hash = string_of (dig, "hash");
-    if (hash == NULL || (d->hash = hash_algo (hash)) == 0)
-      return fail (c, "digest %s: hash %s is not supported: use sha1, "
-                   "sha256 or sha512", id, hash ? hash : "(none)");
-    if (!int_in (dig, "iterations", 1, UINT32_MAX, &iter))
-      return fail (c, "digest %s: bad iterations", id);
-    d->iterations = iter;
-    if (!salt_of (dig, "salt", d->salt, &d->salt_len))
-      return fail (c, "digest %s: bad salt", id);
-    n = string_of (dig, "digest")
-      ? base64_decode (string_of (dig, "digest"), d->value, MAX_DIGEST) : -1;
-    if (n <= 0)
-      return fail (c, "digest %s: bad digest value", id);
+    if (strcmp (type, "pbkdf2") != 0)
+      return unsupported (c, "digest %s is of type %s: only pbkdf2 is "
+                          "supported", id, type);
+    if (!json_object_object_get_ex (dig, "hash", &m))
+      return fail (c, "digest %s has no hash", id);
+    /* cryptsetup 2.6 takes any value as the hash's name, and accepts
+     * every candidate key when it does not know the hash.
+     */
+    hash = json_object_get_string (m);
+    if (!json_object_is_type (m, json_type_string) ||
+        gcry_md_map_name (hash) == 0)
+      return stricter (c, "digest %s: hash %s is unknown: refused, as such "
+                       "a digest lets any passphrase open the header", id,
+                       hash);
+    if ((d->hash = hash_algo (hash)) == 0)
+      return unsupported (c, "digest %s: hash %s is not supported: use "
+                          "sha1, sha256 or sha512", id, hash);
+    /* As cryptsetup reads it: any JSON type, 64 bits, into 32. */
+    if (!json_object_object_get_ex (dig, "iterations", &m) ||
+        (d->iterations = (uint32_t) json_object_get_int64 (m)) == 0)
+      return fail (c, "digest %s: no iterations, or 0", id);
+    if (member (dig, "salt", json_type_string) == NULL ||
+        !salt_of (dig, "salt", d->salt, &d->salt_len))
+      return fail (c, "digest %s: its salt is missing or not base64", id);
+    if (d->salt_len != LUKS_SALT_BYTES)
+      return stricter (c, "digest %s has a %zu-byte salt, not %d: refused, "
+                       "as such a digest lets wrong passphrases open the "
+                       "header", id, d->salt_len, LUKS_SALT_BYTES);
+    if ((value = string_of (dig, "digest")) == NULL)
+      return stricter (c, "digest %s has no digest value: refused, as "
+                       "that lets any passphrase open the header", id);
+    n = base64_decode (value, d->value, MAX_DIGEST);
+    if (n < 0 && strlen (value) / 4 * 3 > MAX_DIGEST)
+      return stricter (c, "digest %s is longer than %d bytes: refused",
+                       id, MAX_DIGEST);
+    if (n < 0)
+      return fail (c, "digest %s: its value is not base64", id);
+    if (!digest_len_ok (n, d->hash))
+      return stricter (c, "digest %s is %zd bytes, not the %u of %s (or "
+                       "LUKS1's %d): refused, as a short digest lets wrong "
+                       "passphrases open the header", id, n,
+                       gcry_md_get_algo_dlen (d->hash), hash, L1_DIGEST_LEN);
     d->len = n;
     *bound_slots = member (dig, "keyslots", json_type_array);
     return 0;
@@ -1093,112 +1313,140 @@ parse_digest (struct ctx *c, json_object *root, const char *seg_id,
   return fail (c, "no digest is bound to data segment %s", seg_id);
 }
 
-/* Mark the slot unusable, with the reason; returns 0 so that parsers
- * can return it.
+/* An integer member as cryptsetup reads it (json_object_get_int: 32
+ * bits, saturated), into the unsigned 32 bits its KDF takes.
  */
-static int
-skip_slot (struct slot *s, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static int
-skip_slot (struct slot *s, const char *fmt, ...)
+static uint32_t
+kdf_number (json_object *obj, const char *name)
 {
-  va_list ap;
+  json_object *m;
 
-  va_start (ap, fmt);
-  vsnprintf (s->skip_buf, sizeof s->skip_buf, fmt, ap);
-  va_end (ap);
-  s->skip = s->skip_buf;
+  if (!json_object_object_get_ex (obj, name, &m))
+    return 0;
+  return (uint32_t) json_object_get_int (m);
+}
+
+/* Argon2 lanes (cpus) beyond this are refused: each gets a thread, and
+ * cryptsetup itself writes at most 4.
+ */
+#define ARGON2_MAX_CPUS 64
+
+/* libgcrypt 1.10 sizes Argon2's memory as 1024 x blocks in 32 bits: from
+ * 4 GiB on that wraps (to malloc (0), then a heap overflow).  The blocks
+ * are the memory cost in KiB rounded down to a multiple of 4 x lanes.
+ */
+#define ARGON2_MAX_BLOCKS (4U * 1024 * 1024 - 1)
+
+static int
+check_argon2 (struct slot *s)
+{
+  const struct kdf *k = &s->kdf;
+  uint64_t blocks;
+
+  /* What Argon2 itself refuses (cryptsetup's libargon2 fails on it). */
+  if (k->iterations == 0 || k->memory < 8 || k->cpus == 0 ||
+      k->cpus > 0xffffff || k->memory < 8 * (uint64_t) k->cpus)
+    return skip_slot (s, LUKS_DAMAGED, "has Argon2 parameters that Argon2 "
+                      "refuses (time %lu, memory %lu KiB, cpus %lu: memory "
+                      "must be at least 8 KiB per cpu)", k->iterations,
+                      k->memory, k->cpus);
+  if (k->cpus > ARGON2_MAX_CPUS)
+    return skip_slot (s, LUKS_STRICTER, "has an Argon2 cpus value of %lu: "
+                      "at most %d are supported (cryptsetup writes at "
+                      "most 4)", k->cpus, ARGON2_MAX_CPUS);
+  blocks = k->memory / (4 * k->cpus) * (4 * k->cpus);
+  if (blocks > ARGON2_MAX_BLOCKS)
+    return skip_slot (s, LUKS_STRICTER, "has an Argon2 memory cost of %lu "
+                      "KiB: libgcrypt computes 4 GiB or more in 32 bits and "
+                      "would overflow, so at most %u KiB is supported",
+                      k->memory, ARGON2_MAX_BLOCKS);
   return 0;
 }
 
+/* The slot's kdf object (its members' presence and types checked with
+ * the metadata); the numbers as cryptsetup takes them.
+ */
 static int
 parse_kdf (json_object *obj, struct slot *s)
 {
   const char *type = string_of (obj, "type"), *hash;
-  int64_t v;
 
   if (type && strcmp (type, "pbkdf2") == 0) {
     s->kdf.type = KDF_PBKDF2;
     hash = string_of (obj, "hash");
     if (hash == NULL || (s->kdf.hash = hash_algo (hash)) == 0)
-      return skip_slot (s, "uses PBKDF2 with hash %s: use sha1, sha256 "
-                        "or sha512", hash ? hash : "(none)");
-    if (!int_in (obj, "iterations", 1, UINT32_MAX, &v))
-      return skip_slot (s, "has bad PBKDF2 iterations");
-    s->kdf.iterations = v;
+      return skip_slot (s, LUKS_UNSUPPORTED, "uses PBKDF2 with hash %s: use "
+                        "sha1, sha256 or sha512", hash ? hash : "(none)");
+    s->kdf.iterations = kdf_number (obj, "iterations");
+    if (s->kdf.iterations == 0)
+      return skip_slot (s, LUKS_DAMAGED, "has 0 PBKDF2 iterations");
   }
   else if (type && (strcmp (type, "argon2i") == 0 ||
                     strcmp (type, "argon2id") == 0)) {
     s->kdf.type = type[6] == 'i' && type[7] == 'd' ? KDF_ARGON2ID
                                                    : KDF_ARGON2I;
-    if (!int_in (obj, "time", 1, UINT32_MAX, &v))
-      return skip_slot (s, "has a bad Argon2 time cost");
-    s->kdf.iterations = v;
-    if (!int_in (obj, "memory", 8, 4 * 1024 * 1024, &v))
-      return skip_slot (s, "has a bad Argon2 memory cost");
-    s->kdf.memory = v;
-    if (!int_in (obj, "cpus", 1, 16 * 1024 * 1024, &v))
-      return skip_slot (s, "has a bad Argon2 cpus value");
-    s->kdf.cpus = v;
+    s->kdf.iterations = kdf_number (obj, "time");
+    s->kdf.memory = kdf_number (obj, "memory");
+    s->kdf.cpus = kdf_number (obj, "cpus");
+    check_argon2 (s);
+    if (s->unusable != LUKS_OPENED)
+      return 0;
   }
   else
-    return skip_slot (s, "uses KDF %s: only pbkdf2, argon2i and argon2id "
-                      "are supported", type ? type : "(none)");
+    return skip_slot (s, LUKS_UNSUPPORTED, "uses KDF %s: only pbkdf2, "
+                      "argon2i and argon2id are supported",
+                      type ? type : "(none)");
   if (!salt_of (obj, "salt", s->kdf.salt, &s->kdf.salt_len))
-    return skip_slot (s, "has a bad KDF salt");
+    return skip_slot (s, LUKS_DAMAGED, "has a KDF salt that is not base64");
+  if (s->kdf.salt_len != LUKS_SALT_BYTES)
+    return skip_slot (s, LUKS_DAMAGED, "has a %zu-byte KDF salt: LUKS salts "
+                      "are %d bytes", s->kdf.salt_len, LUKS_SALT_BYTES);
   return 0;
 }
 
-static int
+/* A key slot of type luks2, its members' presence and types checked
+ * with the metadata.
+ */
+static void
 parse_slot (json_object *obj, const char *id, struct slot *s)
 {
   json_object *af = member (obj, "af", json_type_object);
   json_object *area = member (obj, "area", json_type_object);
-  const char *type = string_of (obj, "type"), *str;
+  const char *str;
   int64_t v;
 
-  memset (s, 0, sizeof *s);
-  s->id = atoi (id);
-  s->priority = 1;
-  if (int_in (obj, "priority", 0, 2, &v))
-    s->priority = v;
-  if (type == NULL || strcmp (type, "luks2") != 0)
-    return skip_slot (s, "is of type %s: only luks2 is supported",
-                      type ? type : "(none)");
-  if (!int_in (obj, "key_size", 1, 1024, &v))
-    return skip_slot (s, "has a bad key_size");
-  if (v != XTS_KEY_BYTES_128 && v != XTS_KEY_BYTES_256)
-    return skip_slot (s, "holds a %d-bit key: only 256 and 512 (AES-128/256-XTS) "
-                      "are supported", (int) v * 8);
+  s->id = luks2_id_number (id);
+  v = json_object_get_int64 (member (obj, "key_size", json_type_int));
+  if (v != XTS_KEY_BYTES_128 && v != XTS_KEY_BYTES_256) {
+    skip_slot (s, LUKS_UNSUPPORTED, "holds a %" PRId64 "-bit key: only 256 "
+               "and 512 (AES-128/256-XTS) are supported", v * 8);
+    return;
+  }
   s->key_len = v;
-  if (af == NULL || (str = string_of (af, "type")) == NULL ||
-      strcmp (str, "luks1") != 0)
-    return skip_slot (s, "uses an anti-forensic splitter other than luks1");
-  if (!int_in (af, "stripes", 1, 100000, &v))
-    return skip_slot (s, "has a bad AF stripe count");
-  s->stripes = v;
+  s->stripes = L2_STRIPES;
   str = string_of (af, "hash");
-  if (str == NULL || (s->af_hash = hash_algo (str)) == 0)
-    return skip_slot (s, "uses AF hash %s: use sha1, sha256 or sha512",
-                      str ? str : "(none)");
-  if (area == NULL || (str = string_of (area, "type")) == NULL ||
-      strcmp (str, "raw") != 0)
-    return skip_slot (s, "has a key area that is not of type raw");
+  if (str == NULL || (s->af_hash = hash_algo (str)) == 0) {
+    skip_slot (s, LUKS_UNSUPPORTED, "uses AF hash %s: use sha1, sha256 or "
+               "sha512", str ? str : "(none)");
+    return;
+  }
   str = string_of (area, "encryption");
-  if (str == NULL || strcmp (str, "aes-xts-plain64") != 0)
-    return skip_slot (s, "is encrypted with %s: only aes-xts-plain64 is "
-                      "supported", str ? str : "(none)");
-  if (!int_in (area, "key_size", XTS_KEY_BYTES_128, XTS_KEY_BYTES_256, &v) ||
-      (v != XTS_KEY_BYTES_128 && v != XTS_KEY_BYTES_256))
-    return skip_slot (s, "has a key area key size other than 256 or 512 "
-                      "bits");
+  if (str == NULL || strcmp (str, "aes-xts-plain64") != 0) {
+    skip_slot (s, LUKS_UNSUPPORTED, "is encrypted with %s: only "
+               "aes-xts-plain64 is supported", str ? str : "(none)");
+    return;
+  }
+  v = json_object_get_int (member (area, "key_size", json_type_int));
+  if (v != XTS_KEY_BYTES_128 && v != XTS_KEY_BYTES_256) {
+    skip_slot (s, LUKS_UNSUPPORTED, "has a key area key size other than "
+               "256 or 512 bits");
+    return;
+  }
   s->area_key_len = v;
-  if (!string_u64 (area, "offset", &s->area_offset) ||
-      !string_u64 (area, "size", &s->area_size) ||
-      material_len (s) > s->area_size)
-    return skip_slot (s, "has a bad key area offset or size");
-  return parse_kdf (member (obj, "kdf", json_type_object), s);
+  /* cryptsetup reads the material from the area's 512-byte sector. */
+  string_u64 (area, "offset", &s->area_offset);
+  s->area_offset = s->area_offset / SECTOR * SECTOR;
+  parse_kdf (member (obj, "kdf", json_type_object), s);
 }
 
 /* Slots bound to a token that stands for something other than a
@@ -1224,80 +1472,139 @@ bound_to_token (json_object *root, const char *slot_id, const char **type)
   return false;
 }
 
+/* Priority "prefer" first, then in the header's order (cryptsetup goes
+ * through the key slots object in its order, once per priority).
+ */
 static int
 by_priority (const void *a, const void *b)
 {
   const struct slot *x = a, *y = b;
 
   if (x->priority != y->priority)
-    return y->priority - x->priority;
-  return x->id - y->id;
+    return x->priority > y->priority ? -1 : 1;
+  return x->order < y->order ? -1 : x->order > y->order;
 }
+
+/* An id cryptsetup can reach as itself: it looks slots up by the
+ * number atoi makes of the id, printed again.
+ */
+static bool
+canonical_id (const char *id)
+{
+  char again[16];
+
+  snprintf (again, sizeof again, "%d", luks2_id_number (id));
+  return strcmp (again, id) == 0;
+}
+
+/* The key slots cryptsetup would try for the data segment, in its
+ * order, into slots (sized for every slot of the header).
+ */
+static size_t
+collect_slots (json_object *root, json_object *bound, struct slot *slots,
+               size_t *ignored, size_t *by_token, const char **token_type)
+{
+  json_object *keyslots = member (root, "keyslots", json_type_object);
+  size_t n = 0, pos = 0;
+
+  json_object_object_foreach (keyslots, id, obj) {
+    const char *type = string_of (obj, "type");
+    json_object *prio;
+    int priority = 1;
+
+    pos++;
+    if (json_object_object_get_ex (obj, "priority", &prio))
+      priority = json_object_get_int (prio);
+    if (priority == 0)
+      (*ignored)++;             /* "ignore": cryptsetup does not try it */
+    /* cryptsetup tries priorities prefer and normal only, slots of a
+     * type it knows, bound to the segment's digest.
+     */
+    if ((priority != 1 && priority != 2) || type == NULL ||
+        strcmp (type, "luks2") != 0 || !canonical_id (id) ||
+        !array_has (bound, id))
+      continue;
+    memset (&slots[n], 0, sizeof slots[n]);
+    slots[n].priority = priority;
+    slots[n].order = pos;
+    parse_slot (obj, id, &slots[n]);
+    if (slots[n].unusable == LUKS_OPENED &&
+        bound_to_token (root, id, token_type))
+      (*by_token)++;
+    n++;
+  }
+  qsort (slots, n, sizeof *slots, by_priority);
+  return n;
+}
+
+/* The header file holds both copies and the key slots area, as
+ * cryptsetup requires of it.
+ */
+static int
+check_file_size (struct ctx *c, const struct luks2_meta *m)
+{
+  off_t size = lseek (c->fd, 0, SEEK_END);
+  uint64_t need = 2 * m->metadata_size + m->keyslots_size;
+
+  if (size != -1 && (uint64_t) size < need)
+    return fail (c, "the header file is %" PRIu64 " bytes, shorter than its "
+                 "two header copies and key slots area (%" PRIu64 " bytes): "
+                 "truncated?", (uint64_t) size, need);
+  return 0;
+}
+
+static const char slot_order_hint[] =
+  " (key slots are tried in cryptsetup's order, which stops at a slot it "
+  "cannot use: to try another first, cryptsetup config --priority prefer "
+  "--key-slot N)";
 
 static int
 open_luks2 (struct ctx *c, struct luks_volume *vol)
 {
   struct l2_copy cp = { .ok = false };
   struct digest d;
-  struct slot slots[MAX_SLOTS];
-  json_object *root, *keyslots, *bound = NULL;
+  struct slot *slots = NULL;
+  json_object *root, *bound = NULL;
   const char *seg_id = NULL, *token_type = NULL;
-  uint64_t json_size;
-  size_t n = 0, by_token = 0, ignored = 0;
+  size_t n, by_token = 0, ignored = 0;
   int r = -1;
 
   if (pick_l2_copy (c, &cp, vol) == -1)
     return -1;
   root = cp.json;
   vol->version = 2;
-  if (!string_u64 (member (root, "config", json_type_object), "json_size",
-                   &json_size) || json_size != cp.hdr_size - L2_BIN_LEN) {
-    fail (c, "the JSON metadata's json_size does not match the header size");
-    goto out;
-  }
-  if ((keyslots = member (root, "keyslots", json_type_object)) == NULL) {
-    fail (c, "the JSON metadata has no keyslots object");
-    goto out;
-  }
-  if (check_requirements (c, root) == -1 ||
+  if (check_file_size (c, &cp.meta) == -1 ||
+      check_requirements (c, root) == -1 ||
       parse_segment (c, root, &seg_id, vol) == -1 ||
       parse_digest (c, root, seg_id, &d, &bound) == -1)
     goto out;
-
-  json_object_object_foreach (keyslots, id, obj) {
-    if (!array_has (bound, id))
-      continue;                 /* a slot of another digest (unbound key) */
-    if (n == MAX_SLOTS) {
-      fail (c, "more than %d key slots", MAX_SLOTS);
-      goto out;
-    }
-    parse_slot (obj, id, &slots[n]);
-    if (slots[n].priority == 0) {
-      ignored++;                /* "ignore": cryptsetup does not try it */
-      continue;
-    }
-    if (!slots[n].skip && bound_to_token (root, id, &token_type))
-      by_token++;
-    n++;
+  slots = calloc (json_object_object_length (member (root, "keyslots",
+                                                     json_type_object)) + 1,
+                  sizeof *slots);
+  if (slots == NULL) {
+    fail (c, "out of memory");
+    goto out;
   }
+  n = collect_slots (root, bound, slots, &ignored, &by_token, &token_type);
   if (n == 0 && ignored > 0) {
     fail (c, "every key slot has priority ignore: make one normal with "
           "cryptsetup config --priority normal --key-slot N --header");
     goto out;
   }
-  qsort (slots, n, sizeof *slots, by_priority);
-  r = open_slots (c, slots, n, &d, vol);
+  r = open_slots (c, slots, n, &d, vol, slot_order_hint);
   /* Like cryptsetup, a passphrase is tried on token-bound slots too (it
    * may be the token's secret); if none opened and tokens are the only
    * way in, say so.
    */
-  if (r == -1 && vol->keyslot == -1 && n > 0 && by_token == n &&
-      strstr (c->why, "no key slot opened") != NULL)
+  if (r == -1 && c->refusal == LUKS_WRONG_KEY && n > 0 && by_token == n) {
     fail (c, "no key slot opened with this passphrase: every key slot is "
           "bound to a token (%s), the only way in, which this filter cannot "
           "use", token_type);
+    c->refusal = LUKS_WRONG_KEY;
+  }
 
  out:
+  free (slots);
   json_object_put (root);
   return r;
 }
@@ -1316,9 +1623,20 @@ luks_open (const char *path, const void *passphrase, size_t passphrase_len,
   memset (vol, 0, sizeof *vol);
   vol->keyslot = -1;
   why[0] = '\0';
+  /* libgcrypt's Argon2 refuses an empty passphrase (cryptsetup's does
+   * not), and the filter never takes one: refused for every header.
+   */
+  if (passphrase_len == 0) {
+    unsupported (&c, "an empty passphrase or key file is not supported");
+    vol->refusal = c.refusal;
+    return -1;
+  }
   c.fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (c.fd == -1)
-    return fail (&c, "cannot be read: %s", strerror (errno));
+  if (c.fd == -1) {
+    fail (&c, "cannot be read: %s", strerror (errno));
+    vol->refusal = c.refusal;
+    return -1;
+  }
   if (!read_at (&c, start, sizeof start, 0)) {
     r = fail (&c, "not a LUKS header (too short)");
     goto out;
@@ -1330,8 +1648,10 @@ luks_open (const char *path, const void *passphrase, size_t passphrase_len,
     r = open_luks2 (&c, vol);   /* also finds a lone secondary copy */
  out:
   close (c.fd);
-  if (r == -1)
+  if (r == -1) {
     luks_volume_wipe (vol);
+    vol->refusal = c.refusal;
+  }
   return r;
 }
 

@@ -17,6 +17,19 @@
  */
 #define LUKS_KEYFILE_MAX (8 * 1024 * 1024)
 
+/* Why a header was not opened.  The differential fuzz harness holds
+ * the filter to cryptsetup with it: where cryptsetup opens a header the
+ * filter may refuse it only as unsupported or stricter.
+ */
+enum luks_refusal {
+  LUKS_OPENED = 0,
+  LUKS_DAMAGED,         /* cryptsetup refuses it too (or cannot read it) */
+  LUKS_UNSUPPORTED,     /* valid, but not servable as dm-crypt would */
+  LUKS_STRICTER,        /* cryptsetup opens it; refused on purpose (the
+                         * man page lists these) */
+  LUKS_WRONG_KEY,       /* no key slot opened with this passphrase */
+};
+
 /* What an opened header gives the filter. */
 struct luks_volume {
   unsigned char *key;           /* volume key, libgcrypt secure memory */
@@ -27,6 +40,7 @@ struct luks_volume {
   int keyslot;                  /* the key slot that opened */
   const char *copy;             /* LUKS2: "primary" or "secondary" */
   char note[LUKS_WHY_LEN];      /* a damaged copy that was passed over, or "" */
+  enum luks_refusal refusal;    /* after luks_open: why it failed */
 };
 
 /* Read the header in the file (or block device) path, unlock the first
