@@ -11,3 +11,6 @@ check_LTLIBRARIES += hang-at-exit.la
 hang_at_exit_la_SOURCES = hang-at-exit.c
 hang_at_exit_la_CFLAGS = $(WARNINGS_CFLAGS)
 hang_at_exit_la_LDFLAGS = -module -avoid-version -shared -rpath $(abs_builddir)
+
+# make check-mutants (the top-level target): the runner and its mutants.
+EXTRA_DIST += check-mutants.sh mutants.sh
