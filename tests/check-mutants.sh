@@ -81,11 +81,24 @@ if ! (cd "$tree" && eval "./configure $config_args" > "$work/configure.log" 2>&1
 fi
 echo "check-mutants: copy built after $((SECONDS - started)) s"
 
-# run_test TEST: 0 if it passes (or skips) in the copy; its log in $work.
+# run_test TEST: 0 if it passes (or skips) in the copy, 1 if it failed
+# (its first failure line in $failure), 2 if it never ran (a test
+# program did not build: that is no kill), 3 if it timed out.
 run_test ()
 {
+    local status=0
+    rm -f "$tree/tests/$1.log"
     (cd "$tree/tests" &&
-     timeout -k 10 "${MUTANTS_TEST_TIMEOUT:-180}" $MAKE check TESTS="$1" > "$work/check.log" 2>&1)
+     timeout -k 10 "${MUTANTS_TEST_TIMEOUT:-180}" $MAKE check TESTS="$1" \
+         > "$work/check.log" 2>&1) || status=$?
+    failure=
+    [ $status -eq 0 ] && return 0
+    [ $status -eq 124 ] || [ $status -eq 137 ] && return 3
+    grep -qE "^(FAIL|ERROR) $1 " "$tree/tests/$1.log" 2>/dev/null || return 2
+    # The test's own failure line; a log line of nbdkit may be expected.
+    failure="$(grep -E 'FAIL|Traceback' "$tree/tests/$1.log" |
+               grep -v -m1 -E "^(FAIL|ERROR) $1 ")"
+    return 1
 }
 
 # ---- Each mutant -------------------------------------------------------
@@ -122,11 +135,16 @@ for ((i = 0; i < ${#names[@]}; i++)); do
         result="DOES NOT BUILD"
     else
         for t in ${tests[i]}; do
-            if ! run_test "$t"; then
-                result="killed $t"
-                killers+=("$t")
-                break
-            fi
+            run_test "$t"
+            case $? in
+                1) result="killed $t"; killers+=("$t")
+                   echo "mutant $name: $t: $failure" ;;
+                2) tail -n 20 "$work/check.log"
+                   result="DOES NOT BUILD (the programs of $t)" ;;
+                3) result="killed $t (timed out)"; killers+=("$t") ;;
+                *) continue ;;
+            esac
+            break
         done
         [ -n "$result" ] || result="SURVIVED"
     fi
@@ -146,7 +164,7 @@ if [ ${#killers[@]} -gt 0 ]; then
     else
         mapfile -t distinct < <(printf '%s\n' "${killers[@]}" | sort -u)
         for t in "${distinct[@]}"; do
-            if run_test "$t"; then
+            if run_test "$t" && grep -qE "^(PASS|SKIP) $t " "$tree/tests/$t.log"; then
                 echo "unmutated: $t passes"
             else
                 echo "unmutated: $t FAILS: its kills prove nothing"
