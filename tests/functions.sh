@@ -13,6 +13,9 @@ requires ()
 }
 
 # Remove files and run commands when the test exits, whatever the reason.
+# The cleanup runs on EXIT only: a test stopped by SIGINT or SIGTERM
+# exits 130 or 143 (and so fails), never with the status of whatever
+# command happened to finish last, which is usually 0.
 cleanup_fns=()
 cleanup_fn () { cleanup_fns+=("$*"); }
 _run_cleanup ()
@@ -24,7 +27,9 @@ _run_cleanup ()
     done
     exit $status
 }
-trap _run_cleanup EXIT INT TERM
+trap _run_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Print a message and fail.
 fail () { echo "$0: FAIL: $*" >&2; exit 1; }

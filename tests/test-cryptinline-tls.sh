@@ -11,6 +11,7 @@ psktool -u alice -p "$tmp/keys.psk" >/dev/null
 psktool -u alice -p "$tmp/wrong.psk" >/dev/null
 
 cat > "$tmp/tls.py" <<'PY'
+import errno
 import sys
 import nbd
 
@@ -25,20 +26,42 @@ def connect(tls, pskfile):
     h.connect_unix(sock)
     return h
 
+data = b"over TLS, encrypted at rest" + bytes(4096 - 27)
+
+
+def right_client():
+    """The client holding the key connects, over TLS, and reads back."""
+    h = connect(nbd.TLS_REQUIRE, psk)
+    assert h.get_tls_negotiated(), "TLS was not negotiated"
+    assert h.pread(4096, 8192) == data, "read back over TLS differs"
+    h.shutdown()
+
+
 h = connect(nbd.TLS_REQUIRE, psk)
 assert h.get_tls_negotiated(), "TLS was not negotiated"
-data = b"over TLS, encrypted at rest" + bytes(4096 - 27)
 h.pwrite(data, 8192)
 assert h.pread(4096, 8192) == data, "read back over TLS differs"
 h.shutdown()
 
-for what, tls, pskfile in [("plaintext client", nbd.TLS_DISABLE, None),
-                           ("wrong PSK", nbd.TLS_REQUIRE, wrong)]:
+# Each refusal must be the server refusing for that reason (not a dead
+# server or a wrong socket, which fail differently), and the server
+# must still serve the right client afterwards.
+for what, tls, pskfile, errnum, message in [
+        ("plaintext client", nbd.TLS_DISABLE, None, errno.ENOTSUP,
+         "server requires TLS encryption first"),
+        ("wrong PSK", nbd.TLS_REQUIRE, wrong, None, "gnutls_handshake: ")]:
     try:
         h = connect(tls, pskfile)
         h.pread(4096, 8192)
     except nbd.Error as e:
+        if message not in (e.string or "") or \
+           (errnum is not None and e.errnum != errnum):
+            sys.exit("FAIL: %s: expected a refusal (%s%s), got: %s (errno %s)"
+                     % (what, message, errnum and ", " +
+                        errno.errorcode[errnum] or "", e.string, e.errnum))
         print("refused as expected (%s): %s" % (what, e))
+        right_client()
+        print("the right client still connects after the %s" % what)
         continue
     sys.exit("FAIL: the server served a %s" % what)
 PY

@@ -19,12 +19,16 @@ expect_refusal () {
     while [ "$1" != -- ]; do args+=("$1"); shift; done
     shift
     attach=("$@")
-    if nbdkit -U - "${args[@]}" \
+    local status=0
+    nbdkit -U - "${args[@]}" \
            --run "timeout 60 nbdzone attach \"\$uri\" ${attach[*]}" \
-           2>"$tmp/err"; then
-        fail "attach succeeded with ${args[*]} ${attach[*]}"
-    fi
+           2>"$tmp/err" || status=$?
     cat "$tmp/err"
+    # Status 1, nothing else: a timeout (124) or a crash (139) after the
+    # line is not a clean refusal.
+    [ $status -ne 0 ] || fail "attach succeeded with ${args[*]} ${attach[*]}"
+    [ $status -eq 1 ] ||
+        fail "attach with ${args[*]} ${attach[*]}: exit status $status, expected 1"
     grep -v '^nbdkit:' "$tmp/err" > "$tmp/ours" || :
     [ "$(wc -l < "$tmp/ours")" -eq 1 ] || fail "not one line: $(cat "$tmp/ours")"
     grep -qF -e "$msg" "$tmp/ours" || fail "expected \"$msg\""
@@ -65,12 +69,18 @@ for mode in --foreground ""; do
         zbd emulate=memory size=8M zone-size=1M conventional-zones=1 -- $mode
     grep -qF "cannot attach nbd+unix:" "$tmp/ours" || fail "no URI in the message"
 done
-# The same check guards detach.
-if NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" nbdzone detach /dev/ublkb0 2>"$tmp/err"; then
-    fail "detach succeeded without ublk"
-fi
+# The same check guards detach: status 1 and one line.
+status=0
+NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" nbdzone detach /dev/ublkb0 \
+    2>"$tmp/err" || status=$?
 cat "$tmp/err"
+[ $status -ne 0 ] || fail "detach succeeded without ublk"
+[ $status -eq 1 ] || fail "detach without ublk: exit status $status, expected 1"
+[ "$(wc -l < "$tmp/err")" -eq 1 ] || fail "detach without ublk: not one line"
 grep -qF "cannot detach /dev/ublkb0: " "$tmp/err" || fail "detach message"
-if nbdzone detach /dev/sda 2>"$tmp/err"; then fail "detach /dev/sda"; fi
+status=0
+nbdzone detach /dev/sda 2>"$tmp/err" || status=$?
+[ $status -eq 1 ] || fail "detach /dev/sda: exit status $status, expected 1"
+[ "$(wc -l < "$tmp/err")" -eq 1 ] || fail "detach /dev/sda: not one line: $(cat "$tmp/err")"
 grep -qF '"/dev/sda" is not a ublk device (use /dev/ublkbN)' "$tmp/err" ||
     fail "detach of a non-ublk device: $(cat "$tmp/err")"

@@ -42,15 +42,20 @@ nbdkit -U - zbd emulate="$img" \
 nbdkit -U - zbd emulate="$img" $geom --run true \
     || fail "matching geometry refused"
 
-# Every refusal is one clear line and a non-zero exit before serving.
+# Every refusal is one clear line and exit status 1 before serving (a
+# timeout, 124, or a crash, 139, after the line is not a clean refusal).
 refused ()
 {
     local what="$1" expect="$2"; shift 2
-    if nbdkit -U - "$@" --run true 2>"$tmp/err"; then
-        fail "$what: nbdkit served anyway"
-    fi
+    local status=0
+    timeout 30 nbdkit -U - "$@" --run true 2>"$tmp/err" || status=$?
+    [ $status -ne 0 ] || fail "$what: nbdkit served anyway"
+    [ $status -eq 1 ] || {
+        cat "$tmp/err"; fail "$what: exit status $status, expected 1"; }
     grep -qF -- "$expect" "$tmp/err" || {
         cat "$tmp/err"; fail "$what: no message \"$expect\""; }
+    [ "$(grep -c error "$tmp/err")" -eq 1 ] || {
+        cat "$tmp/err"; fail "$what: expected exactly one error line"; }
     echo "refused ($what): $(grep error "$tmp/err" | head -1)"
 }
 refused "geometry mismatch" \

@@ -424,6 +424,12 @@ test_reorder (void)
   CHECK (dev.violations == 0, "the device saw a write off its WP");
   CHECK (dev.max_inflight[3] == 1, "%d writes of one zone at the device",
          dev.max_inflight[3]);
+  /* Each waiting write is woken when the WP reaches it, not when its
+   * timeout (2 s) lets it look again.
+   */
+  CHECK (j[3].ended - j[0].started < 1.0, "the reordered writes ended "
+         "%.2fs after the gap was filled: waiting writes were not woken",
+         j[3].ended - j[0].started);
 }
 
 static void

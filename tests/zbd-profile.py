@@ -191,9 +191,19 @@ if not key:
     h.zero(8192, z5)
     check(wp(h, z5, CAP) == z5 + 8192, "write-zeroes at WP writes zeros")
     expect_error(lambda: h.zero(4096, z5), errno.EIO, "zeroes below WP")
-    # Misaligned requests are refused, never read-modify-written.
+    # Misaligned requests are refused by the plugin, never
+    # read-modify-written.  libnbd's strict mode would refuse them before
+    # sending; turn that off for this one request, so that the plugin's
+    # own check is what answers (its log line is checked by
+    # zbd-profile.sh), and the WP must not have moved.
+    strict = h.get_strict_mode()
+    h.set_strict_mode(strict & ~nbd.STRICT_ALIGN)
     expect_error(lambda: h.pwrite(bytes(100), z5 + 8192), errno.EINVAL,
                  "misaligned write")
+    expect_error(lambda: h.pwrite(bytes(4096), z5 + 8192 + 256),
+                 errno.EINVAL, "write at a misaligned offset")
+    h.set_strict_mode(strict)
+    check(wp(h, z5, CAP) == z5 + 8192, "a refused misaligned write moved the WP")
     h.zero(8192, ZS)                          # conventional: zeros
     check(h.pread(8192, ZS) == bytes(8192), "zeroes in a conventional zone")
 

@@ -1,19 +1,27 @@
 # A write stream for the restart and crash tests, and its checker.
 #
-#   zbd-stream.py write URI LOG [ZONES]   write zones round robin, flush
-#                                         every few writes, log progress
-#   zbd-stream.py check URI LOG           check the export against LOG
+#   zbd-stream.py write URI LOG [ZONES] [--until-killed]
+#                          write ZONES zones round robin up to their
+#                          capacity, flush every few writes, log progress
+#   zbd-stream.py check URI LOG   check the export against LOG
+#
+# The writer fails on any error: a write refused before the zone's
+# capacity (ENOSPC, EIO) is a bug, not the end of the stream.  Only with
+# --until-killed (the crash test, which kills the server under it) is a
+# lost connection the expected end; an error reply still fails.
 #
 # The log has one line per event, synced before the next request:
 #   sent OFFSET LENGTH     a write is about to be sent
 #   flushed Z:WP ...       a flush completed; the WPs it covers
+#   complete Z:WP ...      every zone was written to its capacity, flushed
 # After a crash, for every zone: WP >= the last flushed WP, WP <= the
-# end of the last write sent, and [start, WP) holds exactly the data.
+# end of the last write sent, and [start, WP) holds exactly the data; a
+# zone the log says complete must be full to its capacity.
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zbd_helpers import check, connect, geometry, pattern, wp  # noqa: E402
+from zbd_helpers import check, connect, fail, geometry, pattern, wp  # noqa: E402
 import nbd  # noqa: E402
 
 
@@ -32,11 +40,12 @@ def seq_zones(g, nzones):
     return [z for z in range(g["zones"]) if z not in conv][:nzones]
 
 
-def write(uri, logpath, nzones):
+def write(uri, logpath, nzones, until_killed):
     h = connect(uri)
     g = geometry(h)
     zs, cap = g["zone-size"], g["zone-capacity"]
     zones = seq_zones(g, nzones)
+    check(len(zones) == nzones, "only %d sequential zones" % len(zones))
     pos = {z: z * zs for z in zones}
     sizes = [4096, 8192, 16384, 65536]
     n = 0
@@ -56,10 +65,18 @@ def write(uri, logpath, nzones):
                         h.flush()
                         log_line(f, "flushed " + " ".join(
                             "%d:%d" % (z2, pos[z2]) for z2 in zones))
+            h.flush()
         except nbd.Error as e:
-            print("zbd-stream: stream stopped: %s" % e)
-            return
-    h.flush()
+            # A killed server: the connection is gone (the handle is
+            # dead).  An error reply leaves it alive: that is a failure.
+            if until_killed and h.aio_is_dead():
+                print("zbd-stream: connection lost after %d writes: %s" %
+                      (n, e))
+                return
+            fail("write stream: %s after %d writes (zones at %s)" %
+                 (e, n, " ".join("%d:%d" % (z, pos[z]) for z in zones)))
+        log_line(f, "complete " + " ".join("%d:%d" % (z, pos[z])
+                                           for z in zones))
     print("zbd-stream: %d writes, all zones full" % n)
 
 
@@ -74,10 +91,14 @@ def check_log(uri, logpath):
             off, ln = int(w[1]), int(w[2])
             z = off // zs
             sent[z] = max(sent.get(z, z * zs), off + ln)
-        elif w and w[0] == "flushed":
+        elif w and w[0] in ("flushed", "complete"):
             for item in w[1:]:
                 z, p = item.split(":")
                 flushed[int(z)] = int(p)
+                if w[0] == "complete":
+                    check(int(p) == int(z) * zs + cap,
+                          "zone %s: the log says complete at %s, not at "
+                          "its capacity end %d" % (z, p, int(z) * zs + cap))
     check(sent, "the log records no writes")
     for z in sorted(sent):
         p = wp(h, z * zs, cap)
@@ -95,7 +116,8 @@ def check_log(uri, logpath):
 
 
 if sys.argv[1] == "write":
-    write(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4
-          else 4)
+    args = [a for a in sys.argv[2:] if a != "--until-killed"]
+    write(args[0], args[1], int(args[2]) if len(args) > 2 else 4,
+          "--until-killed" in sys.argv)
 else:
     check_log(sys.argv[2], sys.argv[3])

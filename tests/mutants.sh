@@ -1,0 +1,160 @@
+# shellcheck shell=bash
+# The mutants of "make check-mutants" (run by check-mutants.sh).
+#
+# Each mutant breaks one promise of the product with a minimal source
+# change, and names the tests that must notice (fastest first: the run
+# stops at the first test that fails).  One line each:
+#
+#   mutant NAME FILE LINES SED-EXPRESSION PROMISE TEST...
+#
+# LINES is how many lines the expression must change: an anchor that
+# matches nowhere, or more often than that, means the code moved, and
+# the mutant fails the suite until it is brought up to date (never
+# skipped).  Keep anchors short, on the line that carries the promise.
+#
+# What only the VM can show (make check-vm) has no mutant here: the
+# libzbd backend (plugin/device.c: O_DIRECT bounce buffers, zone
+# reports and resets of a real device, the re-read after an I/O error
+# on it), dm-crypt reading what the filter wrote, the kernel NBD client,
+# and nbdzone attach's ublk device (zone append, the WP re-read after
+# an error, the kernel's zone resource errors).
+
+# ---- The write gate (plugin/gate.c) ----------------------------------
+mutant gate-runs-ahead plugin/gate.c 1 \
+    's/if (e || (offset == z->wp \&\& !z->busy))/if (e || !z->busy)/' \
+    "a write ahead of the WP waits for the gap; the device sees writes only at its WP" \
+    test-zbd-gate-unit test-zbd-ordering.sh
+mutant gate-below-wp-waits plugin/gate.c 1 \
+    's/^  if (offset < z->wp) {$/  if (0) {/' \
+    "a write below the WP fails at once with EIO and a log line" \
+    test-zbd-gate-unit
+mutant gate-capacity-off-by-one plugin/gate.c 1 \
+    's/offset + n > zone_cap_end (z)) {/offset + n >= zone_cap_end (z)) {/' \
+    "a zone takes writes up to its capacity, ENOSPC only past it" \
+    test-zbd-gate-unit test-zbd-file.sh test-zbd-profile-memory.sh
+mutant gate-timeout-counts-queueing plugin/gate.c 1 \
+    's/deadline = before (&arrived, &z->idle_since) ? z->idle_since : arrived;/deadline = arrived;/' \
+    "the reorder timeout measures lack of progress, not queueing behind a slow device" \
+    test-zbd-gate-unit test-zbd-slow.sh
+mutant gate-no-wake plugin/gate.c 1 \
+    's/if (all || w->offset <= z->wp)/if (all)/' \
+    "a write waiting for its turn is woken as soon as the WP reaches it" \
+    test-zbd-gate-unit test-zbd-ordering.sh
+mutant gate-reset-no-wait plugin/gate.c 1 \
+    's/^  claim (t, z);$/  z->busy = true; (void) claim;/' \
+    "a reset (or finish) waits for the zone's write in flight" \
+    test-zbd-gate-unit
+mutant gate-no-requery plugin/gate.c 1 \
+    '/^zt_write (/,/^}/s/^    requery_claimed (t, z);$/    (void) 0;/' \
+    "after a failed write the zone is re-read from the device" \
+    test-zbd-gate-unit
+
+# ---- The plugin (plugin/zbd.c) and the image backend ------------------
+mutant plugin-no-align-check plugin/zbd.c 1 \
+    's/if ((offset | count) & (disk.block_size - 1)) {/if (0) {/' \
+    "a misaligned request gets EINVAL and a log line, never a read-modify-write" \
+    test-zbd-profile-memory.sh
+mutant plugin-fua-ignored plugin/zbd.c 1 \
+    's/return NBDKIT_FUA_EMULATE;/return NBDKIT_FUA_NATIVE;/' \
+    "a FUA write is durable with its WP when acknowledged" \
+    test-zbd-flush-order.sh test-zbd-powercut.sh
+mutant plugin-partial-trim-resets plugin/zbd.c 1 \
+    's/if (!z->conventional && offset == z->start && zone_end (z) <= end) {/if (!z->conventional) {/' \
+    "only a trim of a whole zone resets it; a partial trim is a no-op" \
+    test-zbd-profile-memory.sh
+mutant image-no-data-sync plugin/emulate.c 1 \
+    '/zt_copy_wps (ZT, w);/,/fdatasync/s/fdatasync (image_fd ()) == -1/0/' \
+    "the image's data is durable before the zone table that covers it" \
+    test-zbd-flush-order.sh test-zbd-powercut.sh
+mutant image-reset-table-late plugin/emulate.c 1 \
+    's/if (persist_zone_wp (z, z->start) == -1)/if (0)/' \
+    "a reset is durable in the zone table before the zone's data is discarded" \
+    test-zbd-flush-order.sh test-zbd-powercut.sh
+
+# ---- AES-XTS (common/xts.c) -------------------------------------------
+mutant xts-tweak-crypt-sectors common/xts.c 1 \
+    's|offset / 512 + fmt->iv_offset|offset / fmt->sector_size + fmt->iv_offset|' \
+    "the XTS tweak is the 512-byte sector number (dm-crypt aes-xts-plain64)" \
+    test-xts-kat test-zbd-profile-file-filter.sh test-cryptinline-interop.sh
+mutant xts-iv-large-ignored common/xts.c 1 \
+    's/if (fmt->iv_large_sectors && fmt->sector_size > 512)/if (0)/' \
+    "with iv_large_sectors the tweak counts crypt sectors" \
+    test-xts-kat test-cryptinline-interop.sh
+mutant xts-iv-offset-ignored common/xts.c 1 \
+    's|offset / 512 + fmt->iv_offset|offset / 512|' \
+    "the IV offset (cryptsetup --skip) is added to the tweak" \
+    test-xts-kat test-cryptinline-interop.sh
+mutant xts-iv-big-endian common/xts.c 1 \
+    's/iv\[i\] = (sector >> (8 \* i)) & 0xff;/iv[7 - i] = (sector >> (8 * i)) \& 0xff;/' \
+    "the plain64 IV is the little-endian sector number" \
+    test-xts-kat test-zbd-profile-file-filter.sh
+
+# ---- The filter (filters/cryptinline) ----------------------------------
+mutant filter-chunk-tweak filters/cryptinline/cryptinline.c 1 \
+    's/len, t->offset + start);/len, t->offset);/' \
+    "the pool encrypts each chunk at its own sector numbers: pool and inline write the same bytes" \
+    test-cryptinline-order.sh test-cryptinline-roundtrip.sh
+mutant filter-fua-dropped filters/cryptinline/cryptinline.c 1 \
+    's/return next->pwrite (next, bounce, count, offset, flags, err);/return next->pwrite (next, bounce, count, offset, flags \& ~NBDKIT_FLAG_FUA, err);/' \
+    "one write below per client write, with the same offset, length and FUA flag" \
+    test-cryptinline-order.sh
+mutant filter-zero-chunks-no-fua filters/cryptinline/cryptinline.c 1 \
+    's/^  flags &= NBDKIT_FLAG_FUA;$/  flags = 0;/' \
+    "write-zeroes with FUA is durable: FUA on every chunk written below" \
+    test-cryptinline-order.sh
+mutant filter-no-align-check filters/cryptinline/cryptinline.c 1 \
+    's/if (count % fmt.sector_size == 0 && offset % fmt.sector_size == 0)/if (1)/' \
+    "a request not aligned to the crypt sector gets EINVAL, never a read-modify-write" \
+    test-cryptinline-zero.sh test-cryptinline-roundtrip.sh
+mutant filter-unwritten-decrypted filters/cryptinline/cryptinline.c 1 \
+    '/^decrypt_read (/,/^}/s/if (e.type & NBDKIT_EXTENT_ZERO) {/if (0) {/' \
+    "what the layer below reports unwritten reads as zeros, not decrypted garbage" \
+    test-cryptinline-extents.sh test-cryptinline-zero.sh test-zbd-profile-memory-filter.sh
+
+# ---- LUKS (filters/cryptinline/luks.c) ---------------------------------
+mutant luks-digest-not-compared filters/cryptinline/luks.c 1 \
+    's/if (same_bytes (check, d->value, d->len)) {/if (1 || same_bytes (check, d->value, d->len)) {/' \
+    "a wrong passphrase is refused: the volume key must match the header's digest" \
+    test-cryptinline-luks.sh test-cryptinline-luks-refuse.sh
+mutant luks-header-checksum-ignored filters/cryptinline/luks.c 1 \
+    's/ok = memcmp (gcry_md_read (md, algo), stored, dlen) == 0;/ok = true;/' \
+    "a LUKS2 header copy with a wrong checksum is not used" \
+    test-cryptinline-luks-refuse.sh
+
+# ---- Key memory (common/keymem.c) --------------------------------------
+mutant keymem-never-locked common/keymem.c 1 \
+    's/if (mlock (p, size) == 0)/if (0)/' \
+    "key memory is locked where memory can be locked" \
+    test-keymem test-cryptinline-keymem.sh
+mutant keymem-not-relocked-after-fork common/keymem.c 1 \
+    's/if (lock_state == LOCK_WORKS && mlock (c->base, c->size) == -1)/if (0)/' \
+    "key memory is locked again in the child of a fork (the serving process)" \
+    test-keymem test-cryptinline-keymem.sh
+mutant keymem-in-core-dumps common/keymem.c 1 \
+    's/^  (void) madvise (p, size, MADV_DONTDUMP);$/  ;/' \
+    "key memory is left out of core dumps" \
+    test-keymem test-cryptinline-keymem.sh
+
+# ---- nbdzone, host side (tools/) ---------------------------------------
+mutant nbdzone-report-wp tools/zone-report.c 1 \
+    's/s->wp\[z - s->first\] = s->pos;/s->wp[z - s->first] = start;/' \
+    "nbdzone report shows each zone's WP (from block status)" \
+    test-nbdzone.sh
+mutant nbdzone-report-full tools/zone-report.c 1 \
+    's/else if (wp >= start + cap)/else if (wp > start + cap)/' \
+    "a zone written to its capacity is reported full" \
+    test-nbdzone.sh
+mutant nbdzone-finish-short tools/nbdzone.c 1 \
+    's/nbd_zero (d->nbd, end - wp, wp, 0)/nbd_zero (d->nbd, end - wp - 512, wp, 0)/' \
+    "nbdzone finish makes the zone full" \
+    test-nbdzone.sh
+mutant attach-zone-size-check tools/ublk-server.c 1 \
+    's/if (!is_pow2 (l->g.zone_size) || l->g.zone_size % 512) {/if (0) {/' \
+    "nbdzone attach refuses, in one line, a zone size a zoned ublk device cannot have" \
+    test-nbdzone-attach.sh
+
+# ---- The demo (make serve) ---------------------------------------------
+mutant demo-plaintext serve-demo 2 \
+    's/--filter=cryptinline //; s/ *crypt-key-file="\$key"//' \
+    "make serve encrypts: no plaintext reaches the demo image" \
+    test-zbd-demo.sh
