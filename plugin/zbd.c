@@ -245,9 +245,16 @@ start_table (void)
 /* ---------------------------------------------------------------- */
 /* nbdkit callbacks */
 
+/* Save what every writer was acknowledged, as a drive does when it is
+ * shut down in order: on the image, the write pointers of writes no
+ * flush covered yet (see save_on_stop below).
+ */
+static void save_on_stop (const char *when);
+
 static void
 zbd_unload (void)
 {
+  save_on_stop ("at unload");
   free (description);
   emulate_unload ();
   zt_free (table);
@@ -388,6 +395,27 @@ zbd_dump_plugin (void)
 
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static int handle_rw, handle_ro;
+/* Writable connections open now, and whether there ever was one
+ * (under open_lock).
+ */
+static unsigned nr_writers;
+static bool had_writer;
+
+/* An orderly stop (the last writer gone, or nbdkit unloading the
+ * plugin) keeps every acknowledged write: the backend's flush makes the
+ * data and, on the image, the write pointers durable.  A power cut
+ * still keeps only what was flushed.
+ */
+static void
+save_on_stop (const char *when)
+{
+  if (!backend || !had_writer)
+    return;
+  if (backend->flush () == -1)
+    nbdkit_error ("could not save the zone state %s: writes acknowledged "
+                  "since the last flush may be missing after a restart",
+                  when);
+}
 
 static void *
 zbd_open_connection (int readonly)
@@ -403,10 +431,25 @@ zbd_open_connection (int readonly)
     r = backend->open_ro ();
   else if (!readonly && backend->open_rw)
     r = backend->open_rw ();
+  if (r == 0 && !readonly) {
+    nr_writers++;
+    had_writer = true;
+  }
   pthread_mutex_unlock (&open_lock);
   if (r == -1)
     return NULL;
   return readonly ? &handle_ro : &handle_rw;
+}
+
+static void
+zbd_close (void *handle)
+{
+  if (handle != &handle_rw)
+    return;
+  pthread_mutex_lock (&open_lock);
+  if (--nr_writers == 0)
+    save_on_stop ("when the last writer disconnected");
+  pthread_mutex_unlock (&open_lock);
 }
 
 static int64_t
@@ -723,6 +766,7 @@ static struct nbdkit_plugin plugin = {
   .get_ready          = zbd_get_ready,
   .dump_plugin        = zbd_dump_plugin,
   .open               = zbd_open_connection,
+  .close              = zbd_close,
   .get_size           = zbd_get_size,
   .export_description = zbd_export_description,
   .block_size         = zbd_block_size,

@@ -24,6 +24,7 @@ ZBD_TESTS = \
 	test-zbd-nbdcopy.sh \
 	test-zbd-threads.sh \
 	test-zbd-flush-order.sh \
+	test-zbd-clean-stop.sh \
 	$(NULL)
 
 TESTS += $(ZBD_TESTS)
