@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -51,6 +52,7 @@
 
 #include "zbd-internal.h"
 #include "image-format.h"
+#include "holder.h"
 
 /* Set by open_memory_backend / open_file. */
 static const struct zbd_params *params;
@@ -355,6 +357,37 @@ file_discard (uint64_t n, uint64_t off)
 }
 
 static int create_image (void);
+
+/* One server per image: each keeps its own zone table, so two would
+ * overwrite each other's and lose flushed writes.  A server that may
+ * write holds the image exclusively from its start, a read-only one
+ * (nbdkit -r) shares it with other read-only ones.  The lock is on the
+ * descriptor opened at start, which stays open (and is inherited
+ * across nbdkit's fork into the background).
+ */
+static int
+lock_image (int fd)
+{
+  char who[128];
+
+  if (flock (fd, (params->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
+    return 0;
+  if (errno != EWOULDBLOCK) {
+    nbdkit_error ("emulate=%s: cannot lock the image: %m; refusing to serve "
+                  "it unlocked, where a second server could overwrite it",
+                  params->emulate);
+    return -1;
+  }
+  holder_describe (fd, who, sizeof who);
+  nbdkit_error ("emulate=%s: the image is in use by another server (%s)%s; "
+                "stop that one first", params->emulate, who,
+                params->readonly
+                ? ", which may write to it: read-only servers share an "
+                "image only with each other"
+                : ": two servers on one image overwrite each other's zone "
+                "table and lose flushed writes");
+  return -1;
+}
 
 /* The first writer opens the image for writing, or creates it.
  * Caller holds open_lock.
@@ -674,6 +707,11 @@ create_image (void)
     return -1;
   }
   __atomic_store_n (&img_fd, fd, __ATOMIC_RELEASE);
+  /* Nobody else can have it yet (O_EXCL): a server started from now on
+   * finds it held.
+   */
+  if (lock_image (fd) == -1)
+    goto err;
   if (ftruncate (fd, size) == -1) {
     nbdkit_error ("emulate=%s: cannot size the image to %" PRIu64
                   " bytes: %m", params->emulate, size);
@@ -720,6 +758,8 @@ open_image (void)
                   "file (created if absent) or \"memory\"", params->emulate);
     return -1;
   }
+  if (lock_image (img_fd) == -1)
+    return -1;
   memset (h, 0, sizeof h);
   if (full_pread (img_fd, h, st.st_size < IMG_HEADER_SIZE ? st.st_size
                   : IMG_HEADER_SIZE, 0) == -1) {

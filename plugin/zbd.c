@@ -30,6 +30,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -169,6 +170,78 @@ full_pwrite (int fd, const void *buf, size_t n, off_t off)
     p += r; n -= r; off += r;
   }
   return 0;
+}
+
+/* Does nbdkit's command line (argv joined by NULs, as in
+ * /proc/self/cmdline, LEN bytes) ask for a read-only server (-r,
+ * --readonly, --read-only, or r in a cluster of short options)?  The
+ * plugin API does not say before the first connection, and the lock
+ * on the image or drive is taken at start.  The options are read as
+ * nbdkit does up to the plugin name (the first argument that is not an
+ * option or an option's value), so a value such as "-U -r" is not
+ * mistaken for the option.  When in doubt, not read-only: the server
+ * then holds the image alone, which refuses a second reader, never
+ * lets a second writer in.
+ */
+bool
+nbdkit_readonly_in (const char *cmdline, size_t len)
+{
+  /* nbdkit's options that take a separate value. */
+  static const char *const long_value[] = {
+    "--debug", "--exportname", "--export-name", "--filter", "--group",
+    "--ipaddr", "--log", "--mask-handshake", "--pidfile", "--port",
+    "--run", "--selinux-label", "--threads", "--tls", "--tls-certificates",
+    "--tls-psk", "--unix", "--user", "--vsock", NULL,
+  };
+  const char *short_value = "DeGiPptUu";
+  const char *p = cmdline, *end = cmdline + len;
+  bool value_next = false;
+  size_t i;
+
+  if (p < end)
+    p += strnlen (p, end - p) + 1;      /* argv[0] */
+  for (; p < end; p += strnlen (p, end - p) + 1) {
+    if (value_next) {
+      value_next = false;
+      continue;
+    }
+    if (strcmp (p, "--") == 0 || p[0] != '-' || p[1] == '\0')
+      return false;             /* the plugin name: options end */
+    if (strcmp (p, "--readonly") == 0 || strcmp (p, "--read-only") == 0)
+      return true;
+    if (p[1] == '-') {
+      for (i = 0; long_value[i]; i++)
+        if (strcmp (p, long_value[i]) == 0)
+          value_next = true;
+      continue;
+    }
+    for (i = 1; p[i]; i++) {
+      if (p[i] == 'r')
+        return true;
+      if (strchr (short_value, p[i])) {
+        value_next = p[i + 1] == '\0';
+        break;
+      }
+    }
+  }
+  return false;
+}
+
+/* Read /proc/self/cmdline for nbdkit_readonly_in. */
+static bool
+server_is_readonly (void)
+{
+  char buf[65536];
+  size_t n = 0;
+  ssize_t r;
+  int fd = open ("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+
+  if (fd == -1)
+    return false;
+  while (n < sizeof buf && (r = read (fd, buf + n, sizeof buf - n)) > 0)
+    n += r;
+  close (fd);
+  return nbdkit_readonly_in (buf, n);
 }
 
 /* ---------------------------------------------------------------- */
@@ -363,6 +436,7 @@ zbd_get_ready (void)
 {
   int r;
 
+  params.readonly = server_is_readonly ();
   if (params.device_path)
     r = open_device (&params, &disk, &backend);
   else if (strcmp (params.emulate, "memory") == 0)

@@ -25,6 +25,7 @@ ZBD_TESTS = \
 	test-zbd-threads.sh \
 	test-zbd-flush-order.sh \
 	test-zbd-clean-stop.sh \
+	test-zbd-one-server.sh \
 	$(NULL)
 
 TESTS += $(ZBD_TESTS)

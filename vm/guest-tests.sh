@@ -100,6 +100,17 @@ start_nbdkit ()
         sleep 0.1
     done
 }
+# gone PID: wait (at most 10 s) until process PID has exited, so that the
+# drive it held (a lock, an exclusive open) is free for the next server.
+# A zombie has closed its descriptors already: it counts as gone.
+gone ()
+{
+    local i=0
+    while [ -e /proc/$1 ] && ! grep -q '^State:.*Z' /proc/$1/status 2>/dev/null &&
+            [ $i -lt 100 ]; do
+        i=$((i + 1)); sleep 0.1
+    done
+}
 uri () { echo "nbd+unix:///?socket=$W/$1.sock"; }
 stop_nbdkit ()
 {
@@ -771,6 +782,7 @@ case_crash ()
         sleep 0.1
     done
     kill -9 "$(cat $W/srv.pid)"
+    gone "$(cat $W/srv.pid)"
     wait $! || :
     rm -f $W/srv.pid
     flushed=$(sed -n 's/^flushed //p' $W/stream.out | tail -n 1)
@@ -997,6 +1009,50 @@ case_reopen_device ()
         die "the write went to the device now at the path (nullb1)"
 }
 
+# One server per drive: a second server on a drive in use is refused at
+# start, naming the first; once the first has a writer it holds the
+# drive with O_EXCL, so programs that open it exclusively (blkdiscard)
+# are refused too; and a drive someone else holds exclusively (here a
+# device-mapper table) is refused at start to a server that may write,
+# while a read-only one still serves it.
+case_one_server ()
+{
+    local dev=nullb0 zs start sectors pid
+    zs=$(zone_bytes $dev)
+    start=$(( $(first_seq_zone $dev) * zs ))
+    need_product
+    start_nbdkit srv $PLUGIN device=/dev/$dev
+    pid=$(cat $W/srv.pid)
+    if timeout 30 nbdkit -U $W/two.sock $PLUGIN device=/dev/$dev --run true 2> $W/two.err; then
+        die "a second server started on a drive in use"
+    fi
+    cat $W/two.err
+    grep -q "device=/dev/$dev: the drive is in use by another server (process $pid, nbdkit)" $W/two.err ||
+        die "the refusal does not name the first server"
+    $CLIENT write "$(uri srv)" $start 65536 96 || die "write"
+    if timeout 30 blkdiscard -o $((start + zs)) -l $zs /dev/$dev 2> $W/discard.err; then
+        die "blkdiscard opened the drive exclusively while a server writes to it"
+    fi
+    cat $W/discard.err
+    grep -q "Device or resource busy" $W/discard.err ||
+        die "blkdiscard failed, but not because the drive was busy"
+    assert_zone $dev $((start / zs)) 65536
+    stop_nbdkit srv
+
+    sectors=$(blockdev --getsz /dev/$dev) || die "blockdev --getsz"
+    dmsetup create zt-hold --table "0 $sectors linear /dev/$dev 0" || die "dmsetup create"
+    if timeout 30 nbdkit -U $W/two.sock $PLUGIN device=/dev/$dev --run true 2> $W/two.err; then
+        die "a server that may write started on a drive device-mapper holds"
+    fi
+    cat $W/two.err
+    grep -q "device=/dev/$dev: the drive is in exclusive use (O_EXCL) (no process has it open: mounted, or held by device-mapper or md, see /sys/block/$dev/holders)" $W/two.err ||
+        die "the refusal does not say that the drive is held exclusively"
+    start_nbdkit ro -r $PLUGIN device=/dev/$dev
+    $CLIENT verify "$(uri ro)" $start 65536 96 || die "a read-only server cannot read a held drive"
+    stop_nbdkit ro
+    dmsetup remove zt-hold || die "dmsetup remove"
+}
+
 # Write zeroes from the WP to the zone end finishes the zone: full on
 # the device, zeros read back above the old WP.
 case_zeroes_finish ()
@@ -1103,6 +1159,9 @@ cleanup_case ()
     for p in $W/*.pid; do
         [ -s "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null
     done
+    for p in $W/*.pid; do
+        [ -s "$p" ] && gone "$(cat "$p")"
+    done
     [ -e /sys/block/nbd0/pid ] && timeout 30 nbd-client -d /dev/nbd0 >/dev/null 2>&1
     timeout 30 dmsetup remove_all >/dev/null 2>&1
     rm -rf $W
@@ -1194,6 +1253,7 @@ run 120 "slow device: in-order pipelined writes beat the gate's timeout" case_sl
 run 120 "read-only and offline zones" case_zone_states
 run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
 run 60 "reopening for writing keeps the device" case_reopen_device
+run 120 "one server per drive: lock, O_EXCL, a held drive refused" case_one_server
 for dev in $ZONED_DEVICES; do
     run 180 "$dev: write zeroes to the zone end finishes it, zeros read back" case_zeroes_finish $dev
 done
