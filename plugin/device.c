@@ -308,11 +308,7 @@ dev_finish (const struct zone *z)
 static int
 dev_flush (void)
 {
-  if (fdatasync (cur_fd ()) == -1) {
-    nbdkit_error ("device=%s: flush: %m", params->device_path);
-    return -1;
-  }
-  return 0;
+  return durable_sync (cur_fd (), "device", params->device_path);
 }
 
 /* The device's own view of the zone at START, after an error; called
@@ -617,7 +613,7 @@ open_device (const struct zbd_params *p, struct zbd_disk *d,
 {
   nbdkit_error ("device=%s: this zbd plugin was built without libzbd, so it "
                 "cannot serve real zoned devices; use emulate=FILE|memory",
-                params->device_path);
+                p->device_path);
   return -1;
 }
 

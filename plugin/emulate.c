@@ -255,7 +255,7 @@ write_table (const uint64_t *w)
   free (rel);
   if (full_pwrite (image_fd (), s, used,
                    IMG_FIRST_SLOT + (seq & 1) * img_geom.slot_size) == -1 ||
-      fdatasync (image_fd ()) == -1)
+      durable_sync (image_fd (), "emulate", params->emulate) == -1)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", params->emulate);
   else {
     img_seq = seq;
@@ -282,8 +282,7 @@ persist_locked (void)
   }
   zt_copy_wps (ZT, w);
 
-  if (fdatasync (image_fd ()) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
+  if (durable_sync (image_fd (), "emulate", params->emulate) == -1) {
     free (w);
     return -1;
   }
@@ -492,10 +491,8 @@ file_zone_finish (const struct zone *z)
   /* The discard and the zone's data below the WP (a zone filled by
    * writes that no flush covered yet), durable before the table.
    */
-  if (fdatasync (image_fd ()) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
+  if (durable_sync (image_fd (), "emulate", params->emulate) == -1)
     return -1;
-  }
   return persist_zone_wp (z, zone_cap_end (z));
 }
 

@@ -61,6 +61,11 @@ struct backend {
 
 /* zbd.c */
 extern bool nbdkit_readonly_in (const char *cmdline, size_t len);
+/* fdatasync FD, latching the first failure (then EIO until restart);
+ * KEY=PATH names the image or device in the one log line.
+ */
+extern int durable_sync (int fd, const char *key, const char *path);
+extern bool sync_latched (void);
 extern int full_pread (int fd, void *buf, size_t n, off_t off);
 extern int full_pwrite (int fd, const void *buf, size_t n, off_t off);
 

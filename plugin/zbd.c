@@ -68,6 +68,13 @@ NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
  */
 NBDKIT_DLL_PUBLIC int zbd_debug_write_delay_ms = 0;
 
+/* -D zbd.fail_sync=N: the Nth data sync (fdatasync of the image or
+ * the device, counted from start) fails with EIO, as when writeback
+ * failed, and only that one, as Linux reports a writeback error once;
+ * for tests.
+ */
+NBDKIT_DLL_PUBLIC int zbd_debug_fail_sync = 0;
+
 static struct zbd_disk disk = { .block_size = 512, .phys_block_size = 4096 };
 static struct zone_table *const table = &disk.table;
 static const struct backend *backend;
@@ -242,6 +249,67 @@ server_is_readonly (void)
     n += r;
   close (fd);
   return nbdkit_readonly_in (buf, n);
+}
+
+/* Set by the first failed sync, never cleared (see durable_sync). */
+static bool sync_failed;
+
+bool
+sync_latched (void)
+{
+  return __atomic_load_n (&sync_failed, __ATOMIC_ACQUIRE);
+}
+
+/* Every data sync of the plugin (flushes, and the image's zone table
+ * and zone operations) goes through here.  After a failed fdatasync,
+ * Linux marks the pages that did not reach the disk clean and reports
+ * the failure once: the next fdatasync succeeds, and a zone table
+ * written after it would durably claim data that is lost.  So the
+ * first failure latches: from then on every sync, write, zone
+ * operation and flush fails with EIO until nbdkit is restarted (reads
+ * still work).  It is logged once; the refusals after it only at
+ * debug level.
+ */
+int
+durable_sync (int fd, const char *key, const char *path)
+{
+  static int count;
+  int e;
+
+  if (sync_latched ()) {
+    errno = EIO;
+    return -1;
+  }
+  if (zbd_debug_fail_sync > 0 &&
+      __atomic_add_fetch (&count, 1, __ATOMIC_SEQ_CST) == zbd_debug_fail_sync) {
+    errno = EIO;
+    e = -1;
+  }
+  else
+    e = fdatasync (fd);
+  if (e == 0)
+    return 0;
+  e = errno;
+  if (!__atomic_exchange_n (&sync_failed, true, __ATOMIC_ACQ_REL))
+    nbdkit_error ("%s=%s: fdatasync failed (%s): data written since the last "
+                  "flush may not be on the disk, and the kernel reports "
+                  "that only once; so every write and flush now fails with "
+                  "EIO until nbdkit is restarted (reads still work).  Check "
+                  "the disk and the kernel log before restarting",
+                  key, path, strerror (e));
+  errno = EIO;
+  return -1;
+}
+
+/* Refuse a request that would change the disk after a failed sync. */
+static int
+check_latch (const char *what)
+{
+  if (!sync_latched ())
+    return 0;
+  nbdkit_debug ("%s refused: a sync failed earlier (EIO until restart)", what);
+  errno = EIO;
+  return -1;
 }
 
 /* ---------------------------------------------------------------- */
@@ -679,7 +747,8 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
 {
   const char *p = buf;
 
-  if (check_aligned ("write", count, offset) == -1)
+  if (check_aligned ("write", count, offset) == -1 ||
+      check_latch ("write") == -1)
     return -1;
   /* A write spanning zones is split; the parts pass their gates in
    * ascending order, each after the previous one completed.
@@ -701,6 +770,8 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
 static int
 zbd_flush (void *handle, uint32_t flags)
 {
+  if (check_latch ("flush") == -1)
+    return -1;
   return backend->flush ();
 }
 
@@ -738,6 +809,8 @@ zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   bool changed = false;
   int r = 0;
 
+  if (check_latch ("trim") == -1)
+    return -1;
   zone_ops_begin ();
   while (offset < end && r == 0) {
     struct zone *z = zt_zone_of (table, offset);
@@ -774,7 +847,8 @@ zero_part (struct zone *z, uint32_t n, uint64_t offset)
 static int
 zbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  if (check_aligned ("write zeroes", count, offset) == -1)
+  if (check_aligned ("write zeroes", count, offset) == -1 ||
+      check_latch ("write zeroes") == -1)
     return -1;
   while (count > 0) {
     struct zone *z = zt_zone_of (table, offset);
