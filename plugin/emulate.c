@@ -737,6 +737,31 @@ create_image (void)
   return -1;
 }
 
+/* What a file that is not an image is, for the message. */
+static const char *
+file_type_name (mode_t m)
+{
+  if (S_ISDIR (m)) return "a directory";
+  if (S_ISFIFO (m)) return "a FIFO (named pipe)";
+  if (S_ISSOCK (m)) return "a socket";
+  if (S_ISCHR (m)) return "a character device";
+  if (S_ISBLK (m)) return "a block device (for a zoned block device use "
+                     "device=)";
+  return "neither a file nor a directory";
+}
+
+/* An image is a regular file; anything else is refused by name. */
+static int
+not_an_image (const struct stat *st)
+{
+  if (S_ISREG (st->st_mode))
+    return 0;
+  nbdkit_error ("emulate=%s: not a regular file but %s; emulate= takes an "
+                "image file (created if absent) or \"memory\"",
+                params->emulate, file_type_name (st->st_mode));
+  return -1;
+}
+
 static int
 open_image (void)
 {
@@ -745,14 +770,22 @@ open_image (void)
   char err[256];
   struct stat st;
 
-  img_fd = open (params->emulate, O_RDONLY | O_CLOEXEC);
+  /* Non-blocking: should the path name a FIFO by now (open_file
+   * checked the type before), the open must not wait for a writer.
+   */
+  img_fd = open (params->emulate, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (img_fd == -1) {
     nbdkit_error ("emulate=%s: cannot open: %m", params->emulate);
     return -1;
   }
-  if (fstat (img_fd, &st) == -1 || !S_ISREG (st.st_mode)) {
-    nbdkit_error ("emulate=%s: not a regular file; emulate= takes an image "
-                  "file (created if absent) or \"memory\"", params->emulate);
+  if (fstat (img_fd, &st) == -1) {
+    nbdkit_error ("emulate=%s: fstat: %m", params->emulate);
+    return -1;
+  }
+  if (not_an_image (&st) == -1)
+    return -1;
+  if (fcntl (img_fd, F_SETFL, 0) == -1) {
+    nbdkit_error ("emulate=%s: fcntl: %m", params->emulate);
     return -1;
   }
   if (lock_image (img_fd) == -1)
@@ -790,15 +823,21 @@ int
 open_file (const struct zbd_params *p, struct zbd_disk *d,
            const struct backend **b)
 {
+  struct stat st;
   uint64_t i;
   int r;
 
   params = p;
   disk = d;
-  if (access (params->emulate, F_OK) == 0)
-    r = open_image ();
-  else
+  /* The type first: opening a FIFO would block until a writer came. */
+  if (stat (params->emulate, &st) == 0)
+    r = not_an_image (&st) == -1 ? -1 : open_image ();
+  else if (errno == ENOENT)
     r = prepare_new_image ();
+  else {
+    nbdkit_error ("emulate=%s: %m", params->emulate);
+    r = -1;
+  }
   if (r == -1)
     return -1;
   persisted_wps = malloc (ZT->nr_zones * sizeof *persisted_wps);
