@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -37,6 +38,7 @@
 #include <nbdkit-plugin.h>
 
 #include "zbd-internal.h"
+#include "holder.h"
 
 
 #ifdef HAVE_LIBZBD
@@ -306,11 +308,7 @@ dev_finish (const struct zone *z)
 static int
 dev_flush (void)
 {
-  if (fdatasync (cur_fd ()) == -1) {
-    nbdkit_error ("device=%s: flush: %m", params->device_path);
-    return -1;
-  }
-  return 0;
+  return durable_sync (cur_fd (), "device", params->device_path);
 }
 
 /* The device's own view of the zone at START, after an error; called
@@ -369,6 +367,63 @@ same_device (int a, int b)
   return true;
 }
 
+/* Why the device cannot be had exclusively (FD open on it): who holds
+ * it, if a process can be seen, else what else can.
+ */
+static void
+in_use_error (int fd, const char *what)
+{
+  char who[128];
+  const char *base = strrchr (params->device_path, '/');
+
+  if (holder_describe (fd, who, sizeof who) == -1)
+    snprintf (who, sizeof who, "no process has it open: mounted, or held "
+              "by device-mapper or md, see /sys/block/%s/holders",
+              base ? base + 1 : params->device_path);
+  nbdkit_error ("device=%s: %s (%s); two writers on one drive lose each "
+                "other's writes; stop that one first",
+                params->device_path, what, who);
+}
+
+/* One server per drive, as for images (see lock_image in emulate.c):
+ * a lock taken at start on the descriptor opened at start, exclusive
+ * unless the server is read-only; and, for a server that may write, the
+ * kernel's exclusive claim (O_EXCL), which also keeps out filesystems,
+ * device-mapper and any other program opening the drive with O_EXCL.
+ * The claim is tried here and held from the first writer on (see
+ * dev_open_rw).
+ */
+static int
+claim_device (void)
+{
+  char self[64];
+  int fd;
+
+  if (flock (dev_ro_fd, (params->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB)
+      == -1) {
+    if (errno == EWOULDBLOCK)
+      in_use_error (dev_ro_fd, "the drive is in use by another server");
+    else
+      nbdkit_error ("device=%s: cannot lock the drive: %m",
+                    params->device_path);
+    return -1;
+  }
+  if (params->readonly)
+    return 0;
+  snprintf (self, sizeof self, "/proc/self/fd/%d", dev_ro_fd);
+  fd = open (self, O_RDONLY | O_EXCL | O_CLOEXEC);
+  if (fd == -1) {
+    if (errno == EBUSY)
+      in_use_error (dev_ro_fd, "the drive is in exclusive use (O_EXCL)");
+    else
+      nbdkit_error ("device=%s: cannot open exclusively: %m",
+                    params->device_path);
+    return -1;
+  }
+  close (fd);
+  return 0;
+}
+
 /* Reopen the device read-write through the descriptor opened at start
  * (not by its path, which may now name another disk), and check it is
  * the same device.  Called once, under the plugin's open lock.
@@ -383,10 +438,16 @@ dev_open_rw (void)
   if (dev_rw)
     return 0;
   snprintf (self, sizeof self, "/proc/self/fd/%d", dev_ro_fd);
-  fd = open (self, O_RDWR | O_DIRECT | O_CLOEXEC);
+  fd = open (self, O_RDWR | O_EXCL | O_DIRECT | O_CLOEXEC);
   if (fd == -1 && errno == EINVAL) {
     direct = false;
-    fd = open (self, O_RDWR | O_CLOEXEC);
+    fd = open (self, O_RDWR | O_EXCL | O_CLOEXEC);
+  }
+  if (fd == -1 && errno == EBUSY) {
+    in_use_error (dev_ro_fd, "the drive is in exclusive use (O_EXCL) since "
+                  "this server started; refusing to write to it");
+    errno = EIO;
+    return -1;
   }
   if (fd == -1) {
     nbdkit_error ("device=%s: cannot open for writing: %m",
@@ -502,6 +563,8 @@ open_device (const struct zbd_params *p, struct zbd_disk *d,
                   "information");
     return -1;
   }
+  if (claim_device () == -1)
+    return -1;
   if (zbd_get_info (dev_fd, &info) != 0) {
     nbdkit_error ("device=%s: cannot read zone information: %m",
                   params->device_path);
@@ -550,7 +613,7 @@ open_device (const struct zbd_params *p, struct zbd_disk *d,
 {
   nbdkit_error ("device=%s: this zbd plugin was built without libzbd, so it "
                 "cannot serve real zoned devices; use emulate=FILE|memory",
-                params->device_path);
+                p->device_path);
   return -1;
 }
 

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -51,6 +52,7 @@
 
 #include "zbd-internal.h"
 #include "image-format.h"
+#include "holder.h"
 
 /* Set by open_memory_backend / open_file. */
 static const struct zbd_params *params;
@@ -253,7 +255,7 @@ write_table (const uint64_t *w)
   free (rel);
   if (full_pwrite (image_fd (), s, used,
                    IMG_FIRST_SLOT + (seq & 1) * img_geom.slot_size) == -1 ||
-      fdatasync (image_fd ()) == -1)
+      durable_sync (image_fd (), "emulate", params->emulate) == -1)
     nbdkit_error ("emulate=%s: cannot write the zone table: %m", params->emulate);
   else {
     img_seq = seq;
@@ -280,8 +282,7 @@ persist_locked (void)
   }
   zt_copy_wps (ZT, w);
 
-  if (fdatasync (image_fd ()) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
+  if (durable_sync (image_fd (), "emulate", params->emulate) == -1) {
     free (w);
     return -1;
   }
@@ -355,6 +356,37 @@ file_discard (uint64_t n, uint64_t off)
 }
 
 static int create_image (void);
+
+/* One server per image: each keeps its own zone table, so two would
+ * overwrite each other's and lose flushed writes.  A server that may
+ * write holds the image exclusively from its start, a read-only one
+ * (nbdkit -r) shares it with other read-only ones.  The lock is on the
+ * descriptor opened at start, which stays open (and is inherited
+ * across nbdkit's fork into the background).
+ */
+static int
+lock_image (int fd)
+{
+  char who[128];
+
+  if (flock (fd, (params->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
+    return 0;
+  if (errno != EWOULDBLOCK) {
+    nbdkit_error ("emulate=%s: cannot lock the image: %m; refusing to serve "
+                  "it unlocked, where a second server could overwrite it",
+                  params->emulate);
+    return -1;
+  }
+  holder_describe (fd, who, sizeof who);
+  nbdkit_error ("emulate=%s: the image is in use by another server (%s)%s; "
+                "stop that one first", params->emulate, who,
+                params->readonly
+                ? ", which may write to it: read-only servers share an "
+                "image only with each other"
+                : ": two servers on one image overwrite each other's zone "
+                "table and lose flushed writes");
+  return -1;
+}
 
 /* The first writer opens the image for writing, or creates it.
  * Caller holds open_lock.
@@ -459,10 +491,8 @@ file_zone_finish (const struct zone *z)
   /* The discard and the zone's data below the WP (a zone filled by
    * writes that no flush covered yet), durable before the table.
    */
-  if (fdatasync (image_fd ()) == -1) {
-    nbdkit_error ("emulate=%s: fdatasync: %m", params->emulate);
+  if (durable_sync (image_fd (), "emulate", params->emulate) == -1)
     return -1;
-  }
   return persist_zone_wp (z, zone_cap_end (z));
 }
 
@@ -674,6 +704,11 @@ create_image (void)
     return -1;
   }
   __atomic_store_n (&img_fd, fd, __ATOMIC_RELEASE);
+  /* Nobody else can have it yet (O_EXCL): a server started from now on
+   * finds it held.
+   */
+  if (lock_image (fd) == -1)
+    goto err;
   if (ftruncate (fd, size) == -1) {
     nbdkit_error ("emulate=%s: cannot size the image to %" PRIu64
                   " bytes: %m", params->emulate, size);
@@ -702,6 +737,31 @@ create_image (void)
   return -1;
 }
 
+/* What a file that is not an image is, for the message. */
+static const char *
+file_type_name (mode_t m)
+{
+  if (S_ISDIR (m)) return "a directory";
+  if (S_ISFIFO (m)) return "a FIFO (named pipe)";
+  if (S_ISSOCK (m)) return "a socket";
+  if (S_ISCHR (m)) return "a character device";
+  if (S_ISBLK (m)) return "a block device (for a zoned block device use "
+                     "device=)";
+  return "neither a file nor a directory";
+}
+
+/* An image is a regular file; anything else is refused by name. */
+static int
+not_an_image (const struct stat *st)
+{
+  if (S_ISREG (st->st_mode))
+    return 0;
+  nbdkit_error ("emulate=%s: not a regular file but %s; emulate= takes an "
+                "image file (created if absent) or \"memory\"",
+                params->emulate, file_type_name (st->st_mode));
+  return -1;
+}
+
 static int
 open_image (void)
 {
@@ -710,16 +770,26 @@ open_image (void)
   char err[256];
   struct stat st;
 
-  img_fd = open (params->emulate, O_RDONLY | O_CLOEXEC);
+  /* Non-blocking: should the path name a FIFO by now (open_file
+   * checked the type before), the open must not wait for a writer.
+   */
+  img_fd = open (params->emulate, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (img_fd == -1) {
     nbdkit_error ("emulate=%s: cannot open: %m", params->emulate);
     return -1;
   }
-  if (fstat (img_fd, &st) == -1 || !S_ISREG (st.st_mode)) {
-    nbdkit_error ("emulate=%s: not a regular file; emulate= takes an image "
-                  "file (created if absent) or \"memory\"", params->emulate);
+  if (fstat (img_fd, &st) == -1) {
+    nbdkit_error ("emulate=%s: fstat: %m", params->emulate);
     return -1;
   }
+  if (not_an_image (&st) == -1)
+    return -1;
+  if (fcntl (img_fd, F_SETFL, 0) == -1) {
+    nbdkit_error ("emulate=%s: fcntl: %m", params->emulate);
+    return -1;
+  }
+  if (lock_image (img_fd) == -1)
+    return -1;
   memset (h, 0, sizeof h);
   if (full_pread (img_fd, h, st.st_size < IMG_HEADER_SIZE ? st.st_size
                   : IMG_HEADER_SIZE, 0) == -1) {
@@ -753,15 +823,21 @@ int
 open_file (const struct zbd_params *p, struct zbd_disk *d,
            const struct backend **b)
 {
+  struct stat st;
   uint64_t i;
   int r;
 
   params = p;
   disk = d;
-  if (access (params->emulate, F_OK) == 0)
-    r = open_image ();
-  else
+  /* The type first: opening a FIFO would block until a writer came. */
+  if (stat (params->emulate, &st) == 0)
+    r = not_an_image (&st) == -1 ? -1 : open_image ();
+  else if (errno == ENOENT)
     r = prepare_new_image ();
+  else {
+    nbdkit_error ("emulate=%s: %m", params->emulate);
+    r = -1;
+  }
   if (r == -1)
     return -1;
   persisted_wps = malloc (ZT->nr_zones * sizeof *persisted_wps);

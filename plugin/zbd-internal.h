@@ -17,6 +17,10 @@
 /* The plugin's parameters; -1 = not given. */
 struct zbd_params {
   const char *device_path, *emulate;
+  /* nbdkit -r: the server never writes, so it shares the image or
+   * drive with other read-only servers; otherwise it holds it alone.
+   */
+  bool readonly;
   int64_t size, zone_size, zone_capacity, conventional, max_open,
     max_active, block_size;
 };
@@ -56,6 +60,12 @@ struct backend {
 };
 
 /* zbd.c */
+extern bool nbdkit_readonly_in (const char *cmdline, size_t len);
+/* fdatasync FD, latching the first failure (then EIO until restart);
+ * KEY=PATH names the image or device in the one log line.
+ */
+extern int durable_sync (int fd, const char *key, const char *path);
+extern bool sync_latched (void);
 extern int full_pread (int fd, void *buf, size_t n, off_t off);
 extern int full_pwrite (int fd, const void *buf, size_t n, off_t off);
 

@@ -30,6 +30,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -66,6 +67,13 @@ NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
  * write (a slow device, e.g. an SMR drive that stalls), for tests.
  */
 NBDKIT_DLL_PUBLIC int zbd_debug_write_delay_ms = 0;
+
+/* -D zbd.fail_sync=N: the Nth data sync (fdatasync of the image or
+ * the device, counted from start) fails with EIO, as when writeback
+ * failed, and only that one, as Linux reports a writeback error once;
+ * for tests.
+ */
+NBDKIT_DLL_PUBLIC int zbd_debug_fail_sync = 0;
 
 static struct zbd_disk disk = { .block_size = 512, .phys_block_size = 4096 };
 static struct zone_table *const table = &disk.table;
@@ -171,6 +179,139 @@ full_pwrite (int fd, const void *buf, size_t n, off_t off)
   return 0;
 }
 
+/* Does nbdkit's command line (argv joined by NULs, as in
+ * /proc/self/cmdline, LEN bytes) ask for a read-only server (-r,
+ * --readonly, --read-only, or r in a cluster of short options)?  The
+ * plugin API does not say before the first connection, and the lock
+ * on the image or drive is taken at start.  The options are read as
+ * nbdkit does up to the plugin name (the first argument that is not an
+ * option or an option's value), so a value such as "-U -r" is not
+ * mistaken for the option.  When in doubt, not read-only: the server
+ * then holds the image alone, which refuses a second reader, never
+ * lets a second writer in.
+ */
+bool
+nbdkit_readonly_in (const char *cmdline, size_t len)
+{
+  /* nbdkit's options that take a separate value. */
+  static const char *const long_value[] = {
+    "--debug", "--exportname", "--export-name", "--filter", "--group",
+    "--ipaddr", "--log", "--mask-handshake", "--pidfile", "--port",
+    "--run", "--selinux-label", "--threads", "--tls", "--tls-certificates",
+    "--tls-psk", "--unix", "--user", "--vsock", NULL,
+  };
+  const char *short_value = "DeGiPptUu";
+  const char *p = cmdline, *end = cmdline + len;
+  bool value_next = false;
+  size_t i;
+
+  if (p < end)
+    p += strnlen (p, end - p) + 1;      /* argv[0] */
+  for (; p < end; p += strnlen (p, end - p) + 1) {
+    if (value_next) {
+      value_next = false;
+      continue;
+    }
+    if (strcmp (p, "--") == 0 || p[0] != '-' || p[1] == '\0')
+      return false;             /* the plugin name: options end */
+    if (strcmp (p, "--readonly") == 0 || strcmp (p, "--read-only") == 0)
+      return true;
+    if (p[1] == '-') {
+      for (i = 0; long_value[i]; i++)
+        if (strcmp (p, long_value[i]) == 0)
+          value_next = true;
+      continue;
+    }
+    for (i = 1; p[i]; i++) {
+      if (p[i] == 'r')
+        return true;
+      if (strchr (short_value, p[i])) {
+        value_next = p[i + 1] == '\0';
+        break;
+      }
+    }
+  }
+  return false;
+}
+
+/* Read /proc/self/cmdline for nbdkit_readonly_in. */
+static bool
+server_is_readonly (void)
+{
+  char buf[65536];
+  size_t n = 0;
+  ssize_t r;
+  int fd = open ("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+
+  if (fd == -1)
+    return false;
+  while (n < sizeof buf && (r = read (fd, buf + n, sizeof buf - n)) > 0)
+    n += r;
+  close (fd);
+  return nbdkit_readonly_in (buf, n);
+}
+
+/* Set by the first failed sync, never cleared (see durable_sync). */
+static bool sync_failed;
+
+bool
+sync_latched (void)
+{
+  return __atomic_load_n (&sync_failed, __ATOMIC_ACQUIRE);
+}
+
+/* Every data sync of the plugin (flushes, and the image's zone table
+ * and zone operations) goes through here.  After a failed fdatasync,
+ * Linux marks the pages that did not reach the disk clean and reports
+ * the failure once: the next fdatasync succeeds, and a zone table
+ * written after it would durably claim data that is lost.  So the
+ * first failure latches: from then on every sync, write, zone
+ * operation and flush fails with EIO until nbdkit is restarted (reads
+ * still work).  It is logged once; the refusals after it only at
+ * debug level.
+ */
+int
+durable_sync (int fd, const char *key, const char *path)
+{
+  static int count;
+  int e;
+
+  if (sync_latched ()) {
+    errno = EIO;
+    return -1;
+  }
+  if (zbd_debug_fail_sync > 0 &&
+      __atomic_add_fetch (&count, 1, __ATOMIC_SEQ_CST) == zbd_debug_fail_sync) {
+    errno = EIO;
+    e = -1;
+  }
+  else
+    e = fdatasync (fd);
+  if (e == 0)
+    return 0;
+  e = errno;
+  if (!__atomic_exchange_n (&sync_failed, true, __ATOMIC_ACQ_REL))
+    nbdkit_error ("%s=%s: fdatasync failed (%s): data written since the last "
+                  "flush may not be on the disk, and the kernel reports "
+                  "that only once; so every write and flush now fails with "
+                  "EIO until nbdkit is restarted (reads still work).  Check "
+                  "the disk and the kernel log before restarting",
+                  key, path, strerror (e));
+  errno = EIO;
+  return -1;
+}
+
+/* Refuse a request that would change the disk after a failed sync. */
+static int
+check_latch (const char *what)
+{
+  if (!sync_latched ())
+    return 0;
+  nbdkit_debug ("%s refused: a sync failed earlier (EIO until restart)", what);
+  errno = EIO;
+  return -1;
+}
+
 /* ---------------------------------------------------------------- */
 /* The device, as the zone table sees it */
 
@@ -245,9 +386,16 @@ start_table (void)
 /* ---------------------------------------------------------------- */
 /* nbdkit callbacks */
 
+/* Save what every writer was acknowledged, as a drive does when it is
+ * shut down in order: on the image, the write pointers of writes no
+ * flush covered yet (see save_on_stop below).
+ */
+static void save_on_stop (const char *when);
+
 static void
 zbd_unload (void)
 {
+  save_on_stop ("at unload");
   free (description);
   emulate_unload ();
   zt_free (table);
@@ -356,6 +504,7 @@ zbd_get_ready (void)
 {
   int r;
 
+  params.readonly = server_is_readonly ();
   if (params.device_path)
     r = open_device (&params, &disk, &backend);
   else if (strcmp (params.emulate, "memory") == 0)
@@ -388,6 +537,27 @@ zbd_dump_plugin (void)
 
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static int handle_rw, handle_ro;
+/* Writable connections open now, and whether there ever was one
+ * (under open_lock).
+ */
+static unsigned nr_writers;
+static bool had_writer;
+
+/* An orderly stop (the last writer gone, or nbdkit unloading the
+ * plugin) keeps every acknowledged write: the backend's flush makes the
+ * data and, on the image, the write pointers durable.  A power cut
+ * still keeps only what was flushed.
+ */
+static void
+save_on_stop (const char *when)
+{
+  if (!backend || !had_writer)
+    return;
+  if (backend->flush () == -1)
+    nbdkit_error ("could not save the zone state %s: writes acknowledged "
+                  "since the last flush may be missing after a restart",
+                  when);
+}
 
 static void *
 zbd_open_connection (int readonly)
@@ -403,10 +573,25 @@ zbd_open_connection (int readonly)
     r = backend->open_ro ();
   else if (!readonly && backend->open_rw)
     r = backend->open_rw ();
+  if (r == 0 && !readonly) {
+    nr_writers++;
+    had_writer = true;
+  }
   pthread_mutex_unlock (&open_lock);
   if (r == -1)
     return NULL;
   return readonly ? &handle_ro : &handle_rw;
+}
+
+static void
+zbd_close (void *handle)
+{
+  if (handle != &handle_rw)
+    return;
+  pthread_mutex_lock (&open_lock);
+  if (--nr_writers == 0)
+    save_on_stop ("when the last writer disconnected");
+  pthread_mutex_unlock (&open_lock);
 }
 
 static int64_t
@@ -562,7 +747,8 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
 {
   const char *p = buf;
 
-  if (check_aligned ("write", count, offset) == -1)
+  if (check_aligned ("write", count, offset) == -1 ||
+      check_latch ("write") == -1)
     return -1;
   /* A write spanning zones is split; the parts pass their gates in
    * ascending order, each after the previous one completed.
@@ -584,6 +770,8 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
 static int
 zbd_flush (void *handle, uint32_t flags)
 {
+  if (check_latch ("flush") == -1)
+    return -1;
   return backend->flush ();
 }
 
@@ -621,6 +809,8 @@ zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   bool changed = false;
   int r = 0;
 
+  if (check_latch ("trim") == -1)
+    return -1;
   zone_ops_begin ();
   while (offset < end && r == 0) {
     struct zone *z = zt_zone_of (table, offset);
@@ -657,7 +847,8 @@ zero_part (struct zone *z, uint32_t n, uint64_t offset)
 static int
 zbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  if (check_aligned ("write zeroes", count, offset) == -1)
+  if (check_aligned ("write zeroes", count, offset) == -1 ||
+      check_latch ("write zeroes") == -1)
     return -1;
   while (count > 0) {
     struct zone *z = zt_zone_of (table, offset);
@@ -723,6 +914,7 @@ static struct nbdkit_plugin plugin = {
   .get_ready          = zbd_get_ready,
   .dump_plugin        = zbd_dump_plugin,
   .open               = zbd_open_connection,
+  .close              = zbd_close,
   .get_size           = zbd_get_size,
   .export_description = zbd_export_description,
   .block_size         = zbd_block_size,

@@ -18,19 +18,32 @@ ZBD_TESTS = \
 	test-zbd-file.sh \
 	test-zbd-crash.sh \
 	test-zbd-image-header.sh \
-	test-zbd-device-errors.sh \
 	test-nbdzone.sh \
 	test-nbdzone-attach.sh \
 	test-nbdzone-faults.sh \
 	test-zbd-nbdcopy.sh \
 	test-zbd-threads.sh \
 	test-zbd-flush-order.sh \
+	test-zbd-clean-stop.sh \
+	test-zbd-one-server.sh \
+	test-zbd-sync-fail.sh \
+	test-zbd-image-type.sh \
 	$(NULL)
+
+# The libzbd backend's refusals need libzbd; a build without it
+# (configure --without-libzbd) checks instead that device= says so.
+if HAVE_LIBZBD
+ZBD_TESTS += test-zbd-device-errors.sh
+else
+ZBD_TESTS += test-zbd-no-libzbd.sh
+endif
 
 TESTS += $(ZBD_TESTS)
 
 EXTRA_DIST += \
 	$(ZBD_TESTS) \
+	test-zbd-device-errors.sh \
+	test-zbd-no-libzbd.sh \
 	zbd_helpers.py \
 	zbd-profile.py \
 	zbd-profile.sh \

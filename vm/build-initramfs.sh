@@ -62,7 +62,7 @@ tree_programs="
 modules="
   crc64-rocksoft-generic crct10dif-generic crc32c-generic crc32c-intel crc32-generic
   xts ecb aesni-intel crypto_simd cryptd af_alg algif_skcipher
-  configfs null_blk nbd nvme dm-mod dm-crypt btrfs f2fs
+  configfs null_blk nbd nvme dm-mod dm-crypt btrfs f2fs ext4
 "
 # Loaded where the kernel has them: zoned ublk needs 6.6 or later, and
 # Debian's 6.1 has no ublk_drv at all (the guest tests check that

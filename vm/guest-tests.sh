@@ -100,6 +100,17 @@ start_nbdkit ()
         sleep 0.1
     done
 }
+# gone PID: wait (at most 10 s) until process PID has exited, so that the
+# drive it held (a lock, an exclusive open) is free for the next server.
+# A zombie has closed its descriptors already: it counts as gone.
+gone ()
+{
+    local i=0
+    while [ -e /proc/$1 ] && ! grep -q '^State:.*Z' /proc/$1/status 2>/dev/null &&
+            [ $i -lt 100 ]; do
+        i=$((i + 1)); sleep 0.1
+    done
+}
 uri () { echo "nbd+unix:///?socket=$W/$1.sock"; }
 stop_nbdkit ()
 {
@@ -800,6 +811,7 @@ case_crash ()
         sleep 0.1
     done
     kill -9 "$(cat $W/srv.pid)"
+    gone "$(cat $W/srv.pid)"
     wait $! || :
     rm -f $W/srv.pid
     flushed=$(sed -n 's/^flushed //p' $W/stream.out | tail -n 1)
@@ -1043,6 +1055,130 @@ case_reopen_device ()
         die "the write went to the device now at the path (nullb1)"
 }
 
+# One server per drive: a second server on a drive in use is refused at
+# start, naming the first; once the first has a writer it holds the
+# drive with O_EXCL, so programs that open it exclusively (blkdiscard)
+# are refused too; and a drive someone else holds exclusively (here a
+# device-mapper table) is refused at start to a server that may write,
+# while a read-only one still serves it.
+case_one_server ()
+{
+    local dev=nullb0 zs start sectors pid
+    zs=$(zone_bytes $dev)
+    start=$(( $(first_seq_zone $dev) * zs ))
+    need_product
+    start_nbdkit srv $PLUGIN device=/dev/$dev
+    pid=$(cat $W/srv.pid)
+    if timeout 30 nbdkit -U $W/two.sock $PLUGIN device=/dev/$dev --run true 2> $W/two.err; then
+        die "a second server started on a drive in use"
+    fi
+    cat $W/two.err
+    grep -q "device=/dev/$dev: the drive is in use by another server (process $pid, nbdkit)" $W/two.err ||
+        die "the refusal does not name the first server"
+    $CLIENT write "$(uri srv)" $start 65536 96 || die "write"
+    if timeout 30 blkdiscard -o $((start + zs)) -l $zs /dev/$dev 2> $W/discard.err; then
+        die "blkdiscard opened the drive exclusively while a server writes to it"
+    fi
+    cat $W/discard.err
+    grep -q "Device or resource busy" $W/discard.err ||
+        die "blkdiscard failed, but not because the drive was busy"
+    assert_zone $dev $((start / zs)) 65536
+    stop_nbdkit srv
+
+    sectors=$(blockdev --getsz /dev/$dev) || die "blockdev --getsz"
+    dmsetup create zt-hold --table "0 $sectors linear /dev/$dev 0" || die "dmsetup create"
+    if timeout 30 nbdkit -U $W/two.sock $PLUGIN device=/dev/$dev --run true 2> $W/two.err; then
+        die "a server that may write started on a drive device-mapper holds"
+    fi
+    cat $W/two.err
+    grep -q "device=/dev/$dev: the drive is in exclusive use (O_EXCL) (no process has it open: mounted, or held by device-mapper or md, see /sys/block/$dev/holders)" $W/two.err ||
+        die "the refusal does not say that the drive is held exclusively"
+    start_nbdkit ro -r $PLUGIN device=/dev/$dev
+    $CLIENT verify "$(uri ro)" $start 65536 96 || die "a read-only server cannot read a held drive"
+    stop_nbdkit ro
+    dmsetup remove zt-hold || die "dmsetup remove"
+}
+
+# swap_table NAME TABLE: replace a device-mapper table under an open
+# device, without freezing the filesystem on it (that would write its
+# dirty pages first).
+swap_table ()
+{
+    dmsetup suspend --nolockfs $1 && dmsetup load $1 --table "$2" &&
+        dmsetup resume $1 || die "dmsetup: cannot swap $1 to $2"
+}
+
+# A failed sync latches.  The image lives on ext2 on a device-mapper
+# device over a plain null_blk; with a write to zone 2 acknowledged but
+# still in the page cache, the table is swapped to dm-error: the flush
+# fails (writeback failed; a kernel NBD client holds a writable
+# connection open throughout, so that no disconnect flushes before the
+# swap).  With the good table back, the kernel's next
+# fdatasync would succeed (it reports a writeback error once), and a
+# flush that then wrote the zone table would durably claim the lost
+# data.  So every flush and write after it must fail with EIO, the log
+# says so once, and after a remount (the page cache gone) zone 2's WP
+# covers only data that reached the disk.
+case_sync_fail ()
+{
+    local d=/dev/mapper/zt-img M=1048576 sectors expire wp n
+    need_product
+    make_nullb nullbimg blocksize=4096 memory_backed=1 size=64
+    sectors=$(blockdev --getsz /dev/nullbimg) || die "blockdev --getsz"
+    dmsetup create zt-img --table "0 $sectors linear /dev/nullbimg 0" || die "dmsetup create"
+    # No udev here: dmsetup makes the node itself.
+    [ -b $d ] || dmsetup mknodes zt-img
+    [ -b $d ] || die "no $d"
+    mke2fs -q -b 4096 $d > /dev/null || die "mke2fs"
+    mkdir -p /mnt/img
+    mount -t ext2 $d /mnt/img || die "mount ext2 (ext4 module?)"
+    # The kernel's own writeback must not write zone 2 before the swap.
+    expire=$(cat /proc/sys/vm/dirty_expire_centisecs)
+    echo 360000 > /proc/sys/vm/dirty_expire_centisecs
+    start_nbdkit srv $PLUGIN emulate=/mnt/img/disk.img size=16M zone-size=1M
+    # A writable connection that stays (the kernel NBD client): the last
+    # writer leaving would flush (an orderly stop keeps every write), and
+    # zone 2 must stay in the page cache until the swap.
+    nbd_attach srv
+    $CLIENT write "$(uri srv)" $M 65536 97 || die "write zone 1"
+    $CLIENT flush "$(uri srv)" || die "flush with a good disk"
+    $CLIENT write "$(uri srv)" $((2 * M)) 65536 98 || die "write zone 2"
+    swap_table zt-img "0 $sectors error"
+    expect_error "EIO" "fdatasync" $CLIENT flush "$(uri srv)"
+    swap_table zt-img "0 $sectors linear /dev/nullbimg 0"
+    # The disk is good again: the latch, not the disk, refuses these.
+    $CLIENT flush "$(uri srv)" > $W/f.out 2>&1 &&
+        die "a flush after the failed sync succeeded (the disk is good again)"
+    grep -q "errno=EIO" $W/f.out || die "a flush after the failed sync: $(cat $W/f.out)"
+    $CLIENT write "$(uri srv)" $((3 * M)) 65536 99 > $W/w.out 2>&1 &&
+        die "a write after the failed sync succeeded"
+    grep -q "errno=EIO" $W/w.out || die "a write after the failed sync: $(cat $W/w.out)"
+    n=$(grep -c "fdatasync failed" $W/srv.log)
+    [ "$n" = 1 ] || die "the failed sync is logged $n times, not once"
+    grep "fdatasync failed" $W/srv.log
+    nbd_detach
+    stop_nbdkit srv
+    echo $expire > /proc/sys/vm/dirty_expire_centisecs
+
+    umount /mnt/img || die "umount"
+    echo 3 > /proc/sys/vm/drop_caches
+    mount -t ext2 $d /mnt/img || die "mount ext2 again"
+    start_nbdkit chk $PLUGIN emulate=/mnt/img/disk.img
+    $CLIENT verify "$(uri chk)" $M 65536 97 || die "the flushed write to zone 1 is lost"
+    # The WP: 0 if zone 2 starts in a hole, else where its data extent
+    # ends (extents merge across zones, so look at the one covering it).
+    nbdinfo --map "$(uri chk)" > $W/map || die "nbdinfo --map"
+    wp=$(awk -v s=$((2 * M)) '$1 <= s && s < $1 + $2 {
+             if ($3 == 3) print 0; else print ($1 + $2 - s > 1048576 ? 1048576 : $1 + $2 - s)
+             exit }' $W/map)
+    say "zone 2 WP after the remount: $wp"
+    [ -n "$wp" ] || { cat $W/map; die "no extent at zone 2"; }
+    [ "$wp" = 0 ] || $CLIENT verify "$(uri chk)" $((2 * M)) $wp 98 ||
+        die "zone 2's WP $wp is over data that never reached the disk"
+    stop_nbdkit chk
+    umount /mnt/img
+}
+
 # Write zeroes from the WP to the zone end finishes the zone: full on
 # the device, zeros read back above the old WP.
 case_zeroes_finish ()
@@ -1149,7 +1285,12 @@ cleanup_case ()
     for p in $W/*.pid; do
         [ -s "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null
     done
+    for p in $W/*.pid; do
+        [ -s "$p" ] && gone "$(cat "$p")"
+    done
     [ -e /sys/block/nbd0/pid ] && timeout 30 nbd-client -d /dev/nbd0 >/dev/null 2>&1
+    grep -q ' /mnt/img ' /proc/mounts && umount /mnt/img
+    echo 3000 > /proc/sys/vm/dirty_expire_centisecs
     timeout 30 dmsetup remove_all >/dev/null 2>&1
     rm -rf $W
     # The devices a case made for itself.
@@ -1241,6 +1382,8 @@ run 120 "slow device: in-order pipelined writes beat the gate's timeout" case_sl
 run 120 "read-only and offline zones" case_zone_states
 run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
 run 60 "reopening for writing keeps the device" case_reopen_device
+run 120 "one server per drive: lock, O_EXCL, a held drive refused" case_one_server
+run 120 "a failed sync under the image latches EIO (dm-error)" case_sync_fail
 for dev in $ZONED_DEVICES; do
     run 180 "$dev: write zeroes to the zone end finishes it, zeros read back" case_zeroes_finish $dev
 done
