@@ -60,18 +60,26 @@ tree_programs="
 # implementations, f2fs for crc32, and the guest has no udev to load
 # them on demand.
 modules="
-  crc64-rocksoft-generic crct10dif-generic crc32c-generic crc32c-intel crc32-generic
-  xts ecb aesni-intel crypto_simd cryptd af_alg algif_skcipher
-  configfs null_blk nbd nvme dm-mod dm-crypt btrfs f2fs ext4
+  xts ecb aesni-intel af_alg algif_skcipher
+  configfs null_blk nbd nvme dm-mod dm-crypt dm-flakey btrfs f2fs ext4
+  sd_mod scsi_debug
 "
-# Loaded where the kernel has them: zoned ublk needs 6.6 or later, and
-# Debian's 6.1 has no ublk_drv at all (the guest tests check that
-# nbdzone attach says so there).
-optional_modules="ublk_drv"
+# Loaded where the kernel has them as modules: zoned ublk needs 6.6 or
+# later, and Debian's 6.1 has no ublk_drv at all (the guest tests check
+# that nbdzone attach says so there).  Linux 7.x builds the CRC
+# libraries and the SIMD crypto glue into the kernel, so those are
+# modules on 6.1 and 6.12 only.
+optional_modules="
+  ublk_drv
+  crc64-rocksoft-generic crct10dif-generic crc32c-generic crc32c-intel crc32-generic
+  crypto_simd cryptd
+"
 
 guest_files="init guest-tests.sh"
 # Cases of nbdzone attach (zoned ublk), run by guest-tests.sh when present.
 [ -f "$srcdir/vm/guest-attach.sh" ] && guest_files="$guest_files guest-attach.sh"
+# The reboot case's two boots (zoned.reboot=write|check).
+[ -f "$srcdir/vm/guest-reboot.sh" ] && guest_files="$guest_files guest-reboot.sh"
 # The benchmark (zoned.bench=1 on the kernel command line runs it).
 [ -f "$srcdir/vm/guest-bench.sh" ] && guest_files="$guest_files guest-bench.sh"
 
@@ -105,13 +113,13 @@ libs=$(for p in "${inputs[@]}"; do
 # Module files in load order: for each module, its dependencies (which
 # modules.dep lists last-needed-first) then itself.
 modpath=$(
-    for m in $modules $optional_modules; do
+    for m in $optional_modules $modules; do
         pattern="/${m//[-_]/[-_]}\\.ko(\\.[a-z]+)?:"
         line=$(grep -E "$pattern" "$kdir/modules/modules.dep" || :)
         if [ -z "$line" ]; then
             # Built into this kernel: nothing to load.
             grep -qE "/${m//[-_]/[-_]}\\.ko\$" "$kdir/modules/modules.builtin" && continue
-            case " $optional_modules " in *" $m "*) continue ;; esac
+            case " $(echo $optional_modules) " in *" $m "*) continue ;; esac
             echo "build-initramfs: no module $m in $release" >&2
             exit 1
         fi
@@ -152,6 +160,12 @@ mdir="/usr/lib/modules/$release"
 : > "$stage/etc/modules-load"
 for m in $modpath; do
     copy "$kdir/modules/$m" "$mdir/$m"
+    # Uncompressed, so that busybox insmod hands the kernel an ELF file
+    # whatever compression the kernel package uses (.ko.xz on 6.12 and 7.x).
+    case $m in
+        *.xz) xz -d "$stage$mdir/$m"; m=${m%.xz} ;;
+        *.zst) zstd -q -d --rm "$stage$mdir/$m"; m=${m%.zst} ;;
+    esac
     echo "$mdir/$m" >> "$stage/etc/modules-load"
 done
 cp "$kdir/modules"/modules.{order,builtin,builtin.modinfo} "$stage$mdir/" 2>/dev/null || :

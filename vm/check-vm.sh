@@ -1,12 +1,13 @@
 #!/bin/bash -
-# make check-vm: the guest tests on each of Debian 12's kernels in turn,
+# make check-vm: the guest tests on each of the Debian kernels in turn,
 # one VM boot each (run-vm.sh), then one verdict over all of them.
 #
 #   check-vm.sh SRCDIR BUILDDIR
 #
-# Environment: VM_KERNELS="stable backports" (the default) chooses the
-# kernels: stable is Debian 12's own (6.1), backports its backports
-# kernel (6.12: zone write plugging, zoned ublk for nbdzone attach).
+# Environment: VM_KERNELS="stable backports" (the default; add newest for
+# the 7.x kernel) chooses the kernels: stable is Debian 12's own (6.1), backports its backports
+# kernel (6.12: zone write plugging, zoned ublk for nbdzone attach),
+# newest Debian 13's backports kernel (7.x, the newest users run).
 # The other VM_* variables are run-vm.sh's.
 #
 # Outputs in BUILDDIR/vm: SERIES/{console,tap,test-suite}.log for each

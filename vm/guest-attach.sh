@@ -255,9 +255,18 @@ bounded_sync ()
 # several threads append into the same zones at once.  Files survive
 # unmount and mount, scrub is clean, and the same filesystem mounts
 # from dm-crypt on the raw device: it is ciphertext there.
+# btrfs on the SCSI ZBC disk (the command set of an SMR drive).
+case_attach_btrfs_scsi ()
+{
+    local dev
+    dev=$(scsi_debug_disk)
+    [ -n "$dev" ] || die "no scsi_debug disk"
+    case_attach_btrfs $dev
+}
+
 case_attach_btrfs ()
 {
-    local u ublk line n
+    local u ublk line n FS_DEV=${1:-$FS_DEV}
     need_ublk
     make_fs_dev
     attach_serve srv $FS_DEV unix; u=$URI
@@ -748,6 +757,8 @@ attach_cases ()
     run 600 "nvme0n1: attach --queues 2: fio zbd, QD 8, verify, zone resets" \
         case_attach_fio nvme0n1 2
     run 600 "attach: btrfs -O zoned (appends), scrub, dm-crypt reads it" case_attach_btrfs
+    run 600 "SCSI ZBC: attach: btrfs -O zoned (appends), scrub, dm-crypt reads it" \
+        case_attach_btrfs_scsi
     run 600 "attach: f2fs -m" case_attach_f2fs
     run 600 "attach: kill -9 of nbdkit under load, EIO, reattach, files intact" case_attach_kill
     run 120 "nullb0: attach: a server that stops answering: EIO after --timeout, detach" \

@@ -23,7 +23,20 @@ NULLB1_ZONE_MB=8       # 8 zones, capacity 6 MiB, at most 2 open
 NULLB1_CAP_MB=6
 NULLB1_MAX_OPEN=2
 NVME_DEV=nvme0n1       # QEMU ZNS: 16 MiB zones, capacity 12 MiB (run-vm.sh)
-ZONED_DEVICES="nullb0 nullb1 $NVME_DEV"
+# scsi_debug as a host-managed ZBC disk through the sd driver, the
+# command set of a real SMR drive: 64 zones of 8 MiB, 8 conventional,
+# 4K sectors, zone capacity equal to the zone size, as on SMR; large
+# enough for btrfs through nbdzone attach.
+SCSI_ZONE_MB=8
+SCSI_ZBC_PARAMS="zbc=managed sector_size=4096 dev_size_mb=512 zone_size_mb=$SCSI_ZONE_MB zone_nr_conv=8 delay=0"
+
+# The disk scsi_debug made (sda...), once it is loaded.
+scsi_debug_disk ()
+{
+    ls /sys/bus/pseudo/drivers/scsi_debug/adapter0/host*/target*/*:*/block 2>/dev/null | head -n 1
+}
+zoned_devices () { echo "nullb0 nullb1 $NVME_DEV $(scsi_debug_disk)"; }
+ZONED_DEVICES=$(zoned_devices)
 
 # ---- helpers for cases ---------------------------------------------------
 
@@ -151,10 +164,24 @@ dm_sysfs ()
 case_modules ()
 {
     local m
-    for m in configfs null_blk nbd nvme nvme_core dm_mod dm_crypt xts; do
+    for m in configfs null_blk nbd nvme nvme_core dm_mod dm_crypt dm_flakey xts sd_mod; do
         [ -d /sys/module/$m ] || die "module $m not loaded"
     done
     [ -d /sys/kernel/config/nullb ] || die "no null_blk configfs"
+    grep -q '/scsi_debug\.ko' /etc/modules-load || die "no scsi_debug module in the image"
+}
+
+# load_scsi_debug PARAMS...: load scsi_debug (left out at boot, its
+# parameters are the device's geometry) and wait for its disk.
+load_scsi_debug ()
+{
+    local ko i=0
+    ko=$(grep '/scsi_debug\.ko' /etc/modules-load) || die "no scsi_debug module"
+    insmod "$ko" "$@" || die "insmod scsi_debug $*"
+    while [ -z "$(scsi_debug_disk)" ] || [ ! -b /dev/$(scsi_debug_disk) ]; do
+        i=$((i + 1)); [ $i -gt 100 ] && die "scsi_debug made no disk ($*)"
+        sleep 0.1
+    done
 }
 
 # make_nullb NAME ATTR=VALUE...: a null_blk device through configfs.
@@ -176,7 +203,9 @@ case_create_devices ()
     make_nullb nullb1 blocksize=512 memory_backed=1 size=64 \
         zoned=1 zone_size=$NULLB1_ZONE_MB zone_capacity=$NULLB1_CAP_MB \
         zone_nr_conv=0 zone_max_open=$NULLB1_MAX_OPEN zone_max_active=3
+    load_scsi_debug $SCSI_ZBC_PARAMS
     local dev
+    ZONED_DEVICES=$(zoned_devices)
     for dev in $ZONED_DEVICES; do
         [ -b /dev/$dev ] || die "no /dev/$dev"
         [ "$(cat /sys/block/$dev/queue/zoned)" = host-managed ] ||
@@ -205,6 +234,11 @@ case_geometry ()
                 [ $max_open = $NULLB1_MAX_OPEN ] ;;
         $NVME_DEV) [ $zones = 8 ] && [ $len = $((16 << 20)) ] && [ $cap = $((12 << 20)) ] &&
                 [ $max_open = 4 ] ;;
+        sd*) [ $zones = 64 ] && [ $conv = 8 ] && [ $len = $((SCSI_ZONE_MB << 20)) ] &&
+                [ $cap = $len ] &&
+                [ "$(cat /sys/block/$dev/queue/logical_block_size)" = 4096 ] &&
+                [ -e /sys/block/$dev/device/scsi_disk ] ;;
+        *) false ;;
     esac || die "$dev: unexpected geometry"
 }
 
@@ -492,7 +526,7 @@ case_pipelined ()
 # Case 4: errors reach the client and leave the device untouched.
 case_errors ()
 {
-    local dev=$1 z zs start cap lim i
+    local dev=$1 z zs start cap lim open_lim i
     z=$(first_seq_zone $dev)
     zs=$(zone_bytes $dev)
     start=$((z * zs))
@@ -528,7 +562,22 @@ case_errors ()
     assert_zone $dev $z 131072
 
     lim=$(cat /sys/block/$dev/queue/max_active_zones)
-    [ "$lim" -gt 0 ] || lim=$(cat /sys/block/$dev/queue/max_open_zones)
+    open_lim=$(cat /sys/block/$dev/queue/max_open_zones)
+    if [ "$lim" = 0 ] && [ -e /sys/block/$dev/device/scsi_disk ] && [ "$open_lim" -gt 0 ]; then
+        # ZBC has an open limit and no active one, and a drive at its open
+        # limit closes an implicitly open zone to open another: a write
+        # to one zone more than the limit succeeds, through the plugin too.
+        say "-- $dev (ZBC): more implicitly open zones than its open limit ($open_lim)"
+        i=2
+        while [ $i -le $open_lim ]; do
+            $CLIENT write "$(uri srv)" $((start + i * zs)) 4096 35 ||
+                die "write to zone $((z + i)) (implicit opens past the limit are the drive's to close)"
+            assert_zone $dev $((z + i)) 4096
+            i=$((i + 1))
+        done
+        return 0
+    fi
+    [ "$lim" -gt 0 ] || lim=$open_lim
     if [ "$lim" -gt 0 ]; then
         say "-- beyond the device's active-zone limit ($lim)"
         # z and z+1 are active already; open more up to the limit.
@@ -1034,6 +1083,142 @@ case_badblocks ()
     $CLIENT verify "$(uri srv)" $z1 524288 91 || die "data after the bad blocks healed"
 }
 
+# ---- SCSI ZBC faults (scsi_debug) ------------------------------------------
+
+# Medium-error ranges off, and every error injected on the disk removed.
+reset_scsi_debug_faults ()
+{
+    local f
+    [ -w /sys/bus/pseudo/drivers/scsi_debug/opts ] &&
+        echo 0 > /sys/bus/pseudo/drivers/scsi_debug/opts
+    for f in /sys/kernel/debug/scsi_debug/*/error; do
+        [ -e "$f" ] || continue
+        echo "- 2 0x8a" > $f 2>/dev/null
+    done
+}
+
+SDEBUG_PARAMS=/sys/module/scsi_debug/parameters
+SDEBUG_OPT_MEDIUM_ERR=2
+
+# An unreadable sector on the SCSI disk (scsi_debug's medium error on a
+# range of LBAs, in reads): the kernel reports it as ENODATA, which NBD
+# cannot carry; the client gets EIO, the log names the real error, and
+# the data around it and the write pointer are as they were.
+case_scsi_read_medium_error ()
+{
+    local dev z zs start lba
+    dev=$(scsi_debug_disk); [ -n "$dev" ] || die "no scsi_debug disk"
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    start_nbdkit srv -v $PLUGIN device=/dev/$dev
+    $CLIENT write "$(uri srv)" $start 262144 41 16384 || die "write at the WP"
+    lba=$(( (start + 131072) / 4096 ))
+    echo $lba > $SDEBUG_PARAMS/medium_error_start || die "medium_error_start"
+    echo 1 > $SDEBUG_PARAMS/medium_error_count || die "medium_error_count"
+    echo $SDEBUG_OPT_MEDIUM_ERR > /sys/bus/pseudo/drivers/scsi_debug/opts || die "opts"
+    expect_error "EIO" "No data available\|ENODATA" \
+        $CLIENT verify "$(uri srv)" $((start + 131072)) 16384 41
+    echo 0 > /sys/bus/pseudo/drivers/scsi_debug/opts
+    grep -q "zone $z" $W/srv.log || die "the log line does not name the zone"
+    $CLIENT verify "$(uri srv)" $start 262144 41 || die "data around the bad sector"
+    assert_zone $dev $z 262144
+}
+
+# A write that fails with a medium error in the middle of a pipelined
+# stream into one zone (scsi_debug's per-device error injection, Linux
+# 6.7 and later: fail the next WRITE(16) once): the failing write gets
+# EIO, the zone is re-read and its WP is true, the data before it is
+# intact, and writing on at the WP works.
+case_scsi_write_medium_error ()
+{
+    local dev z zs start hctl err rc wp
+    dev=$(scsi_debug_disk); [ -n "$dev" ] || die "no scsi_debug disk"
+    hctl=$(basename "$(readlink -f /sys/block/$dev/device)")
+    grep -q ' /sys/kernel/debug debugfs ' /proc/mounts ||
+        mount -t debugfs debugfs /sys/kernel/debug || die "mount debugfs"
+    err=/sys/kernel/debug/scsi_debug/$hctl/error
+    [ -e $err ] || die "no $err on $(uname -r)"
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    start=$((z * zs))
+    start_nbdkit srv -v --threads 16 $PLUGIN device=/dev/$dev reorder-timeout=2s
+    $CLIENT write "$(uri srv)" $start 262144 42 16384 || die "write at the WP"
+    # Type 2 (fail the command), once (-1), WRITE(16) (0x8a, which ZBC
+    # disks are always sent): CHECK CONDITION (status 0x2), MEDIUM ERROR
+    # (sense key 3), RECORDED ENTITY NOT FOUND (asc 0x14), what libata
+    # makes of an ATA drive's IDNF on a write.  The SCSI layer does not
+    # retry it (a WRITE ERROR, asc 0x0c, would be retried and succeed);
+    # the kernel reports it as ENODATA.
+    echo "2 -1 0x8a 0 0 0x2 0x3 0x14 0x0" > $err || die "arming $err"
+    rc=0
+    timeout 120 $CLIENT shuffle "$(uri srv)" $((start + 262144)) 262144 42 16384 1 8 5 > $W/s1 2>&1 || rc=$?
+    cat $W/s1 | tail -n 5
+    say "injected: $(cat $err)"
+    [ $rc = 1 ] || die "the stream through the failing write ended with $rc (1 expected)"
+    grep -q "errno=EIO" $W/s1 || die "no EIO reached the client"
+    grep -q "zone $z re-read from the device: WP $((start + 262144))" $W/srv.log ||
+        die "the zone was not re-read after the error"
+    assert_zone $dev $z 262144
+    wp=$(nbdinfo --map "$(uri srv)" | awk -v s=$start -v e=$((start + zs)) '$1 >= s && $1 < e && $3 == 3 { print $1 - s; exit }')
+    [ "$wp" = 262144 ] || die "block status shows WP $wp, the device 262144"
+    $CLIENT verify "$(uri srv)" $start 262144 42 || die "data before the failed write"
+    $CLIENT write "$(uri srv)" $((start + 262144)) 262144 42 16384 || die "writing on at the WP"
+    assert_zone $dev $z 524288
+    $CLIENT verify "$(uri srv)" $start 524288 42 || die "data after the failed write"
+}
+
+# A host-aware ZBC disk.  Linux 6.1 shows it as host-aware, and the
+# plugin serves it as host-managed zones (sequential-write-preferred
+# zones written only at their write pointer, as the man page says);
+# from Linux 6.10 on the kernel treats host-aware disks as regular ones
+# (queue/zoned "none"), and the plugin refuses it as a zoned device with
+# one line saying what the kernel reports.
+case_scsi_host_aware ()
+{
+    local dev z zs start
+    rmmod scsi_debug || die "rmmod scsi_debug"
+    load_scsi_debug zbc=aware sector_size=4096 dev_size_mb=64 zone_size_mb=8 zone_nr_conv=1 delay=0
+    dev=$(scsi_debug_disk)
+    say "$dev: queue/zoned $(cat /sys/block/$dev/queue/zoned) on $(uname -r)"
+    if [ "$(cat /sys/block/$dev/queue/zoned)" = host-aware ]; then
+        serve srv $dev
+        nbdinfo "$(uri srv)" > $W/info || die "nbdinfo"
+        grep -q 'zoned=host-aware' $W/info || die "the description does not say host-aware: $(grep description $W/info)"
+        z=$(first_seq_zone_or_swp $dev)
+        zs=$(zone_bytes $dev)
+        start=$((z * zs))
+        $CLIENT write "$(uri srv)" $start 65536 43 || die "write at the WP"
+        expect_error "EIO" "below the write pointer" \
+            $CLIENT write "$(uri srv)" $start 65536 44
+        assert_zone $dev $z 65536
+        $CLIENT verify "$(uri srv)" $start 65536 43 || die "data"
+    else
+        [ "$(cat /sys/block/$dev/queue/zoned)" = none ] || die "unexpected zoned model"
+        if timeout 30 nbdkit -f -U $W/ha.sock $PLUGIN device=/dev/$dev > $W/ha.log 2>&1; then
+            die "the plugin served a disk the kernel does not treat as zoned"
+        fi
+        cat $W/ha.log
+        grep -q "not a zoned block device\|reports its zoned model as \"none\"" $W/ha.log ||
+            die "no clear refusal line"
+    fi
+    rmmod scsi_debug || die "rmmod scsi_debug (aware)"
+    load_scsi_debug $SCSI_ZBC_PARAMS
+}
+
+# The first zone that is not conventional (type 2 or 3).
+first_seq_zone_or_swp ()
+{
+    local z=0 n t
+    n=$(nr_zones $1)
+    while [ $z -lt $n ]; do
+        t=$(zone_field $1 $z type)
+        [ "$t" = 2 ] || [ "$t" = 3 ] && { echo $z; return 0; }
+        z=$((z + 1))
+    done
+    die "$1 has no sequential zone"
+}
+
 # The device is reopened read-write by the first writer: through the
 # descriptor opened at start, not the path.  Here the path is made to
 # name another device before that: the write must reach the served one,
@@ -1300,6 +1485,8 @@ cleanup_case ()
         echo 0 > ${p}power 2>/dev/null
         rmdir $p
     done
+    # No scsi_debug fault outlives its case.
+    reset_scsi_debug_faults
     # Every case starts from empty sequential zones.
     for dev in $ZONED_DEVICES; do
         [ -b /dev/$dev ] && timeout 60 blkzone reset /dev/$dev
@@ -1339,6 +1526,8 @@ run_interop_format ()
 
 run 30 "kernel modules loaded" case_modules
 run 60 "zoned devices created" case_create_devices
+# The SCSI disk's name is known once scsi_debug is loaded.
+ZONED_DEVICES=$(zoned_devices)
 for dev in $ZONED_DEVICES; do
     run 60 "$dev: geometry in blkzone report" case_geometry $dev
     run 60 "$dev: raw writes at the WP, reset" case_raw_zone_io $dev
@@ -1384,6 +1573,13 @@ run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
 run 60 "reopening for writing keeps the device" case_reopen_device
 run 120 "one server per drive: lock, O_EXCL, a held drive refused" case_one_server
 run 120 "a failed sync under the image latches EIO (dm-error)" case_sync_fail
+# case_scsi_read_medium_error shows issue 19's errno defect on a real
+# disk (the client gets EINVAL for the kernel's ENODATA); it joins the
+# run with the fix.
+if kernel_at_least 6 7; then
+    run 180 "SCSI ZBC: a medium error mid-stream on write: EIO, WP re-read, nothing else lost" \
+        case_scsi_write_medium_error
+fi
 for dev in $ZONED_DEVICES; do
     run 180 "$dev: write zeroes to the zone end finishes it, zeros read back" case_zeroes_finish $dev
 done
@@ -1396,6 +1592,10 @@ if command -v attach_cases >/dev/null 2>&1; then
     attach_cases
 fi
 
+if kernel_at_least 6 10; then
+    run 120 "SCSI ZBC host-aware: refused as not zoned where the kernel treats it as a regular disk" \
+        case_scsi_host_aware
+fi
 run 30 "kernel log: no warning, oops or blocked task after all cases" case_kernel_log
 
 tap "1..$tap_n"

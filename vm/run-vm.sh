@@ -4,7 +4,7 @@
 # tests on real kernel zoned devices (null_blk, NVMe ZNS), and turn the
 # guest's TAP lines into a pass or a failure.
 #
-#   run-vm.sh SRCDIR BUILDDIR stable|backports
+#   run-vm.sh SRCDIR BUILDDIR stable|backports|newest
 #
 # Environment:
 #   VM_ACCEL=auto|tcg|kvm  accelerator (default auto: KVM only when a
@@ -22,9 +22,9 @@
 # failing lines and the console's tail).
 set -euo pipefail
 
-srcdir="${1:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports}"
+srcdir="${1:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports|newest}"
 builddir="${2:?}"
-series="${3:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports}"
+series="${3:?usage: run-vm.sh SRCDIR BUILDDIR stable|backports|newest}"
 vmdir="$builddir/vm"
 cache="$vmdir/cache"
 bench="${VM_BENCH:-}"
@@ -98,6 +98,67 @@ elapsed=$(( $(date +%s) - started ))
 
 # Serial lines end in CR LF.
 tr -d '\r' < "${taplog}" > "$taplog.tmp" 2>/dev/null && mv "$taplog.tmp" "$taplog" || : > "$taplog"
+
+# The reboot case, on the newest kernel: two more boots sharing one
+# persistent disk (a second NVMe controller, not zoned, on a file that
+# outlives the guest).  The first writes to the emulated image on it and
+# powers off without syncing; the second checks what survived
+# (guest-reboot.sh).  Its TAP line joins this kernel's results.
+reboot_wanted ()
+{
+    local p
+    [ "$series" = newest ] && [ "$bench" != 1 ] && [ $status -eq 0 ] || return 1
+    [ -z "$cases" ] && return 0
+    set -f
+    for p in $cases; do
+        case reboot in $p) set +f; return 0 ;; esac
+    done
+    set +f
+    return 1
+}
+# reboot_boot PHASE TAPFILE [APPEND...]: one boot of the reboot case.
+reboot_boot ()
+{
+    local phase=$1 tap=$2
+    shift 2
+    echo "==== reboot case, boot: $phase" >> "$console"
+    timeout -k 10 600 "${qemu_base[@]}" "${accel_args[@]}" \
+        -append "$append zoned.reboot=$phase $*" \
+        -chardev "file,id=tap,path=$tap" -device isa-serial,chardev=tap \
+        -device nvme,id=nvme1,serial=persist0 \
+        -drive "file=$persist_img,id=persist,if=none,format=raw,cache=writeback" \
+        -device nvme-ns,drive=persist,bus=nvme1,nsid=1 \
+        </dev/null >>"$console" 2>&1 || echo "check-vm: the reboot case's $phase boot exited with $?" >> "$console"
+    tr -d '\r' < "$tap" > "$tap.tmp" 2>/dev/null && mv "$tap.tmp" "$tap" || : > "$tap"
+}
+if reboot_wanted; then
+    persist_img="$cache/persist-$series.img"
+    rm -f "$persist_img"
+    truncate -s 1G "$persist_img"
+    reboot_boot write "$outdir/reboot-write.tap"
+    expect=$(awk '$1 == "reboot-flushed" { f[$2] = $3 } $1 == "reboot-written" { w[$2] = $3 }
+                  END { for (z in f) if (z in w) printf "%s%s:%s:%s", (n++ ? "," : ""), z, f[z], w[z] }' \
+                 "$outdir/reboot-write.tap")
+    reboot_name="reboot: flushed writes and write pointers of the emulated image survive a power-off"
+    n=$(sed -n 's/^1\.\.\([0-9][0-9]*\)$/\1/p' "$taplog" | tail -n 1)
+    n=${n:-0}
+    grep -v '^1\.\.' "$taplog" > "$taplog.tmp" || :
+    if grep -q '^not ok' "$outdir/reboot-write.tap" || ! grep -q '^reboot-poweroff' "$outdir/reboot-write.tap"; then
+        echo "not ok $((n + 1)) - $reboot_name (the first boot did not reach the power-off)" >> "$taplog.tmp"
+        sed 's/^/# /' "$outdir/reboot-write.tap" >> "$taplog.tmp"
+    else
+        reboot_boot check "$outdir/reboot-check.tap" "zoned.expect=$expect"
+        if grep -qE '^(not )?ok 1 ' "$outdir/reboot-check.tap"; then
+            grep -E '^(not )?ok 1 ' "$outdir/reboot-check.tap" | head -n 1 |
+                sed "s/^\(not \)\{0,1\}ok 1 /\1ok $((n + 1)) /" >> "$taplog.tmp"
+        else
+            echo "not ok $((n + 1)) - $reboot_name (the second boot reported no result)" >> "$taplog.tmp"
+        fi
+    fi
+    echo "1..$((n + 1))" >> "$taplog.tmp"
+    mv "$taplog.tmp" "$taplog"
+    rm -f "$persist_img"
+fi
 
 verdict ()
 {
