@@ -18,6 +18,7 @@
 # end of the last write sent, and [start, WP) holds exactly the data; a
 # zone the log says complete must be full to its capacity.
 import os
+import errno
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +70,10 @@ def write(uri, logpath, nzones, until_killed):
         except nbd.Error as e:
             # A killed server: the connection is gone (the handle is
             # dead).  An error reply leaves it alive: that is a failure.
-            if until_killed and h.aio_is_dead():
+            # libnbd may report the broken transport (ENOTCONN, EPIPE,
+            # ECONNRESET) before the handle has moved to its dead state.
+            lost = e.errno in (errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET)
+            if until_killed and (h.aio_is_dead() or lost):
                 print("zbd-stream: connection lost after %d writes: %s" %
                       (n, e))
                 return
