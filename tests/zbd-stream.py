@@ -72,7 +72,9 @@ def write(uri, logpath, nzones, until_killed):
             # dead).  An error reply leaves it alive: that is a failure.
             # libnbd may report the broken transport (ENOTCONN, EPIPE,
             # ECONNRESET) before the handle has moved to its dead state.
-            lost = e.errno in (errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET)
+            # (python3-libnbd gives the errno by name.)
+            lost = e.errno in ("ENOTCONN", "EPIPE", "ECONNRESET",
+                               errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET)
             if until_killed and (h.aio_is_dead() or lost):
                 print("zbd-stream: connection lost after %d writes: %s" %
                       (n, e))
