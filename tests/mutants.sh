@@ -63,7 +63,7 @@ mutant plugin-partial-trim-resets plugin/zbd.c 1 \
     "only a trim of a whole zone resets it; a partial trim is a no-op" \
     test-zbd-profile-memory.sh
 mutant image-no-data-sync plugin/emulate.c 1 \
-    '/zt_copy_wps (ZT, w);/,/fdatasync/s/fdatasync (image_fd ()) == -1/0/' \
+    '/zt_copy_wps (ZT, w);/,/durable_sync/s/if (durable_sync (image_fd (), "emulate", params->emulate) == -1) {/if (0) {/' \
     "the image's data is durable before the zone table that covers it" \
     test-zbd-flush-order.sh test-zbd-powercut.sh
 mutant image-reset-table-late plugin/emulate.c 1 \
@@ -95,13 +95,13 @@ mutant filter-chunk-tweak filters/cryptinline/cryptinline.c 1 \
     "the pool encrypts each chunk at its own sector numbers: pool and inline write the same bytes" \
     test-cryptinline-order.sh test-cryptinline-roundtrip.sh
 mutant filter-fua-dropped filters/cryptinline/cryptinline.c 1 \
-    's/return next->pwrite (next, bounce, count, offset, flags, err);/return next->pwrite (next, bounce, count, offset, flags \& ~NBDKIT_FLAG_FUA, err);/' \
+    's/r = next->pwrite (next, b->buf, count, offset, flags, err);/r = next->pwrite (next, b->buf, count, offset, flags \& ~NBDKIT_FLAG_FUA, err);/' \
     "one write below per client write, with the same offset, length and FUA flag" \
     test-cryptinline-order.sh
 mutant filter-zero-chunks-no-fua filters/cryptinline/cryptinline.c 1 \
-    's/^  flags &= NBDKIT_FLAG_FUA;$/  flags = 0;/' \
-    "write-zeroes with FUA is durable: FUA on every chunk written below" \
-    test-cryptinline-order.sh
+    's/if (r == 0 \&\& (flags \& NBDKIT_FLAG_FUA) \&\& !fua_each)/if (0)/' \
+    "write-zeroes with FUA is durable: one flush after its chunks" \
+    test-cryptinline-zero-fua.sh test-cryptinline-order.sh
 mutant filter-no-align-check filters/cryptinline/cryptinline.c 1 \
     's/if (count % fmt.sector_size == 0 && offset % fmt.sector_size == 0)/if (1)/' \
     "a request not aligned to the crypt sector gets EINVAL, never a read-modify-write" \
@@ -123,7 +123,7 @@ mutant luks-header-checksum-ignored filters/cryptinline/luks.c 1 \
 
 # ---- Key memory (common/keymem.c) --------------------------------------
 mutant keymem-never-locked common/keymem.c 1 \
-    's/if (mlock (p, size) == 0)/if (0)/' \
+    's/if (mlock (p, want) == 0) {/if (0) {/' \
     "key memory is locked where memory can be locked" \
     test-keymem test-cryptinline-keymem.sh
 mutant keymem-not-relocked-after-fork common/keymem.c 1 \
@@ -137,7 +137,7 @@ mutant keymem-in-core-dumps common/keymem.c 1 \
 
 # ---- nbdzone, host side (tools/) ---------------------------------------
 mutant nbdzone-report-wp tools/zone-report.c 1 \
-    's/s->wp\[z - s->first\] = s->pos;/s->wp[z - s->first] = start;/' \
+    's/^  s->wp\[z - s->first\] = pos;$/  s->wp[z - s->first] = zone_start (s->l, z);/' \
     "nbdzone report shows each zone's WP (from block status)" \
     test-nbdzone.sh
 mutant nbdzone-report-full tools/zone-report.c 1 \
@@ -148,7 +148,7 @@ mutant nbdzone-finish-short tools/nbdzone.c 1 \
     's/nbd_zero (d->nbd, end - wp, wp, 0)/nbd_zero (d->nbd, end - wp - 512, wp, 0)/' \
     "nbdzone finish makes the zone full" \
     test-nbdzone.sh
-mutant attach-zone-size-check tools/ublk-server.c 1 \
+mutant attach-zone-size-check tools/attach.c 1 \
     's/if (!is_pow2 (l->g.zone_size) || l->g.zone_size % 512) {/if (0) {/' \
     "nbdzone attach refuses, in one line, a zone size a zoned ublk device cannot have" \
     test-nbdzone-attach.sh
