@@ -546,10 +546,11 @@ case_attach_limits ()
 
     # Open limit: zones 0 to 2 reset through ublk, zones 4 and 5 held
     # explicitly open on the device (NBD cannot open them), so none can
-    # be closed to open zone 6.
+    # be closed to open zone 6.  Not with blkzone: it opens the device
+    # O_EXCL, which the server holds.
     blkzone reset -o 0 -c 3 $ublk || die "reset zones 0 to 2 through $ublk"
     assert_zone $dev 0 0 1
-    blkzone open -o $((4 * zs / 512)) -c 2 /dev/$dev || die "open zones 4 and 5"
+    $CLIENT devzone open /dev/$dev $((4 * zs)) $((2 * zs)) || die "open zones 4 and 5"
     ublk_write_fails $ublk $((6 * zs)) 4096 "Too many references" \
         "too many open zones" "open zone limit reached (ETOOMANYREFS)"
     assert_zone $dev 6 0 1
@@ -557,7 +558,7 @@ case_attach_limits ()
     # Once a zone is free the refused zone takes the write.  Linux wants
     # a zone report after a failed write before the zone takes another
     # (it fails the next write itself otherwise): blkzone report.
-    blkzone close -o $((4 * zs / 512)) -c 2 /dev/$dev || die "close zones 4 and 5"
+    $CLIENT devzone close /dev/$dev $((4 * zs)) $((2 * zs)) || die "close zones 4 and 5"
     blkzone report -o $((6 * zs / 512)) -c 1 $ublk > /dev/null || die "report zone 6"
     dd if=/dev/urandom of=$ublk bs=4096 count=1 seek=$((6 * zs)) \
         oflag=direct,seek_bytes status=none || die "write to zone 6 after the refusal"

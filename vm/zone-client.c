@@ -19,6 +19,11 @@
  *   zone-client trim URI OFFSET LENGTH
  *   zone-client zero URI OFFSET LENGTH                  write zeroes
  *   zone-client flush URI
+ *   zone-client devzone open|close DEV OFFSET LENGTH
+ *       BLKOPENZONE/BLKCLOSEZONE on a zoned block device, opened without
+ *       O_EXCL: blkzone opens the device exclusively, and the plugin
+ *       holds a served drive with O_EXCL, so only this reaches a drive
+ *       while it is served (as another user of the host could)
  *
  * With ZONE_CLIENT_UNALIGNED set in the environment, requests that are
  * not aligned to the export's minimum block size are sent anyway (libnbd
@@ -30,6 +35,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -38,7 +44,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
 
+#include <linux/blkzoned.h>
 #include <libnbd.h>
 
 /* How long a window of pipelined writes may take before the client gives
@@ -429,6 +438,35 @@ do_simple (const char *cmd, const char *uri, uint64_t offset, uint64_t length)
   return 0;
 }
 
+static int
+do_devzone (const char *op, const char *dev, uint64_t offset, uint64_t length)
+{
+  struct blk_zone_range range = { .sector = offset / 512,
+                                  .nr_sectors = length / 512 };
+  unsigned long req;
+  int fd, r;
+
+  if (strcmp (op, "open") == 0)
+    req = BLKOPENZONE;
+  else if (strcmp (op, "close") == 0)
+    req = BLKCLOSEZONE;
+  else {
+    fprintf (stderr, "zone-client: devzone: unknown operation %s\n", op);
+    return 2;
+  }
+  fd = open (dev, O_WRONLY);
+  if (fd == -1) {
+    fprintf (stderr, "zone-client: %s: %m\n", dev);
+    return 1;
+  }
+  r = ioctl (fd, req, &range);
+  if (r == -1)
+    fprintf (stderr, "zone-client: %s zones [%" PRIu64 ", +%" PRIu64
+             ") of %s: %m\n", op, offset, length, dev);
+  close (fd);
+  return r == -1 ? 1 : 0;
+}
+
 static void
 usage (void)
 {
@@ -439,7 +477,8 @@ usage (void)
            "       zone-client shuffle URI OFFSET LENGTH SEED CHUNK CONNS WINDOW RSEED\n"
            "       zone-client stream URI OFFSET LENGTH SEED CHUNK FLUSH_EVERY [PAUSE_MS]\n"
            "       zone-client trim URI OFFSET LENGTH\n"
-           "       zone-client flush URI\n");
+           "       zone-client flush URI\n"
+           "       zone-client devzone open|close DEV OFFSET LENGTH\n");
   exit (2);
 }
 
@@ -469,6 +508,8 @@ main (int argc, char *argv[])
     return do_simple (cmd, argv[2], N (3, "offset"), N (4, "length"));
   if (strcmp (cmd, "flush") == 0 && argc == 3)
     return do_simple (cmd, argv[2], 0, 0);
+  if (strcmp (cmd, "devzone") == 0 && argc == 6)
+    return do_devzone (argv[2], argv[3], N (4, "offset"), N (5, "length"));
   usage ();
   return 2;
 }
