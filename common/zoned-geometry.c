@@ -105,6 +105,7 @@ parse_word (const char *key, const char *val, struct zoned_geometry *g)
     { "max-open", offsetof (struct zoned_geometry, max_open) },
     { "max-active", offsetof (struct zoned_geometry, max_active) },
     { "block-size", offsetof (struct zoned_geometry, block_size) },
+    { "states-omitted", offsetof (struct zoned_geometry, states_omitted) },
   };
   size_t i;
 
@@ -277,10 +278,13 @@ zoned_geometry_is_offline (const struct zoned_geometry *g, uint64_t zone)
   return in_ranges (g->offline, g->nr_offline_ranges, zone);
 }
 
-int
-zoned_format_ranges (const bool *is_conv, uint64_t n, char *buf, size_t buflen)
+/* Format the ranges of IS[N] into BUF; stop at the first that does
+ * not fit and return how many zones were left out from there on.
+ */
+static uint64_t
+format_ranges (const bool *is, uint64_t n, char *buf, size_t buflen)
 {
-  uint64_t i = 0;
+  uint64_t i = 0, omitted = 0;
   size_t used = 0;
 
   buf[0] = '\0';
@@ -288,25 +292,44 @@ zoned_format_ranges (const bool *is_conv, uint64_t n, char *buf, size_t buflen)
     uint64_t first;
     int len;
 
-    if (!is_conv[i]) {
+    if (!is[i]) {
       i++;
       continue;
     }
     first = i;
-    while (i + 1 < n && is_conv[i + 1])
+    while (i + 1 < n && is[i + 1])
       i++;
-    if (first == i)
-      len = snprintf (buf + used, buflen - used, "%s%" PRIu64,
-                      used ? "," : "", first);
-    else
-      len = snprintf (buf + used, buflen - used, "%s%" PRIu64 "-%" PRIu64,
-                      used ? "," : "", first, i);
-    if (len < 0 || (size_t) len >= buflen - used)
-      return -1;
-    used += len;
+    if (omitted == 0) {
+      if (first == i)
+        len = snprintf (buf + used, buflen - used, "%s%" PRIu64,
+                        used ? "," : "", first);
+      else
+        len = snprintf (buf + used, buflen - used, "%s%" PRIu64 "-%" PRIu64,
+                        used ? "," : "", first, i);
+      if (len >= 0 && (size_t) len < buflen - used) {
+        used += len;
+        i++;
+        continue;
+      }
+      buf[used] = '\0';        /* drop the part of the range that fit */
+    }
+    omitted += i - first + 1;
     i++;
   }
-  if (used == 0)
+  if (used == 0 && buflen > 4)
     snprintf (buf, buflen, "none");
-  return 0;
+  return omitted;
+}
+
+int
+zoned_format_ranges (const bool *is_conv, uint64_t n, char *buf, size_t buflen)
+{
+  return format_ranges (is_conv, n, buf, buflen) == 0 ? 0 : -1;
+}
+
+uint64_t
+zoned_format_ranges_capped (const bool *is, uint64_t n, char *buf,
+                            size_t buflen)
+{
+  return format_ranges (is, n, buf, buflen);
 }

@@ -8,7 +8,10 @@
  *
  * and, only while the device has such zones, readonly=RANGES and
  * offline=RANGES (a device can turn zones read-only or offline at any
- * time; a client reads them again from each new connection).
+ * time; a client reads them again from each new connection).  An NBD
+ * string is at most 4096 bytes: when the two lists would not fit, they
+ * hold the ranges that do and states-omitted=N counts the zones left
+ * out.
  *
  * Sizes are bytes, zone numbers count from 0, ranges are inclusive and
  * comma-separated ("none" when there is none), 0 means "no limit".
@@ -38,6 +41,10 @@ struct zoned_geometry {
   size_t nr_readonly_ranges;
   struct zoned_range *offline;       /* malloc'd; zones gone offline */
   size_t nr_offline_ranges;
+  /* Read-only or offline zones left out of the two lists above, which
+   * must fit in the 4096-byte description (states-omitted=N).
+   */
+  uint64_t states_omitted;
 };
 
 /* Parse DESCRIPTION into *G.  Returns 0, or -1 with a one-line reason
@@ -59,5 +66,11 @@ extern bool zoned_geometry_is_offline (const struct zoned_geometry *g,
  */
 extern int zoned_format_ranges (const bool *is_conv, uint64_t n,
                                 char *buf, size_t buflen);
+/* The same, but a BUF too small (at least 5 bytes) keeps the ranges
+ * that fit, whole, and returns the number of zones in the ranges left
+ * out (0 when all fit).
+ */
+extern uint64_t zoned_format_ranges_capped (const bool *is, uint64_t n,
+                                            char *buf, size_t buflen);
 
 #endif /* ZONED_GEOMETRY_H */

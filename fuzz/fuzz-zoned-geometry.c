@@ -6,7 +6,8 @@
  * non-zero size whose total fits 64 bits, a capacity within the zone,
  * a block size dividing the zone size, conventional ranges inside the
  * zone count; the conventional ranges, formatted and parsed again,
- * name the same zones.  A refusal's reason is one line of printable
+ * name the same zones, and cut to a small buffer they name a prefix of
+ * them and count the rest.  A refusal's reason is one line of printable
  * ASCII, whatever the server sent.
  */
 #include <config.h>
@@ -57,6 +58,47 @@ check_ranges_roundtrip (const struct zoned_geometry *g, const char *desc)
   zoned_geometry_free (&g2);
 }
 
+/* The same ranges cut to a buffer of BUFLEN bytes: what is kept parses
+ * again, names only zones of the set, and is a prefix of it (every zone
+ * of the set below the last one named is named), and the count of the
+ * zones left out makes up the rest.
+ */
+static void
+check_ranges_capped (const struct zoned_geometry *g, size_t buflen,
+                     const char *desc)
+{
+  static bool is_conv[CHECKED_ZONES];
+  uint64_t n = g->nr_zones < CHECKED_ZONES ? g->nr_zones : CHECKED_ZONES;
+  char ranges[4 * CHECKED_ZONES], again[4 * CHECKED_ZONES + 128];
+  struct zoned_geometry g2;
+  char err[256];
+  uint64_t z, omitted, set = 0, named = 0, last = 0;
+
+  for (z = 0; z < n; z++) {
+    is_conv[z] = zoned_geometry_is_conventional (g, z);
+    set += is_conv[z];
+  }
+  omitted = zoned_format_ranges_capped (is_conv, n, ranges, buflen);
+  check (strlen (ranges) < buflen, "cut ranges overrun their buffer", desc);
+  snprintf (again, sizeof again,
+            "zoned=host-managed zone-size=512 zones=%" PRIu64
+            " conventional=%s", n, ranges);
+  check (zoned_geometry_parse (again, &g2, err, sizeof err) == 0,
+         "cut ranges are not accepted again", desc);
+  for (z = 0; z < n; z++)
+    if (zoned_geometry_is_conventional (&g2, z)) {
+      check (is_conv[z], "cut ranges name a zone not in the set", desc);
+      named++;
+      last = z;
+    }
+  for (z = 0; named > 0 && z < last; z++)
+    check (!is_conv[z] || zoned_geometry_is_conventional (&g2, z),
+           "cut ranges skip a zone before the last one named", desc);
+  check (named + omitted == set,
+         "named and omitted zones do not add up to the set", desc);
+  zoned_geometry_free (&g2);
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -94,6 +136,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
              g.offline[i].last < g.nr_zones,
              "offline range outside the zones", desc);
     check_ranges_roundtrip (&g, desc);
+    check_ranges_capped (&g, 5 + size % 32, desc);
     zoned_geometry_free (&g);
   }
   else {

@@ -114,6 +114,23 @@ bounce_alloc (size_t n)
   return p;
 }
 
+/* Log a failed device command on N bytes at OFF with the device's own
+ * error E (its name, for whoever searches the kernel log for it), and
+ * set the errno the client gets (client_errno).
+ */
+static void
+report_device_error (const char *what, uint64_t n, uint64_t off, int e)
+{
+  int sent = client_errno (e);
+
+  nbdkit_error ("device=%s: %s of %" PRIu64 " bytes at %" PRIu64
+                " (zone %" PRIu64 ") failed: %s (%s)%s",
+                params->device_path, what, n, off,
+                off / disk->table.zone_size, strerror (e), errno_name (e),
+                sent != e ? "; the client is told EIO" : "");
+  errno = sent;
+}
+
 static int
 dev_pread (void *buf, uint32_t n, uint64_t off)
 {
@@ -128,8 +145,7 @@ dev_pread (void *buf, uint32_t n, uint64_t off)
   }
   r = full_pread (fd, b, n, off);
   if (r == -1)
-    nbdkit_error ("device=%s: read of %" PRIu32 " bytes at %" PRIu64 ": %m",
-                  params->device_path, n, off);
+    report_device_error ("read", n, off, errno);
   else if (b != buf)
     memcpy (buf, b, n);
   if (b != buf)
@@ -220,9 +236,7 @@ report_write_error (uint32_t n, uint64_t off)
     errno = ENOSPC;
     return;
   }
-  nbdkit_error ("device=%s: write of %" PRIu32 " bytes at %" PRIu64 ": %s",
-                params->device_path, n, off, strerror (e));
-  errno = e;
+  report_device_error ("write", n, off, e);
 }
 
 static int
@@ -258,14 +272,15 @@ dev_discard (uint64_t n, uint64_t off)
   if (!z)
     return -1;
   memset (z, 0, chunk);
-  while (n > 0 && r == 0) {
+  while (n > 0) {
     size_t k = n < chunk ? n : chunk;
     r = full_pwrite (cur_fd (), z, k, off);
+    if (r == -1) {
+      report_device_error ("write of zeros", k, off, errno);
+      break;
+    }
     n -= k; off += k;
   }
-  if (r == -1)
-    nbdkit_error ("device=%s: writing zeros at %" PRIu64 ": %m",
-                  params->device_path, off);
   free (z);
   return r;
 }
@@ -287,8 +302,7 @@ static int
 dev_reset (const struct zone *z)
 {
   if (zone_mgmt (BLKRESETZONE, z) != 0) {
-    nbdkit_error ("device=%s: zone reset at %" PRIu64 " failed: %m",
-                  params->device_path, z->start);
+    report_device_error ("zone reset", z->len, z->start, errno);
     return -1;
   }
   return 0;
@@ -298,8 +312,7 @@ static int
 dev_finish (const struct zone *z)
 {
   if (zone_mgmt (BLKFINISHZONE, z) != 0) {
-    nbdkit_error ("device=%s: zone finish at %" PRIu64 " failed: %m",
-                  params->device_path, z->start);
+    report_device_error ("zone finish", z->len, z->start, errno);
     return -1;
   }
   return 0;

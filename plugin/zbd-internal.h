@@ -66,6 +66,12 @@ extern bool nbdkit_readonly_in (const char *cmdline, size_t len);
  */
 extern int durable_sync (int fd, const char *key, const char *path);
 extern bool sync_latched (void);
+/* The errno to send for a backend error E: E itself where the client
+ * can act on it (NBD carries it), else EIO; see zbd.c.
+ */
+extern int client_errno (int e);
+/* E's symbolic name ("ENODATA"), for logs. */
+extern const char *errno_name (int e);
 extern int full_pread (int fd, void *buf, size_t n, off_t off);
 extern int full_pwrite (int fd, const void *buf, size_t n, off_t off);
 

@@ -143,6 +143,36 @@ parse_bytes (const char *key, const char *value, int64_t *out)
   return 0;
 }
 
+/* NBD carries only a few errors: nbdkit sends EPERM (and EROFS), EIO,
+ * ENOMEM, ENOSPC (and EDQUOT, EFBIG), ENOTSUP and ESHUTDOWN as
+ * themselves and every other errno as EINVAL, which tells the client
+ * that its request was malformed.  A device's own errors (ENODATA for
+ * an unreadable sector, ENOLINK or ETIMEDOUT for a lost transport,
+ * EINVAL for a command the device refused) are not the client's doing:
+ * they are sent as EIO, after the backend logged the real one.  EINVAL
+ * from the device is EIO too; the plugin's own EINVAL (a misaligned
+ * request) never reaches a backend.
+ */
+int
+client_errno (int e)
+{
+  switch (e) {
+  case EPERM: case EROFS: case EIO: case ENOMEM:
+  case ENOSPC: case EDQUOT: case EFBIG:
+    return e;
+  default:
+    return EIO;
+  }
+}
+
+const char *
+errno_name (int e)
+{
+  const char *name = strerrorname_np (e);
+
+  return name ? name : "an unknown errno";
+}
+
 int
 full_pread (int fd, void *buf, size_t n, off_t off)
 {
@@ -454,6 +484,11 @@ zbd_config_complete (void)
 }
 
 /* Geometry as key=value words for NBD_INFO_DESCRIPTION. */
+/* NBD strings are at most 4096 bytes; nbdkit sends no description at
+ * all for a longer one, and the client would see an unzoned disk.
+ */
+#define DESCRIPTION_MAX 4096
+
 static int
 build_description (void)
 {
@@ -490,8 +525,8 @@ build_description (void)
   free (ranges);
   if (r == -1)
     nbdkit_error ("cannot format the export description: %m");
-  /* NBD strings are at most 4096 bytes. */
-  else if (strlen (description) > 4096) {
+  /* Room is left for the read-only and offline zones' words. */
+  else if (strlen (description) > DESCRIPTION_MAX - 96) {
     nbdkit_error ("the conventional zones are scattered in too many ranges "
                   "to describe in the 4096-byte NBD export description");
     r = -1;
@@ -603,39 +638,67 @@ zbd_get_size (void *handle)
 /* The zones now read-only or offline (the device can turn them so at
  * any time) as ranges in BUF, or "none".
  */
-static int
+/* The zones in condition C as ranges in BUF (LEN bytes, those that
+ * fit); returns the number of zones left out.  *ANY says whether
+ * there were any.
+ */
+static uint64_t
 cond_ranges (enum zone_cond c, char *buf, size_t len, bool *any)
 {
   bool *is = calloc (table->nr_zones, sizeof *is);
-  uint64_t i;
-  int r;
+  uint64_t i, omitted;
 
-  if (!is)
-    return -1;
+  if (!is) {
+    snprintf (buf, len, "none");
+    return 0;
+  }
   for (i = 0; i < table->nr_zones; i++) {
     is[i] = zt_snapshot (table, &table->zones[i]).cond == c;
     *any |= is[i];
   }
-  r = zoned_format_ranges (is, table->nr_zones, buf, len);
+  omitted = zoned_format_ranges_capped (is, table->nr_zones, buf, len);
   free (is);
-  return r;
+  return omitted;
 }
 
 /* The geometry, and which zones are read-only or offline if any are
- * ("readonly=RANGES offline=RANGES"), when each connection asks.
+ * ("readonly=RANGES offline=RANGES"), when each connection asks.  On a
+ * failing drive with zones scattered all over, the lists are cut to
+ * fit: offline zones first (their reads fail, the worse surprise),
+ * then read-only ones, and "states-omitted=N" says how many zones are
+ * not listed.  A write to an unlisted zone (or a read of an offline
+ * one) still fails with a log line that names the zone, and blkzone
+ * report on the server shows them all.
  */
 static const char *
 zbd_export_description (void *handle)
 {
-  size_t len = 24 * table->nr_zones + 8;
-  char *ro = malloc (len), *off = malloc (len);
+  /* " readonly= offline= states-omitted=" and a 20-digit count. */
+  const size_t words = 64, base = strlen (description);
+  size_t room = base + words + 16 < DESCRIPTION_MAX
+    ? DESCRIPTION_MAX - base - words : 0;
+  char *ro = malloc (room + 1), *off = malloc (room + 1);
   bool any = false;
+  uint64_t omitted;
   const char *r = description;
 
-  if (ro && off && cond_ranges (COND_READONLY, ro, len, &any) == 0 &&
-      cond_ranges (COND_OFFLINE, off, len, &any) == 0 && any)
+  if (!ro || !off || room == 0) {
+    free (ro);
+    free (off);
+    return description;
+  }
+  /* Offline first, leaving "none" for the read-only list. */
+  omitted = cond_ranges (COND_OFFLINE, off, room + 1 - 5, &any);
+  omitted += cond_ranges (COND_READONLY, ro, room + 1 - strlen (off), &any);
+  if (omitted)
+    r = nbdkit_printf_intern ("%s readonly=%s offline=%s states-omitted=%"
+                              PRIu64, description, ro, off, omitted);
+  else if (any)
     r = nbdkit_printf_intern ("%s readonly=%s offline=%s", description,
                               ro, off);
+  if (omitted)
+    nbdkit_debug ("export description: %" PRIu64 " read-only or offline "
+                  "zones do not fit in it", omitted);
   free (ro);
   free (off);
   return r;

@@ -149,6 +149,13 @@ connect_disk (struct disk *d, const char *uri, unsigned timeout_s,
     fputc ('\n', stderr);
     exit (EXIT_FAILURE);
   }
+  if (d->l.g.states_omitted)
+    fprintf (stderr, "%s: warning: %s names only some of the zones its "
+             "device turned read-only or offline: %" PRIu64 " more do not "
+             "fit in the 4096-byte export description, and show here as "
+             "their write pointers read.  Writes to them fail on the "
+             "server; blkzone report on the server lists them all\n",
+             progname, uri, d->l.g.states_omitted);
   if (nbd_can_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
     fprintf (stderr, "%s: %s does not offer block status "
              "(base:allocation), so its write pointers cannot be read\n",

@@ -905,6 +905,70 @@ extent_type_at () { awk -v x=$2 '$1 <= x && x < $1 + $2 { print $3 }' $1; }
 # Milliseconds since boot.
 now_ms () { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 
+# A failing drive with read-only and offline zones all over it: 4096
+# zones of 1 MiB, every other zone of the first half offline and of the
+# second half read-only.  Listed one by one they need about 10 KB, and
+# nbdkit sends no description at all past 4096 bytes, so every client
+# saw an unzoned disk.  Now the description stays within 4096 bytes:
+# the offline zones first, as many of them and then of the read-only
+# ones as fit, whole and in order, and states-omitted counts the rest;
+# nbdzone says that some are not listed.
+case_many_zone_states ()
+{
+    local dev=nullbmany d=/sys/kernel/config/nullb/nullbmany z desc off ro
+    local noff nro omitted
+    make_nullb $dev blocksize=4096 memory_backed=0 size=4096 zoned=1 \
+        zone_size=1 zone_nr_conv=0
+    [ -b /dev/$dev ] || die "no /dev/$dev"
+    [ -e $d/zone_offline ] || die "this kernel's null_blk has no zone_offline"
+    z=1
+    while [ $z -lt 4096 ]; do
+        if [ $z -lt 2048 ]; then
+            echo $((z * 2048)) > $d/zone_offline || die "zone $z offline"
+        else
+            echo $((z * 2048)) > $d/zone_readonly || die "zone $z read-only"
+        fi
+        z=$((z + 2))
+    done
+    blkzone report /dev/$dev > $W/blkzone
+    [ "$(grep -c 'zcond:15' $W/blkzone)" = 1024 ] &&
+        [ "$(grep -c 'zcond:13' $W/blkzone)" = 1024 ] ||
+        die "the device does not have 1024 offline and 1024 read-only zones"
+
+    start_nbdkit srv $PLUGIN device=/dev/$dev
+    nbdinfo "$(uri srv)" > $W/info || die "nbdinfo"
+    desc=$(sed -n 's/^[[:space:]]*description: //p' $W/info)
+    [ -n "$desc" ] ||
+        die "the export has no description (nbdkit drops one longer than 4096 bytes)"
+    say "description: ${#desc} bytes: $(echo "$desc" | cut -c 1-120)..."
+    [ ${#desc} -le 4096 ] || die "the description is ${#desc} bytes"
+    echo "$desc" | grep -q 'zoned=host-managed .*zones=4096 ' ||
+        die "the description lost its geometry"
+    off=$(echo "$desc" | sed -n 's/.* offline=\([^ ]*\).*/\1/p')
+    ro=$(echo "$desc" | sed -n 's/.* readonly=\([^ ]*\).*/\1/p')
+    omitted=$(echo "$desc" | sed -n 's/.* states-omitted=\([0-9]*\).*/\1/p')
+    noff=$(echo "$off" | tr , '\n' | grep -c '^[0-9][0-9]*$' || :)
+    nro=$(echo "$ro" | tr , '\n' | grep -c '^[0-9][0-9]*$' || :)
+    say "listed: $noff offline, $nro read-only; states-omitted=$omitted"
+    [ -n "$omitted" ] && [ $((noff + nro + omitted)) = 2048 ] ||
+        die "$noff offline + $nro read-only listed + ${omitted:-no} omitted is not 2048"
+    [ $noff -gt 0 ] && { [ $nro = 0 ] || [ $noff = 1024 ]; } ||
+        die "the offline zones are not listed first"
+    # The listed offline zones are the first ones, in order: 1, 3, 5...
+    [ "$(echo "$off" | tr , '\n' | awk '$1 != 2 * NR - 1' | wc -l)" = 0 ] ||
+        die "the listed offline zones are not 1, 3, 5...: $(echo "$off" | cut -c 1-80)"
+
+    timeout 120 $NBDZONE report "$(uri srv)" > $W/report 2> $W/report.err ||
+        { cat $W/report.err; die "nbdzone report"; }
+    cat $W/report.err
+    grep -q "$omitted more do not fit" $W/report.err ||
+        die "nbdzone did not warn that $omitted zones are not listed"
+    sed -n 2p $W/report | grep -q 'zcond:15(of)' ||
+        die "nbdzone report does not show zone 1 offline: $(sed -n 2p $W/report)"
+    sed -n 1p $W/report | grep -q 'zcond:1(em)' ||
+        die "nbdzone report does not show zone 0 empty: $(sed -n 1p $W/report)"
+}
+
 # Every write takes 0.7 s at the device (completion_nsec), the gate's
 # timeout is 1 s: pipelined writes into one zone, together much longer
 # than the timeout, all succeed (the timeout measures lack of progress);
@@ -1067,7 +1131,7 @@ case_badblocks ()
     [ $rc1 = 1 ] || die "the stream through bad blocks ended with $rc1 (1 expected: failed writes, no hang)"
     [ $rc2 = 0 ] || { cat $W/s2; die "the stream in the other zone failed"; }
     grep -q "errno=EIO" $W/s1 || die "no EIO reached the client"
-    grep -q "write of 16384 bytes at $((z1 + 262144)): Input/output error" $W/srv.log ||
+    grep -q "write of 16384 bytes at $((z1 + 262144)) (zone 1) failed: Input/output error (EIO)" $W/srv.log ||
         die "no log line for the failing device write"
     grep -q "zone 1 re-read from the device: WP $((z1 + 262144))" $W/srv.log ||
         die "the zone was not re-read after the error"
@@ -1120,7 +1184,8 @@ case_scsi_read_medium_error ()
     expect_error "EIO" "No data available\|ENODATA" \
         $CLIENT verify "$(uri srv)" $((start + 131072)) 16384 41
     echo 0 > /sys/bus/pseudo/drivers/scsi_debug/opts
-    grep -q "zone $z" $W/srv.log || die "the log line does not name the zone"
+    grep -q "read of 16384 bytes at $((start + 131072)) (zone $z) failed: No data available (ENODATA); the client is told EIO" $W/srv.log ||
+        die "the log line does not name the offset, the zone and ENODATA"
     $CLIENT verify "$(uri srv)" $start 262144 41 || die "data around the bad sector"
     assert_zone $dev $z 262144
 }
@@ -1569,13 +1634,14 @@ run 300 "nullb0: case 7: LUKS2 detached header with iv_tweak 8, read as cryptset
 
 run 120 "slow device: in-order pipelined writes beat the gate's timeout" case_slow_device
 run 120 "read-only and offline zones" case_zone_states
+run 180 "2048 scattered read-only and offline zones: the description fits in 4096 bytes" \
+    case_many_zone_states
 run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
 run 60 "reopening for writing keeps the device" case_reopen_device
 run 120 "one server per drive: lock, O_EXCL, a held drive refused" case_one_server
 run 120 "a failed sync under the image latches EIO (dm-error)" case_sync_fail
-# case_scsi_read_medium_error shows issue 19's errno defect on a real
-# disk (the client gets EINVAL for the kernel's ENODATA); it joins the
-# run with the fix.
+run 180 "SCSI ZBC: a medium error on read: EIO to the client, ENODATA in the log" \
+    case_scsi_read_medium_error
 if kernel_at_least 6 7; then
     run 180 "SCSI ZBC: a medium error mid-stream on write: EIO, WP re-read, nothing else lost" \
         case_scsi_write_medium_error
