@@ -168,31 +168,49 @@ zt_nr_active (struct zone_table *t)
 /* ---------------------------------------------------------------- */
 /* Emulated zone resources (null_blk semantics).  Lock held. */
 
-/* Make room for one more open zone by closing an implicitly open zone
- * with no write in flight, round robin.  Returns false if none can be.
+/* Close the implicitly open zone V to make room.  A zone with a write
+ * in flight is closed as a drive closes it, by its condition alone: the
+ * write completes into the closed zone (or fills it), and its next
+ * write opens it again.  Closing an unwritten zone empties it, unless a
+ * write into it is on its way (zt_write empties it if that fails).
+ */
+static void
+close_implicitly (struct zone_table *t, struct zone *v)
+{
+  t->close_cursor = zt_index (t, v) + 1;
+  t->nr_open--;
+  if (v->wp == v->start && !v->busy) {
+    v->cond = COND_EMPTY;
+    t->nr_active--;
+  }
+  else
+    v->cond = COND_CLOSED;
+}
+
+/* Make room for one more open zone by closing an implicitly open zone,
+ * round robin, an idle one if there is one.  As null_blk does, no zone
+ * is closed for this when every active slot is taken (which matters
+ * for reopening a closed zone: an empty one was checked for an active
+ * slot already).  Returns false if no room can be made.
  */
 static bool
 make_open_room (struct zone_table *t)
 {
-  uint64_t i;
+  uint64_t i, pass;
 
   if (t->config.max_open == 0 || t->nr_open < t->config.max_open)
     return true;
-  for (i = 0; i < t->nr_zones; i++) {
-    struct zone *v = &t->zones[(t->close_cursor + i) % t->nr_zones];
+  if (t->config.max_active && t->nr_active >= t->config.max_active)
+    return false;
+  for (pass = 0; pass < 2; pass++)
+    for (i = 0; i < t->nr_zones; i++) {
+      struct zone *v = &t->zones[(t->close_cursor + i) % t->nr_zones];
 
-    if (v->cond == COND_IMP_OPEN && !v->busy) {
-      t->close_cursor = zt_index (t, v) + 1;
-      t->nr_open--;
-      if (v->wp == v->start) {
-        v->cond = COND_EMPTY;
-        t->nr_active--;
+      if (v->cond == COND_IMP_OPEN && (pass == 1 || !v->busy)) {
+        close_implicitly (t, v);
+        return true;
       }
-      else
-        v->cond = COND_CLOSED;
-      return true;
     }
-  }
   return false;
 }
 
@@ -214,10 +232,18 @@ open_for_write (struct zone_table *t, struct zone *z, uint64_t offset)
     return -1;
   }
   if (!make_open_room (t)) {
-    nbdkit_error ("write at %" PRIu64 " to zone %" PRIu64 ": too many open "
-                  "zones (%" PRIu64 ", max-open-zones=%" PRIu64 ", none can "
-                  "be closed): ENOSPC", offset, zt_index (t, z), t->nr_open,
-                  c->max_open);
+    if (c->max_active && t->nr_active >= c->max_active)
+      nbdkit_error ("write at %" PRIu64 " to closed zone %" PRIu64 ": too "
+                    "many open zones (%" PRIu64 ", max-open-zones=%" PRIu64
+                    "), and with every active slot taken (max-active-zones=%"
+                    PRIu64 ") none is closed to reopen it: ENOSPC",
+                    offset, zt_index (t, z), t->nr_open, c->max_open,
+                    c->max_active);
+    else
+      nbdkit_error ("write at %" PRIu64 " to zone %" PRIu64 ": too many open "
+                    "zones (%" PRIu64 ", max-open-zones=%" PRIu64 ", none can "
+                    "be closed): ENOSPC", offset, zt_index (t, z),
+                    t->nr_open, c->max_open);
     errno = ENOSPC;
     return -1;
   }
@@ -487,8 +513,12 @@ zt_write (struct zone_table *t, struct zone *z, const void *buf, uint32_t n,
     if (z->wp >= zone_cap_end (z))
       set_cond (t, z, COND_FULL);
   }
-  else
+  else {
+    /* Closed while this first write was on its way, which failed. */
+    if (z->cond == COND_CLOSED && z->wp == z->start)
+      set_cond (t, z, COND_EMPTY);
     requery_claimed (t, z);
+  }
   release (z, r != 0);
   pthread_mutex_unlock (&t->lock);
   errno = saved;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Open/active zone limits (null_blk semantics): implicit close at the
-# open limit, ENOSPC with a log line at the active limit.
+# open limit (of a zone with a write in flight too), ENOSPC with a log
+# line at the active limit and for reopening a closed zone there.
 source "$srcdir/functions.sh"
 requires "$PYTHON3" -c 'import nbd'
 requires nbdkit --version
@@ -20,4 +21,15 @@ for backend in memory "$tmp/img"; do
         || fail "no log line for the active-zone limit ($backend)"
     grep -q 'finish of zone 6: too many active zones (3, max-active-zones=3): ENOSPC' "$log" \
         || fail "no log line for a finish at the active-zone limit ($backend)"
+    grep -q 'write at 4096 to closed zone 0: too many open zones (2, max-open-zones=2), and with every active slot taken (max-active-zones=3) none is closed to reopen it: ENOSPC' "$log" \
+        || fail "no log line for the refused reopen of a closed zone ($backend)"
 done
+
+# Every open zone with a write in flight: one is closed all the same.
+nbdkit -U - -D zbd.write_delay_ms=500 zbd emulate=memory size=16M zone-size=1M \
+       max-open-zones=2 \
+       --run 'timeout 60 "$PYTHON3" "$srcdir/zbd-limits-busy.py" "$uri"' \
+       2>"$log" || { cat "$log"; fail "open limit with writes in flight"; }
+cat "$log"
+! grep -q 'too many open zones' "$log" ||
+    fail "a write was refused at the open limit with writes in flight"

@@ -26,11 +26,16 @@ check(all(wp(h, z * M, M) == z * M + 4096 for z in (0, 1, 2)),
 expect_error(lambda: h.pwrite(pattern(3 * M, 4096), 3 * M), errno.ENOSPC,
              "write opening a 4th active zone")
 check(wp(h, 3 * M, M) == 3 * M, "refused write must not move the WP")
-# Closed zones can be written again (reopened, closing another).
-for z in (0, 1, 2):
+# Zone 0 was closed to open zone 2 (round robin from zone 0).  With
+# every active slot taken, null_blk closes no open zone to reopen a
+# closed one: ENOSPC, nothing written; the open zones take writes.
+expect_error(lambda: h.pwrite(pattern(4096, 4096), 4096), errno.ENOSPC,
+             "reopening a closed zone at the active limit")
+check(wp(h, 0, M) == 4096, "refused reopen must not move the WP")
+for z in (1, 2):
     h.pwrite(pattern(z * M + 4096, 4096), z * M + 4096)
 # Finishing a zone releases its resources.
-h.zero(M - 8192, 0 + 8192)
+h.zero(M - 4096, 4096)
 check(wp(h, 0, M) == M, "zone 0 finished")
 h.pwrite(pattern(3 * M, 4096), 3 * M)
 check(wp(h, 3 * M, M) == 3 * M + 4096, "write after finish freed a slot")
@@ -40,11 +45,12 @@ expect_error(lambda: h.pwrite(pattern(4 * M, 4096), 4 * M), errno.ENOSPC,
 h.trim(M, M)
 h.pwrite(pattern(4 * M, 4096), 4 * M)
 check(wp(h, 4 * M, M) == 4 * M + 4096, "write after reset freed a slot")
-# Filling a zone to capacity makes it full and releases it.
-h.pwrite(pattern(2 * M + 8192, M - 8192), 2 * M + 8192)
-check(wp(h, 2 * M, M) == 3 * M, "zone 2 full")
+# Zone 2 was closed to open zone 4, zones 3 and 4 are open.  Filling a
+# zone to capacity makes it full and releases it.
+h.pwrite(pattern(3 * M + 4096, M - 4096), 3 * M + 4096)
+check(wp(h, 3 * M, M) == 4 * M, "zone 3 full")
 h.pwrite(pattern(5 * M, 4096), 5 * M)
-# Zones 3, 4, 5 active: finishing an empty zone would make a fourth
+# Zones 2, 4, 5 active: finishing an empty zone would make a fourth
 # active for a moment on a real device: ENOSPC, the zone stays empty.
 expect_error(lambda: h.zero(M, 6 * M), errno.ENOSPC,
              "finish of an empty zone at the active limit")
