@@ -462,26 +462,8 @@ file_zone_reset (const struct zone *z)
 static int
 file_zone_finish (const struct zone *z)
 {
-  uint64_t wp;
-  int r = 0;
-
-  /* The emulated active-zone rule, as for the memory backend: finishing
-   * an empty zone makes it active for a moment on a real device.
-   */
-  const struct zone s = zt_snapshot (ZT, z);
-  uint64_t active = zt_nr_active (ZT);
-
-  wp = s.wp;
-  if (s.cond == COND_EMPTY && disk->max_active &&
-      active >= disk->max_active) {
-    nbdkit_error ("finish of zone %" PRIu64 ": too many active zones (%"
-                  PRIu64 ", max-active-zones=%" PRIu64 "): ENOSPC",
-                  zt_index (ZT, z), active, disk->max_active);
-    errno = ENOSPC;
-    r = -1;
-  }
-  if (r == -1)
-    return -1;
+  /* The table checked the active-zone rule (do_finish). */
+  uint64_t wp = zt_snapshot (ZT, z).wp;
 
   if (wp < zone_cap_end (z) &&
       file_discard (zone_cap_end (z) - wp, wp) == -1)
@@ -513,7 +495,7 @@ static const struct backend file_backend = {
   .name = "file", .emulated = true,
   .pread = file_pread, .pwrite = file_pwrite, .discard = file_discard,
   .zone_op_reset = file_zone_reset, .zone_op_finish = file_zone_finish,
-  .flush = file_persist, .persist = file_persist, .open_rw = file_open_rw,
+  .flush = file_persist, .open_rw = file_open_rw,
   .open_ro = file_open_ro,
   .zone_ops_lock = persist_lock_take, .zone_ops_unlock = persist_lock_drop,
   .persist_locked = persist_locked,

@@ -569,11 +569,13 @@ do_finish (struct zone_table *t, struct zone *z)
   uint64_t active;
   int r = 0;
 
-  if (t->ops->finish)
-    return t->ops->finish (t->opaque, z);
+  /* The emulated active-zone rule (the one place for it; a device
+   * applies its own): finishing an empty zone makes it active for a
+   * moment on a real device.
+   */
   pthread_mutex_lock (&t->lock);
   active = t->nr_active;
-  if (z->cond == COND_EMPTY && t->config.max_active &&
+  if (t->config.emulated && z->cond == COND_EMPTY && t->config.max_active &&
       active >= t->config.max_active) {
     nbdkit_error ("finish of zone %" PRIu64 ": too many active zones (%"
                   PRIu64 ", max-active-zones=%" PRIu64 "): ENOSPC",
@@ -582,10 +584,14 @@ do_finish (struct zone_table *t, struct zone *z)
     r = -1;
   }
   pthread_mutex_unlock (&t->lock);
+  if (r == -1)
+    return -1;
+  if (t->ops->finish)
+    return t->ops->finish (t->opaque, z);
   /* Data above the WP may be stale (written before a crash, never
    * covered by a durable WP): it must read as zeros once full.
    */
-  if (r == 0 && z->wp < zone_cap_end (z))
+  if (z->wp < zone_cap_end (z))
     r = t->ops->discard (t->opaque, zone_cap_end (z) - z->wp, z->wp);
   return r;
 }

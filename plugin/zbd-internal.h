@@ -34,26 +34,50 @@ struct zbd_disk {
   bool host_aware, rotational;
 };
 
-/* What a backend does; the zone table and the gate are common. */
+/* What a backend does; the zone table and the gate are common.
+ *
+ * The contract, hook by hook (all return 0, or -1 with errno set and
+ * the failure logged):
+ *
+ * pread, pwrite: data at OFF, N bytes.  pwrite to a sequential zone is
+ *   called by the gate only (zt_write): at the zone's WP, at most one
+ *   per zone at a time, never past its capacity.  Not durable until
+ *   flush.  The errno is what the client gets: the device backend
+ *   passes its errors through client_errno.
+ * discard: make [OFF, OFF+N) read as zeros; conventional zones, and
+ *   the tail of a zone being finished.
+ * zone_op_reset, zone_op_finish (NULL: the table's own discard): run
+ *   with the zone claimed by the table (no write of it in flight) and
+ *   the table's zone rules already checked (gate.c, the one place for
+ *   them).  Durable when they return: a device executes zone commands
+ *   durably, the image file writes the zone's WP to its table.
+ * flush: everything acknowledged before it is durable, WPs included;
+ *   it goes through durable_sync, whose first failure latches EIO.
+ * query_zone (NULL: the table is the truth): the device's own state of
+ *   the zone at START, after an I/O error; called without the table's
+ *   lock.
+ * open_rw, open_ro (NULL: nothing to do): the first writable, or a
+ *   read-only, connection.
+ * zone_ops_lock, zone_ops_unlock, persist_locked (NULL unless the
+ *   backend keeps its own WP table, the image file): zbd.c takes the
+ *   lock around every zone operation (zone_ops_begin/end) so that a
+ *   flush, which takes it too, never records a WP snapshot older than
+ *   a zone operation after that operation's data changed;
+ *   persist_locked is the flush's body, called with the lock held.
+ *   Lock order: zone_ops_lock, then the zone table's lock.
+ */
 struct backend {
   const char *name;
   bool emulated;                /* zone state machine kept by the table */
   int (*pread) (void *buf, uint32_t n, uint64_t off);
   int (*pwrite) (const void *buf, uint32_t n, uint64_t off);
-  int (*discard) (uint64_t n, uint64_t off);    /* make it read zeros */
-  int (*zone_op_reset) (const struct zone *z);  /* device op, or NULL */
+  int (*discard) (uint64_t n, uint64_t off);
+  int (*zone_op_reset) (const struct zone *z);
   int (*zone_op_finish) (const struct zone *z);
   int (*flush) (void);
-  int (*persist) (void);        /* durable zone table (file), or NULL */
-  /* Ask the device for the zone at START (after an I/O error), or NULL
-   * if the table is the truth.
-   */
   int (*query_zone) (uint64_t start, struct zone *out);
-  int (*open_rw) (void);        /* upgrade to read-write, or NULL */
-  int (*open_ro) (void);        /* a read-only connection, or NULL */
-  /* Zone operations on the image file are serialised with flushes by
-   * these (see zbd.c), or NULL.
-   */
+  int (*open_rw) (void);
+  int (*open_ro) (void);
   void (*zone_ops_lock) (void);
   void (*zone_ops_unlock) (void);
   int (*persist_locked) (void);
