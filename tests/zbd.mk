@@ -51,6 +51,7 @@ EXTRA_DIST += \
 	zbd-gate.py \
 	zbd-slow.py \
 	zbd-limits.py \
+	zbd-limits-busy.py \
 	zbd-stream.py \
 	zbd-threads.py \
 	zbd-flush-order.py \
