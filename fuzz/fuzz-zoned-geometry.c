@@ -33,25 +33,36 @@ check (bool ok, const char *what, const char *desc)
   }
 }
 
+/* Parse RANGES (for N zones) again as the conventional zones of a
+ * minimal description, into *G2.
+ */
+static void
+reparse_ranges (const char *ranges, uint64_t n, struct zoned_geometry *g2,
+                const char *what, const char *desc)
+{
+  char again[4 * CHECKED_ZONES + 128], err[256];
+
+  snprintf (again, sizeof again,
+            "zoned=host-managed zone-size=512 zones=%" PRIu64
+            " conventional=%s", n, ranges);
+  check (zoned_geometry_parse (again, g2, err, sizeof err) == 0, what, desc);
+}
+
 static void
 check_ranges_roundtrip (const struct zoned_geometry *g, const char *desc)
 {
   static bool is_conv[CHECKED_ZONES];
   uint64_t n = g->nr_zones < CHECKED_ZONES ? g->nr_zones : CHECKED_ZONES;
-  char ranges[4 * CHECKED_ZONES], again[4 * CHECKED_ZONES + 128];
+  char ranges[4 * CHECKED_ZONES];
   struct zoned_geometry g2;
-  char err[256];
   uint64_t z;
 
   for (z = 0; z < n; z++)
     is_conv[z] = zoned_geometry_is_conventional (g, z);
   check (zoned_format_ranges (is_conv, n, ranges, sizeof ranges) == 0,
          "conventional ranges do not fit the formatting buffer", desc);
-  snprintf (again, sizeof again,
-            "zoned=host-managed zone-size=512 zones=%" PRIu64
-            " conventional=%s", n, ranges);
-  check (zoned_geometry_parse (again, &g2, err, sizeof err) == 0,
-         "formatted ranges are not accepted again", desc);
+  reparse_ranges (ranges, n, &g2, "formatted ranges are not accepted again",
+                  desc);
   for (z = 0; z < n; z++)
     check (zoned_geometry_is_conventional (&g2, z) == is_conv[z],
            "formatted ranges name other zones", desc);
@@ -69,9 +80,8 @@ check_ranges_capped (const struct zoned_geometry *g, size_t buflen,
 {
   static bool is_conv[CHECKED_ZONES];
   uint64_t n = g->nr_zones < CHECKED_ZONES ? g->nr_zones : CHECKED_ZONES;
-  char ranges[4 * CHECKED_ZONES], again[4 * CHECKED_ZONES + 128];
+  char ranges[4 * CHECKED_ZONES];
   struct zoned_geometry g2;
-  char err[256];
   uint64_t z, omitted, set = 0, named = 0, last = 0;
 
   for (z = 0; z < n; z++) {
@@ -80,11 +90,7 @@ check_ranges_capped (const struct zoned_geometry *g, size_t buflen,
   }
   omitted = zoned_format_ranges_capped (is_conv, n, ranges, buflen);
   check (strlen (ranges) < buflen, "cut ranges overrun their buffer", desc);
-  snprintf (again, sizeof again,
-            "zoned=host-managed zone-size=512 zones=%" PRIu64
-            " conventional=%s", n, ranges);
-  check (zoned_geometry_parse (again, &g2, err, sizeof err) == 0,
-         "cut ranges are not accepted again", desc);
+  reparse_ranges (ranges, n, &g2, "cut ranges are not accepted again", desc);
   for (z = 0; z < n; z++)
     if (zoned_geometry_is_conventional (&g2, z)) {
       check (is_conv[z], "cut ranges name a zone not in the set", desc);
