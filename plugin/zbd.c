@@ -639,24 +639,25 @@ zbd_get_size (void *handle)
  * any time) as ranges in BUF, or "none".
  */
 /* The zones in condition C as ranges in BUF (LEN bytes, those that
- * fit); returns the number of zones left out.  *ANY says whether
- * there were any.
+ * fit; none if LEN is 0, then BUF says "none" in 5 bytes); returns the
+ * number of zones left out.  *ANY says whether there were any.
  */
 static uint64_t
 cond_ranges (enum zone_cond c, char *buf, size_t len, bool *any)
 {
   bool *is = calloc (table->nr_zones, sizeof *is);
-  uint64_t i, omitted;
+  uint64_t i, omitted = 0;
 
-  if (!is) {
-    snprintf (buf, len, "none");
+  strcpy (buf, "none");
+  if (!is)
     return 0;
-  }
   for (i = 0; i < table->nr_zones; i++) {
     is[i] = zt_snapshot (table, &table->zones[i]).cond == c;
     *any |= is[i];
+    omitted += is[i];
   }
-  omitted = zoned_format_ranges_capped (is, table->nr_zones, buf, len);
+  if (len > 0)
+    omitted = zoned_format_ranges_capped (is, table->nr_zones, buf, len);
   free (is);
   return omitted;
 }
@@ -687,9 +688,12 @@ zbd_export_description (void *handle)
     free (off);
     return description;
   }
-  /* Offline first, leaving "none" for the read-only list. */
+  /* Offline first, leaving "none" for the read-only list, which gets
+   * the room left only if every offline zone is listed.
+   */
   omitted = cond_ranges (COND_OFFLINE, off, room + 1 - 5, &any);
-  omitted += cond_ranges (COND_READONLY, ro, room + 1 - strlen (off), &any);
+  omitted += cond_ranges (COND_READONLY, ro,
+                          omitted ? 0 : room + 1 - strlen (off), &any);
   if (omitted)
     r = nbdkit_printf_intern ("%s readonly=%s offline=%s states-omitted=%"
                               PRIu64, description, ro, off, omitted);

@@ -358,11 +358,15 @@ serve ()
 # The expected-error check of case 4: "expect_error ERRNOS LOGWORD CMD..."
 # runs CMD, which must fail with one of ERRNOS (e.g. "EIO ENOSPC"), and
 # the nbdkit log must have gained an error line containing LOGWORD.
+# nbdkit's error lines in LOG, not its debug lines (with -v, "sending
+# error reply" follows every error).
+error_lines () { grep 'error' "$1" | grep -v ': debug: ' || :; }
+
 expect_error ()
 {
     local errnos=$1 word=$2 log=$W/srv.log before e
     shift 2
-    before=$(grep -c 'error' $log || :)
+    before=$(error_lines $log | wc -l)
     if "$@" > $W/err.out 2>&1; then
         cat $W/err.out
         die "expected $errnos, but it succeeded: $*"
@@ -374,10 +378,10 @@ expect_error ()
     done
     [ -n "$e" ] ||
         die "expected one of $errnos, got $(sed -n 's/.*(errno=\(.*\))$/\1/p' $W/err.out) from: $*"
-    [ "$(grep -c 'error' $log || :)" -gt "$before" ] &&
-        grep 'error' $log | tail -n 1 | grep -q -- "$word" ||
-        die "no nbdkit error line mentioning \"$word\" (log: $(tail -n 2 $log))"
-    say "got $e; log: $(grep 'error' $log | tail -n 1)"
+    [ "$(error_lines $log | wc -l)" -gt "$before" ] &&
+        error_lines $log | tail -n 1 | grep -q -- "$word" ||
+        die "no nbdkit error line mentioning \"$word\" (last: $(error_lines $log | tail -n 1))"
+    say "got $e; log: $(error_lines $log | tail -n 1)"
 }
 
 # assert_zone DEV ZONE WP [COND]: blkzone's write pointer (bytes from the
@@ -936,7 +940,7 @@ case_many_zone_states ()
         die "the device does not have 1024 offline and 1024 read-only zones"
 
     start_nbdkit srv $PLUGIN device=/dev/$dev
-    nbdinfo "$(uri srv)" > $W/info || die "nbdinfo"
+    nbdinfo --no-content "$(uri srv)" > $W/info || die "nbdinfo"
     desc=$(sed -n 's/^[[:space:]]*description: //p' $W/info)
     [ -n "$desc" ] ||
         die "the export has no description (nbdkit drops one longer than 4096 bytes)"
@@ -965,7 +969,7 @@ case_many_zone_states ()
         die "nbdzone did not warn that $omitted zones are not listed"
     sed -n 2p $W/report | grep -q 'zcond:15(of)' ||
         die "nbdzone report does not show zone 1 offline: $(sed -n 2p $W/report)"
-    sed -n 1p $W/report | grep -q 'zcond:1(em)' ||
+    sed -n 1p $W/report | grep -q 'zcond: *1(em)' ||
         die "nbdzone report does not show zone 0 empty: $(sed -n 1p $W/report)"
 }
 
