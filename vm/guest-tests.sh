@@ -1317,7 +1317,7 @@ case_reopen_device ()
 # while a read-only one still serves it.
 case_one_server ()
 {
-    local dev=nullb0 zs start sectors pid
+    local dev=$1 zs start sectors pid
     zs=$(zone_bytes $dev)
     start=$(( $(first_seq_zone $dev) * zs ))
     need_product
@@ -1642,7 +1642,10 @@ run 180 "2048 scattered read-only and offline zones: the description fits in 409
     case_many_zone_states
 run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
 run 60 "reopening for writing keeps the device" case_reopen_device
-run 120 "one server per drive: lock, O_EXCL, a held drive refused" case_one_server
+for dev in nullb0 $(scsi_debug_disk); do
+    run 120 "$dev: one server per drive: lock, O_EXCL, a held drive refused" \
+        case_one_server $dev
+done
 run 120 "a failed sync under the image latches EIO (dm-error)" case_sync_fail
 run 180 "SCSI ZBC: a medium error on read: EIO to the client, ENODATA in the log" \
     case_scsi_read_medium_error
