@@ -4,8 +4,8 @@
 #
 #   check-vm.sh SRCDIR BUILDDIR
 #
-# Environment: VM_KERNELS="stable backports" (the default; add newest for
-# the 7.x kernel) chooses the kernels: stable is Debian 12's own (6.1), backports its backports
+# Environment: VM_KERNELS="stable backports newest" (the default)
+# chooses the kernels: stable is Debian 12's own (6.1), backports its backports
 # kernel (6.12: zone write plugging, zoned ublk for nbdzone attach),
 # newest Debian 13's backports kernel (7.x, the newest users run).
 # The other VM_* variables are run-vm.sh's.
@@ -19,7 +19,7 @@ set -uo pipefail
 srcdir="${1:?usage: check-vm.sh SRCDIR BUILDDIR}"
 builddir="${2:?}"
 vmdir="$builddir/vm"
-kernels="${VM_KERNELS:-stable backports}"
+kernels="${VM_KERNELS:-stable backports newest}"
 
 rm -f "$vmdir/tap.log" "$vmdir/console.log" "$vmdir/test-suite.log"
 status=0

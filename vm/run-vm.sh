@@ -9,7 +9,7 @@
 # Environment:
 #   VM_ACCEL=auto|tcg|kvm  accelerator (default auto: KVM only when a
 #                          probe boot under KVM finishes in VM_PROBE_TIMEOUT)
-#   VM_TIMEOUT=SECONDS     the whole guest run (default 1200)
+#   VM_TIMEOUT=SECONDS     the whole guest run (default 1800)
 #   VM_PROBE_TIMEOUT=SECONDS  the KVM probe boot (default 30)
 #   VM_CASES="PATTERN..."  run only guest cases whose name matches one of
 #                          these shell patterns (default: all)
@@ -34,7 +34,7 @@ console="$outdir/console.log"
 taplog="$outdir/tap.log"
 suitelog="$outdir/test-suite.log"
 accel="${VM_ACCEL:-auto}"
-vm_timeout="${VM_TIMEOUT:-1200}"
+vm_timeout="${VM_TIMEOUT:-1800}"
 probe_timeout="${VM_PROBE_TIMEOUT:-30}"
 
 mkdir -p "$cache" "$outdir"
