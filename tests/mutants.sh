@@ -44,6 +44,14 @@ mutant gate-reset-no-wait plugin/gate.c 1 \
     's/^  claim (t, z);$/  z->busy = true; (void) claim;/' \
     "a reset (or finish) waits for the zone's write in flight" \
     test-zbd-gate-unit
+mutant gate-busy-zone-stays-open plugin/gate.c 1 \
+    's/(pass == 1 || !v->busy)) {/(!v->busy)) {/' \
+    "at the open limit a zone with a write in flight is closed too, as a drive does" \
+    test-zbd-limits.sh
+mutant gate-reopen-at-active-limit plugin/gate.c 1 \
+    's/^  if (t->config.max_active \&\& t->nr_active >= t->config.max_active)$/  if (0)/' \
+    "with every active slot taken no zone is closed to reopen a closed one (null_blk)" \
+    test-zbd-limits.sh
 mutant gate-no-requery plugin/gate.c 1 \
     '/^zt_write (/,/^}/s/^    requery_claimed (t, z);$/    (void) 0;/' \
     "after a failed write the zone is re-read from the device" \
