@@ -278,11 +278,12 @@ zoned_geometry_is_offline (const struct zoned_geometry *g, uint64_t zone)
   return in_ranges (g->offline, g->nr_offline_ranges, zone);
 }
 
-/* Format the ranges of IS[N] into BUF; stop at the first that does
- * not fit and return how many zones were left out from there on.
+/* Stops at the first range that does not fit and counts the zones
+ * left out from there on.
  */
-static uint64_t
-format_ranges (const bool *is, uint64_t n, char *buf, size_t buflen)
+uint64_t
+zoned_format_ranges_capped (const bool *is, uint64_t n, char *buf,
+                            size_t buflen)
 {
   uint64_t i = 0, omitted = 0;
   size_t used = 0;
@@ -324,12 +325,5 @@ format_ranges (const bool *is, uint64_t n, char *buf, size_t buflen)
 int
 zoned_format_ranges (const bool *is_conv, uint64_t n, char *buf, size_t buflen)
 {
-  return format_ranges (is_conv, n, buf, buflen) == 0 ? 0 : -1;
-}
-
-uint64_t
-zoned_format_ranges_capped (const bool *is, uint64_t n, char *buf,
-                            size_t buflen)
-{
-  return format_ranges (is, n, buf, buflen);
+  return zoned_format_ranges_capped (is_conv, n, buf, buflen) == 0 ? 0 : -1;
 }

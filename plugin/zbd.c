@@ -483,12 +483,12 @@ zbd_config_complete (void)
   return 0;
 }
 
-/* Geometry as key=value words for NBD_INFO_DESCRIPTION. */
 /* NBD strings are at most 4096 bytes; nbdkit sends no description at
  * all for a longer one, and the client would see an unzoned disk.
  */
 #define DESCRIPTION_MAX 4096
 
+/* Geometry as key=value words for NBD_INFO_DESCRIPTION. */
 static int
 build_description (void)
 {
@@ -635,10 +635,8 @@ zbd_get_size (void *handle)
   return disk.disk_size;
 }
 
-/* The zones now read-only or offline (the device can turn them so at
- * any time) as ranges in BUF, or "none".
- */
-/* The zones in condition C as ranges in BUF (LEN bytes, those that
+/* The zones in condition C (read-only or offline: the device can turn
+ * them so at any time) as ranges in BUF (LEN bytes, those that
  * fit; none if LEN is 0, then BUF says "none" in 5 bytes); returns the
  * number of zones left out.  *ANY says whether there were any.
  */
@@ -694,15 +692,15 @@ zbd_export_description (void *handle)
   omitted = cond_ranges (COND_OFFLINE, off, room + 1 - 5, &any);
   omitted += cond_ranges (COND_READONLY, ro,
                           omitted ? 0 : room + 1 - strlen (off), &any);
-  if (omitted)
+  if (omitted) {
+    nbdkit_debug ("export description: %" PRIu64 " read-only or offline "
+                  "zones do not fit in it", omitted);
     r = nbdkit_printf_intern ("%s readonly=%s offline=%s states-omitted=%"
                               PRIu64, description, ro, off, omitted);
+  }
   else if (any)
     r = nbdkit_printf_intern ("%s readonly=%s offline=%s", description,
                               ro, off);
-  if (omitted)
-    nbdkit_debug ("export description: %" PRIu64 " read-only or offline "
-                  "zones do not fit in it", omitted);
   free (ro);
   free (off);
   return r;
