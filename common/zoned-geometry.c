@@ -113,6 +113,15 @@ parse_word (const char *key, const char *val, struct zoned_geometry *g)
     snprintf (g->model, sizeof g->model, "%s", val);
     return 0;
   }
+  if (strcmp (key, "disk-id") == 0 || strcmp (key, "key-check") == 0) {
+    char *dst = key[0] == 'd' ? g->disk_id : g->key_check;
+    size_t len = key[0] == 'd' ? sizeof g->disk_id : sizeof g->key_check;
+
+    if (strlen (val) >= len)
+      return -1;
+    memcpy (dst, val, strlen (val) + 1);
+    return 0;
+  }
   if (strcmp (key, "conventional") == 0)
     return parse_ranges (val, &g->conventional, &g->nr_conventional_ranges);
   if (strcmp (key, "readonly") == 0)

@@ -45,6 +45,12 @@ struct zoned_geometry {
    * must fit in the 4096-byte description (states-omitted=N).
    */
   uint64_t states_omitted;
+  /* Who the disk is and which key serves it, for a client that
+   * reconnects ("" when the server says nothing): disk-id= from the
+   * zbd plugin, key-check= from the cryptinline filter.
+   */
+  char disk_id[128];
+  char key_check[72];
 };
 
 /* Parse DESCRIPTION into *G.  Returns 0, or -1 with a one-line reason

@@ -518,9 +518,9 @@ check_device_path (void)
   return 0;
 }
 
-/* Read /sys/block/DEV/queue/ATTR into BUF ("" if there is none). */
+/* Read /sys/block/DEV/REL into BUF ("" if there is none). */
 static void
-read_queue_attr (const char *attr, char *buf, size_t len)
+read_sys_attr (const char *rel, char *buf, size_t len)
 {
   char path[PATH_MAX], *real = realpath (params->device_path, NULL);
   const char *base;
@@ -530,8 +530,8 @@ read_queue_attr (const char *attr, char *buf, size_t len)
   if (!real)
     return;
   base = strrchr (real, '/');
-  snprintf (path, sizeof path, "/sys/block/%s/queue/%s",
-            base ? base + 1 : real, attr);
+  snprintf (path, sizeof path, "/sys/block/%s/%s", base ? base + 1 : real,
+            rel);
   free (real);
   fp = fopen (path, "r");
   if (fp) {
@@ -540,6 +540,57 @@ read_queue_attr (const char *attr, char *buf, size_t len)
     buf[strcspn (buf, "\n")] = '\0';
     fclose (fp);
   }
+}
+
+static void
+read_queue_attr (const char *attr, char *buf, size_t len)
+{
+  char rel[64];
+
+  snprintf (rel, sizeof rel, "queue/%s", attr);
+  read_sys_attr (rel, buf, len);
+}
+
+/* The drive's identity for clients that reconnect: its WWID (NVMe
+ * namespaces and SCSI disks have one, stable across reboots), else its
+ * disk sequence number with this boot's id (null_blk: a device made
+ * again is another disk, and its data is gone).
+ */
+static void
+set_device_id (void)
+{
+  char id[96], boot[64] = "";
+  FILE *fp;
+  uint64_t seq = 0;
+
+  read_sys_attr ("wwid", id, sizeof id);
+  if (!id[0])
+    read_sys_attr ("device/wwid", id, sizeof id);
+  if (id[0]) {
+    zbd_set_disk_id (disk->disk_id, sizeof disk->disk_id, "wwid-", id);
+    return;
+  }
+  fp = fopen ("/proc/sys/kernel/random/boot_id", "r");
+  if (fp) {
+    if (!fgets (boot, sizeof boot, fp))
+      boot[0] = '\0';
+    boot[strcspn (boot, "\n")] = '\0';
+    fclose (fp);
+  }
+#ifdef BLKGETDISKSEQ
+  if (ioctl (dev_ro_fd, BLKGETDISKSEQ, &seq) == -1)
+    seq = 0;
+#endif
+  if (seq == 0) {
+    /* No way to tell this disk from its replacement: a number of this
+     * server's own, so that a client never resumes across a restart.
+     */
+    snprintf (id, sizeof id, "%016" PRIx64, zbd_random_id ());
+    zbd_set_disk_id (disk->disk_id, sizeof disk->disk_id, "server-", id);
+    return;
+  }
+  snprintf (id, sizeof id, "%s-%" PRIu64, boot[0] ? boot : "noboot", seq);
+  zbd_set_disk_id (disk->disk_id, sizeof disk->disk_id, "diskseq-", id);
 }
 
 int
@@ -611,6 +662,7 @@ open_device (const struct zbd_params *p, struct zbd_disk *d,
   disk->host_aware = info.model == ZBD_DM_HOST_AWARE;
   read_queue_attr ("rotational", rot, sizeof rot);
   disk->rotational = strcmp (rot, "1") == 0;
+  set_device_id ();
   *b = &device_backend;
   nbdkit_debug ("device=%s: %s, %u zones of %llu bytes, block %u/%u, "
                 "O_DIRECT %s", params->device_path, info.vendor_id, n, info.zone_size,

@@ -616,6 +616,22 @@ parent_dir (const char *path)
   return strndup (path, slash - path);
 }
 
+/* The image's identity: the id in its header; an image made before
+ * images had one is known by its file (ST), which a copy does not share.
+ */
+static void
+set_image_id (const struct img_geometry *g, const struct stat *st)
+{
+  char id[64];
+
+  if (g->image_id)
+    snprintf (id, sizeof id, "%016" PRIx64, g->image_id);
+  else
+    snprintf (id, sizeof id, "file-%" PRIx64 "-%" PRIx64,
+              (uint64_t) st->st_dev, (uint64_t) st->st_ino);
+  zbd_set_disk_id (disk->disk_id, sizeof disk->disk_id, "image-", id);
+}
+
 /* A new image: its geometry is checked and the zone table built now,
  * but the file is created by the first writer (file_open_rw), so that
  * nbdkit -r never creates an image.
@@ -643,8 +659,10 @@ prepare_new_image (void)
   if (r == -1)
     return -1;
   img_layout (&g);
+  g.image_id = zbd_random_id ();
   img_geom = g;
   apply_geometry (&g);
+  set_image_id (&g, NULL);
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
@@ -786,6 +804,7 @@ open_image (void)
     return -1;
   apply_geometry (&g);
   img_geom = g;
+  set_image_id (&g, &st);
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;
@@ -845,6 +864,12 @@ open_memory_backend (const struct zbd_params *p, struct zbd_disk *d,
   if (requested_geometry (&g) == -1 || check_geometry (&g) == -1)
     return -1;
   apply_geometry (&g);
+  {
+    char id[32];
+
+    snprintf (id, sizeof id, "%016" PRIx64, zbd_random_id ());
+    zbd_set_disk_id (disk->disk_id, sizeof disk->disk_id, "memory-", id);
+  }
   if (build_emulated_zones (g.size, g.zone_size, g.zone_capacity,
                             g.nr_conventional) == -1)
     return -1;

@@ -105,6 +105,7 @@ img_encode_header (unsigned char *h, const struct img_geometry *g)
   put64 (h + 64, IMG_FIRST_SLOT);
   put64 (h + 72, g->slot_size);
   put64 (h + 80, g->data_offset);
+  put64 (h + 88, g->image_id);
   put32 (h + IMG_HEADER_USED, img_crc32 (0, h, IMG_HEADER_USED));
 }
 
@@ -197,6 +198,7 @@ img_decode_header (const unsigned char *h, size_t len, uint64_t file_size,
   g->block_size = get32 (h + 56);
   g->slot_size = get64 (h + 72);
   g->data_offset = get64 (h + 80);
+  g->image_id = get64 (h + 88);
   if (check_zones (g, err, errlen) == -1 ||
       check_layout (g, get64 (h + 64), file_size, err, errlen) == -1)
     return -1;

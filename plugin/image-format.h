@@ -24,6 +24,11 @@ struct img_geometry {
   uint64_t size, zone_size, zone_capacity;
   uint32_t nr_zones, nr_conventional, max_open, max_active, block_size;
   uint64_t slot_size, data_offset;
+  /* A random number chosen when the image is made, never 0; 0 in an
+   * image made before it existed.  The disk identity that clients
+   * compare when they reconnect (zbd.c's disk-id).
+   */
+  uint64_t image_id;
 };
 
 /* Slot size and data offset for a new image of G's zones. */

@@ -32,7 +32,22 @@ struct zbd_disk {
   uint32_t block_size, phys_block_size;
   uint64_t max_open, max_active;        /* 0 = no limit */
   bool host_aware, rotational;
+  /* What makes this disk this disk, for a client that reconnects
+   * (disk-id= in the export description): the drive's WWID, or its
+   * disk sequence number in this boot; the image's id; a number drawn
+   * at start for memory, whose data dies with the server.  Printable,
+   * no spaces.
+   */
+  char disk_id[128];
 };
+
+/* A nonzero random number (for identities, not for keys). */
+extern uint64_t zbd_random_id (void);
+/* Copy S into the identity DST (LEN bytes) after PREFIX, every byte
+ * outside [A-Za-z0-9._:-] as '_', runs of them as one.
+ */
+extern void zbd_set_disk_id (char *dst, size_t len, const char *prefix,
+                             const char *s);
 
 /* What a backend does; the zone table and the gate are common.
  *

@@ -40,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
 #include <sys/types.h>
 
 #define NBDKIT_API_VERSION 2
@@ -79,6 +80,44 @@ static struct zbd_disk disk = { .block_size = 512, .phys_block_size = 4096 };
 static struct zone_table *const table = &disk.table;
 static const struct backend *backend;
 static char *description;      /* the geometry as key=value words */
+
+uint64_t
+zbd_random_id (void)
+{
+  uint64_t v = 0;
+
+  while (v == 0)
+    if (getrandom (&v, sizeof v, 0) != sizeof v) {
+      /* Not a key: the clock and the PID tell servers apart well enough. */
+      struct timespec ts;
+
+      clock_gettime (CLOCK_REALTIME, &ts);
+      v = ((uint64_t) ts.tv_sec << 32) ^ ts.tv_nsec ^
+        ((uint64_t) getpid () << 16);
+    }
+  return v;
+}
+
+void
+zbd_set_disk_id (char *dst, size_t len, const char *prefix, const char *s)
+{
+  size_t n = snprintf (dst, len, "%s", prefix);
+  bool run = false;
+
+  for (; *s && n + 1 < len; s++) {
+    bool ok = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+      (*s >= '0' && *s <= '9') || *s == '.' || *s == ':' || *s == '-';
+
+    if (!ok && run)
+      continue;
+    dst[n++] = ok ? *s : '_';
+    run = !ok;
+  }
+  /* A WWID padded with blanks would end in '_'. */
+  while (n > strlen (prefix) && dst[n - 1] == '_')
+    n--;
+  dst[n] = '\0';
+}
 
 /* ---------------------------------------------------------------- */
 /* Small helpers */
@@ -484,9 +523,11 @@ zbd_config_complete (void)
 }
 
 /* NBD strings are at most 4096 bytes; nbdkit sends no description at
- * all for a longer one, and the client would see an unzoned disk.
+ * all for a longer one, and the client would see an unzoned disk.  The
+ * plugin keeps 64 of them for the filters above (cryptinline appends
+ * " key-check=" and 32 hex digits).
  */
-#define DESCRIPTION_MAX 4096
+#define DESCRIPTION_MAX (4096 - 64)
 
 /* Geometry as key=value words for NBD_INFO_DESCRIPTION. */
 static int
@@ -517,10 +558,10 @@ build_description (void)
       asprintf (&description,
                 "zoned=%s zone-size=%" PRIu64 " zone-capacity=%" PRIu64
                 " zones=%" PRIu64 " conventional=%s max-open=%" PRIu64
-                " max-active=%" PRIu64 " block-size=%" PRIu32,
+                " max-active=%" PRIu64 " block-size=%" PRIu32 " disk-id=%s",
                 disk.host_aware ? "host-aware" : "host-managed", zone_size,
                 cap, nr_zones, ranges, disk.max_open, disk.max_active,
-                disk.block_size) == -1)
+                disk.block_size, disk.disk_id) == -1)
     r = -1;
   free (ranges);
   if (r == -1)

@@ -28,6 +28,7 @@ ZBD_TESTS = \
 	test-zbd-one-server.sh \
 	test-zbd-sync-fail.sh \
 	test-zbd-image-type.sh \
+	test-zbd-identity.sh \
 	$(NULL)
 
 # The libzbd backend's refusals need libzbd; a build without it

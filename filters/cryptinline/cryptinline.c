@@ -73,6 +73,9 @@
 
 #define MAX_THREADS 1024
 
+/* key-check= is this many bytes of an HMAC-SHA256, in hex. */
+#define KEY_CHECK_BYTES 16
+
 enum crypt_mode { MODE_INLINE, MODE_POOL, MODE_AUTO };
 
 /* Configuration: written by .config/.config_complete, read-only after. */
@@ -87,6 +90,10 @@ static const char *header_file;         /* crypt-header */
 static enum crypt_mode mode = MODE_AUTO;
 static unsigned crypt_threads;          /* 0 = online CPUs */
 static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
+/* The key's check value for clients that reconnect (key-check= in the
+ * export description): see make_key_check.
+ */
+static char key_check[2 * KEY_CHECK_BYTES + 1];
 static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
   seen_mode, seen_threads, seen_threshold, seen_header;
 
@@ -514,6 +521,48 @@ check_key (void)
   return 0;
 }
 
+/* key-check: the first 16 bytes of HMAC-SHA256 keyed with the XTS key
+ * over a fixed text that also names the format the key is used with
+ * (sector size, IV offset and counting), in hex.  A client that
+ * reconnects compares it, so that it never resumes writing to a disk
+ * served with another key or format.  It is safe to publish: HMAC is a
+ * one-way function of its key, so the value tells nothing about the
+ * key but lets one test a guessed key, which for a random 256 or
+ * 512-bit key is hopeless (a weak passphrase is as weak without it:
+ * its ciphertext on disk tests guesses as well).
+ */
+static int
+make_key_check (void)
+{
+  unsigned char mac[32];
+  size_t mac_len = sizeof mac, i;
+  char text[160];
+  gcry_mac_hd_t h;
+  gcry_error_t err;
+
+  snprintf (text, sizeof text, "nbdkit-cryptinline key-check 1: "
+            "aes-xts-plain64 key-bits=%zu sector-size=%" PRIu32
+            " iv-offset=%" PRIu64 " iv-large-sectors=%d", key_len * 8,
+            fmt.sector_size, fmt.iv_offset, fmt.iv_large_sectors ? 1 : 0);
+  err = gcry_mac_open (&h, GCRY_MAC_HMAC_SHA256, GCRY_MAC_FLAG_SECURE, NULL);
+  if (!err)
+    err = gcry_mac_setkey (h, key, key_len);
+  if (!err)
+    err = gcry_mac_write (h, text, strlen (text));
+  if (!err)
+    err = gcry_mac_read (h, mac, &mac_len);
+  gcry_mac_close (h);
+  if (err) {
+    nbdkit_error ("cannot compute the key check value: %s",
+                  gcry_strerror (err));
+    return -1;
+  }
+  for (i = 0; i < KEY_CHECK_BYTES; i++)
+    snprintf (key_check + 2 * i, 3, "%02x", mac[i]);
+  explicit_bzero (mac, sizeof mac);
+  return 0;
+}
+
 /* dm-crypt refuses an iv_offset that is not a whole number of crypt
  * sectors; a disk written with one could not be opened by dm-crypt.
  * Checked here, when both parameters are known, in any order.
@@ -702,7 +751,7 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
     if (passphrase && derive_passphrase_key () == -1)
       return -1;
   }
-  if (check_key () == -1)
+  if (check_key () == -1 || make_key_check () == -1)
     return -1;
   if (crypt_threads == 0) {
     long n = sysconf (_SC_NPROCESSORS_ONLN);
@@ -947,6 +996,19 @@ cryptinline_get_size (nbdkit_next *next, void *handle)
     return -1;
   /* Only whole crypt sectors are served. */
   return size - size % fmt.sector_size;
+}
+
+/* The description from below, with the key check value added (a
+ * plain disk below gets one of its own).
+ */
+static const char *
+cryptinline_export_description (nbdkit_next *next, void *handle)
+{
+  const char *below = next->export_description (next);
+
+  if (below == NULL || below[0] == '\0')
+    return nbdkit_printf_intern ("key-check=%s", key_check);
+  return nbdkit_printf_intern ("%s key-check=%s", below, key_check);
 }
 
 static int
@@ -1352,6 +1414,7 @@ static struct nbdkit_filter filter = {
   .after_fork        = cryptinline_after_fork,
   .get_size          = cryptinline_get_size,
   .block_size        = cryptinline_block_size,
+  .export_description = cryptinline_export_description,
   .can_zero          = cryptinline_can_zero,
   .can_fast_zero     = cryptinline_can_fast_zero,
   .extents           = cryptinline_extents,
