@@ -54,6 +54,28 @@ expect_refusal '--depth "x" is not a number from 1 to 4096' \
     zbd emulate=memory size=8M zone-size=1M -- --depth x
 expect_refusal 'attach: unknown or incomplete option "--frob"' \
     zbd emulate=memory size=8M zone-size=1M -- --frob
+expect_refusal '--reconnect "-1" is not a number from 0 to 86400' \
+    zbd emulate=memory size=8M zone-size=1M -- --reconnect -1
+
+# A zoned export that does not say which disk it is (here the memory
+# plugin with a zoned description of its own): --reconnect cannot tell
+# whether the server it reaches again is the same disk, so it is off,
+# and attach says so, before anything else (here: no ublk driver).
+zoned_desc='zoned=host-managed zone-size=1048576 zone-capacity=1048576 zones=8 conventional=none max-open=0 max-active=0 block-size=512'
+status=0
+NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" \
+    nbdkit -U - --filter=exportname memory 8M exportdesc="fixed:$zoned_desc" \
+    --run 'timeout 60 nbdzone attach "$uri" --foreground' 2>"$tmp/err" || status=$?
+cat "$tmp/err"
+[ $status -eq 1 ] || fail "attach without ublk: exit status $status"
+grep -qF 'does not say which disk it serves (no disk-id in its export description: not the zbd plugin, or an older one), so a broken connection cannot be resumed safely: --reconnect is off' "$tmp/err" ||
+    fail "no warning that --reconnect is off without a disk-id"
+status=0
+NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" \
+    nbdkit -U - --filter=exportname memory 8M exportdesc="fixed:$zoned_desc" \
+    --run 'timeout 60 nbdzone attach "$uri" --foreground --reconnect 0' \
+    2>"$tmp/err" || status=$?
+! grep -qF 'reconnect is off' "$tmp/err" || fail "the warning with --reconnect 0"
 
 # No ublk driver: the control device is missing.  What the message says
 # depends on this kernel: older than 6.6, or 6.6+ without ublk_drv.

@@ -110,7 +110,15 @@ handle_cqe (struct queue *q, const struct io_uring_cqe *cqe)
     return;
   }
   q->busy++;
+  if (link_state (q->d) == LINK_BROKEN) {
+    io->deferred = true;        /* started once the connection is back */
+    return;
+  }
   r = start_io (io);
+  if (r < 0 && link_state (q->d) == LINK_BROKEN) {
+    io->deferred = true;        /* it failed for want of a connection */
+    return;
+  }
   if (r != 1) {
     if (r < 0)
       log_failure (io, io->off, -r, r);
@@ -202,8 +210,9 @@ queue_thread (void *arg)
     }
     io_uring_cq_advance (&q->ring, n);
     finish_ready (q);
-    if (q->waiting)
+    if (q->waiting && link_state (d) != LINK_BROKEN)
       retry_held_appends (q);
+    park_if_broken (q);
     if (q->id < 64 && dump_wanted[q->id]) {
       dump_wanted[q->id] = 0;
       dump_queue (q);
@@ -333,6 +342,14 @@ server_timed_out (struct dev *d, const struct tag_io *io, uint64_t waited_ms)
   /* Before the device exists there is only the connection of attach. */
   if (d->added)
     snprintf (name, sizeof name, "/dev/ublkb%d", d->id);
+  if (d->added && d->reconnect_s) {
+    char why[200];
+
+    snprintf (why, sizeof why, "no reply from the server for %" PRIu64
+              " s (--timeout)", waited_ms / 1000);
+    if (link_broken (d, why))
+      return;
+  }
   if (io)
     fprintf (stderr, "%s: %s: no reply from the server for %" PRIu64
              " s to a %s of %" PRIu32 " bytes at offset %" PRIu64 " (zone %"
@@ -404,7 +421,7 @@ watchdog_thread (void *arg)
     for (i = 0; i < 10 && !__atomic_load_n (&d->watchdog_stop,
                                             __ATOMIC_RELAXED); i++)
       usleep (100000);
-    if (!d->timed_out)
+    if (!d->timed_out && link_state (d) == LINK_UP)
       check_reply_times (d);
   }
   return NULL;

@@ -30,11 +30,14 @@
  * a zone, the zone's write pointer is read again from the server before
  * the next append to it.
  *
- * When the server goes away, libnbd fails what is in flight and every
- * new request at once, so the kernel sees EIO; the device stays until
- * "nbdzone detach" (STOP_DEV, DEL_DEV) or a signal.  There is no
- * reconnection: writes in flight when the connection broke have an
- * unknown fate, so the filesystem above must see the errors.
+ * When the connection breaks (the server restarts, the network drops,
+ * or the server stops answering for --timeout), reconnect.c holds every
+ * request and connects again for up to --reconnect seconds; it resumes
+ * only on the same disk with the same key, and the zones' write
+ * pointers say which writes in flight landed.  Without --reconnect, or
+ * once it gives up, libnbd fails what is in flight and every new
+ * request at once, so the kernel sees EIO; the device stays until
+ * "nbdzone detach" (STOP_DEV, DEL_DEV) or a signal.
  */
 #include <config.h>
 
@@ -62,7 +65,8 @@ static void
 usage_attach (void)
 {
   fprintf (stderr, "usage: %s attach URI [--queues N] [--depth N] [--id N] "
-           "[--timeout SECONDS] [--foreground]\n", progname);
+           "[--timeout SECONDS] [--reconnect SECONDS] [--foreground]\n",
+           progname);
 }
 
 static int
@@ -290,6 +294,7 @@ attach_device (struct dev *d, int report_fd)
   for (i = 0; i < d->nr_queues; i++)
     if (start_queue (d, &d->queues[i], i) == -1)
       goto out;
+  start_reconnector (d);
   r = control_cmd (&c, UBLK_U_CMD_START_DEV, d->id, NULL, 0, getpid ());
   if (r < 0) {
     fprintf (stderr, "%s: cannot start /dev/ublkb%d: %s\n", progname, d->id,
@@ -315,6 +320,10 @@ attach_device (struct dev *d, int report_fd)
    * is removed only once its requests are done), then aborts the
    * fetches; the character device must be closed before DEL_DEV.
    */
+  /* First the reconnect, which fails what it holds: STOP_DEV waits for
+   * every request the kernel handed over.
+   */
+  stop_reconnector (d);
   if (started)
     control_cmd (&c, UBLK_U_CMD_STOP_DEV, d->id, NULL, 0, 0);
   stop_watchdog (d);
@@ -389,7 +398,8 @@ nbdzone_attach (int argc, char **argv)
 {
   struct dev d = { .id = -1, .nr_queues = DEFAULT_QUEUES,
                    .depth = DEFAULT_DEPTH, .cdev = -1,
-                   .timeout_s = DEFAULT_TIMEOUT_S };
+                   .timeout_s = DEFAULT_TIMEOUT_S,
+                   .reconnect_s = DEFAULT_RECONNECT_S };
   const char *uri = NULL;
   bool foreground = false;
   struct sigaction sa = { .sa_handler = on_signal };
@@ -407,6 +417,8 @@ nbdzone_attach (int argc, char **argv)
       d.id = arg_int ("--id", argv[++i], 0, 1 << 20);
     else if (i + 1 < argc && strcmp (argv[i], "--timeout") == 0)
       d.timeout_s = arg_int ("--timeout", argv[++i], 0, 86400);
+    else if (i + 1 < argc && strcmp (argv[i], "--reconnect") == 0)
+      d.reconnect_s = arg_int ("--reconnect", argv[++i], 0, 86400);
     else if (argv[i][0] == '-' || uri) {
       fprintf (stderr, "%s: attach: unknown or incomplete option \"%s\" "
                "(see %s --help)\n", progname, argv[i], progname);
@@ -449,6 +461,19 @@ nbdzone_attach (int argc, char **argv)
     d.queues[i].nbd_fd = -1;
   pthread_mutex_init (&d.ctl_lock, NULL);
   pthread_mutex_init (&d.zone_lock, NULL);
+  pthread_mutex_init (&d.link_lock, NULL);
+  pthread_cond_init (&d.link_cond, NULL);
+  /* Resuming on a server that may be another disk could write one
+   * disk's data over another's: no identity, no reconnect.
+   */
+  if (d.reconnect_s && !d.ctl.l.g.disk_id[0]) {
+    fprintf (stderr, "%s: warning: %s does not say which disk it serves "
+             "(no disk-id in its export description: not the zbd plugin, "
+             "or an older one), so a broken connection cannot be resumed "
+             "safely: --reconnect is off, and I/O fails with EIO if the "
+             "connection breaks\n", progname, uri);
+    d.reconnect_s = 0;
+  }
 
   signal (SIGPIPE, SIG_IGN);
   sigaction (SIGTERM, &sa, NULL);

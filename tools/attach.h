@@ -22,12 +22,14 @@
 #include <liburing.h>
 #include <libnbd.h>
 
+#include "resend.h"
 #include "ublk-dev.h"
 #include "zone-export.h"
 
 #define DEFAULT_QUEUES 1
 #define DEFAULT_DEPTH 64
 #define DEFAULT_TIMEOUT_S 30
+#define DEFAULT_RECONNECT_S 60
 #define MAX_IO_BYTES (1U << 20)
 
 /* io_uring user_data: a tag, or one of these. */
@@ -43,6 +45,11 @@ struct dev;
 
 struct zone_state {
   uint64_t wp;                  /* the next append goes here */
+  /* For a reconnect (resend.h's zone_view): the end of the last write
+   * the server acknowledged, and the furthest this client sent, since
+   * the last acknowledged reset.
+   */
+  uint64_t acked_wp, sent_wp;
   bool stale;                   /* an error happened: ask the server */
   unsigned appends;             /* zone appends in flight */
   unsigned writes;              /* plain writes in flight */
@@ -63,6 +70,14 @@ struct tag_io {
   bool ready;                   /* on the ready list */
   struct tag_io *next_ready;
   struct tag_io *next_waiting;  /* on the queue's waiting appends */
+  /* Reconnect (reconnect.c).  HELD: its NBD commands were lost with
+   * the connection; the reconnect decides (V).  DEFERRED: it came while
+   * the connection was down and is started after.  FLUSH_AFTER: it
+   * completes only once a flush has succeeded.
+   */
+  bool held, deferred, flush_after;
+  bool resent;                  /* sent again after a reconnect */
+  struct verdict v;
   /* zone report */
   struct wp_scan scan;
   uint64_t *wps;
@@ -82,6 +97,7 @@ struct queue {
   int aborted;                  /* tags the kernel has given up */
   int busy;                     /* tags with a request being served */
   bool poll_in, poll_out;       /* poll requests armed on the NBD socket */
+  bool parked;                  /* waiting for the reconnect */
   int event_fd;                 /* written to stop the thread */
   bool event_armed;
   struct tag_io *ready;         /* NBD commands done, to be finished */
@@ -100,6 +116,18 @@ struct dev {
   uint64_t ctl_since_ms;        /* a WP re-read began; 0: none */
   unsigned timeout_s;           /* no reply for this long: server gone */
   bool timed_out;
+  /* --reconnect (reconnect.c): how long a broken connection may take to
+   * come back (0: fail at once), and where it stands.
+   */
+  unsigned reconnect_s;
+  pthread_mutex_t link_lock;
+  pthread_cond_t link_cond;
+  int link;                     /* LINK_UP, LINK_BROKEN, LINK_GONE */
+  unsigned generation;          /* reconnects so far */
+  int parked;                   /* queues waiting for it */
+  uint64_t broke_ms;
+  pthread_t reconnector;
+  bool reconnector_started, reconnector_stop;
   pthread_mutex_t zone_lock;
   struct zone_state *zones;
   uint64_t nr_zones;
@@ -127,6 +155,8 @@ zone_capend (const struct dev *d, uint64_t z)
 {
   return zone_start (&d->ctl.l, z) + zone_cap (&d->ctl.l, z);
 }
+
+enum { LINK_UP, LINK_BROKEN, LINK_GONE };
 
 /* attach.c: the signal that asks attach to end (0: none). */
 extern volatile sig_atomic_t got_signal;
@@ -157,6 +187,21 @@ extern void retry_held_appends (struct queue *q);
 extern int start_io (struct tag_io *io);
 extern void finish_io (struct tag_io *io);
 
+/* reconnect.c */
+extern void start_reconnector (struct dev *d);
+extern void stop_reconnector (struct dev *d);
+/* The connection broke (WHY): true if the reconnect holds the I/O,
+ * false if requests must fail (no --reconnect, or it gave up).
+ */
+extern bool link_broken (struct dev *d, const char *why);
+extern int link_state (struct dev *d);
+/* A request whose NBD commands failed: hold it for the reconnect? */
+extern bool hold_for_reconnect (struct tag_io *io);
+/* In the queue thread's loop: park while the connection is down. */
+extern void park_if_broken (struct queue *q);
+/* target-io.c: send a held request again as the reconnect decided. */
+extern void resend_io (struct tag_io *io);
+
 /* target-zones.c */
 extern uint64_t now_ms (void);
 /* Read zone Z's WP from the server (ONLY_IF_STALE: if still needed). */
@@ -172,7 +217,14 @@ extern int assign_append (struct tag_io *io, uint64_t *off);
 extern void note_write (struct dev *d, uint64_t off, uint32_t len);
 extern void zone_write_done (struct dev *d, uint64_t z, bool append,
                              bool failed);
-/* Every zone's WP from the server, at attach. */
+/* Zone Z's WP on the server now, into *WP, not stored: 0 or -1. */
+extern int query_wp (struct dev *d, uint64_t z, uint64_t *wp);
+/* The server acknowledged a write of zone Z up to END. */
+extern void zone_acked (struct dev *d, uint64_t z, uint64_t end);
+/* Every zone's WP from the server, at attach, into WPS if not NULL
+ * (else into the zone state).
+ */
 extern int read_all_wps (struct dev *d);
+extern int read_wps_into (struct dev *d, uint64_t *wps);
 
 #endif /* NBDZONE_ATTACH_H */

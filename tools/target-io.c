@@ -269,6 +269,7 @@ start_io (struct tag_io *io)
   io->err = 0;
   io->pending = 0;
   io->ready = false;
+  io->resent = false;
   __atomic_store_n (&io->since_ms, now_ms (), __ATOMIC_RELEASE);
   z = zone_of (d, io->off);
   if (!io->buf && posix_memalign (&io->buf, 4096, d->max_io) != 0) {
@@ -372,6 +373,56 @@ start_io (struct tag_io *io)
   }
 }
 
+/* Send held request IO again as the reconnect decided (IO->v): a write
+ * or append from the data it still holds, at the place it had; the
+ * rest as new.  Called by its queue's thread after the reconnect.
+ */
+void
+resend_io (struct tag_io *io)
+{
+  struct queue *q = io->q;
+  uint64_t off = io->op == UBLK_IO_OP_ZONE_APPEND ? io->append_off : io->off;
+  int r;
+
+  io->held = false;
+  io->resent = true;
+  io->err = 0;
+  io->pending = 0;
+  io->flush_after = io->v.flush_first;
+  __atomic_store_n (&io->since_ms, now_ms (), __ATOMIC_RELEASE);
+  if (io->v.kind == V_COMPLETE) {
+    push_ready (io);            /* finish_io flushes first if need be */
+    return;
+  }
+  switch (io->op) {
+  case UBLK_IO_OP_WRITE:
+  case UBLK_IO_OP_ZONE_APPEND:
+    if (io->v.kind == V_RESEND_TAIL) {
+      uint32_t flags = (io->op_flags & UBLK_IO_F_FUA) && q->d->can_fua ?
+        LIBNBD_CMD_FLAG_FUA : 0;
+
+      io->pending++;
+      sent (io, nbd_aio_pwrite (q->nbd, (char *) io->buf + (io->v.from - off),
+                                io->v.to - io->v.from, io->v.from,
+                                done_cb (io), flags));
+    }
+    else
+      send_write (io, off);
+    return;
+  default:
+    /* Reads, flushes, zone commands and reports hold no state of their
+     * own beyond the request the kernel still has: start them again.
+     */
+    r = start_io (io);
+    if (r != 1) {
+      if (r < 0)
+        log_failure (io, io->off, -r, r);
+      commit (io, r, 0);
+    }
+    return;
+  }
+}
+
 /* All NBD commands of IO are done: finish the request. */
 void
 finish_io (struct tag_io *io)
@@ -381,6 +432,17 @@ finish_io (struct tag_io *io)
   uint64_t z = zone_of (d, io->off);
 
   io->ready = false;
+  if (io->err && hold_for_reconnect (io))
+    return;
+  if (io->flush_after && !io->err) {
+    /* A FUA write that had landed before a reconnect: durable only
+     * once the new server flushed it.
+     */
+    io->flush_after = false;
+    io->pending++;
+    sent (io, nbd_aio_flush (q->nbd, done_cb (io), 0));
+    return;
+  }
   switch (io->op) {
   case UBLK_IO_OP_READ:
     if (io->err) {
@@ -399,9 +461,22 @@ finish_io (struct tag_io *io)
   case UBLK_IO_OP_WRITE:
   case UBLK_IO_OP_ZONE_APPEND: {
     uint64_t off = io->op == UBLK_IO_OP_WRITE ? io->off : io->append_off;
+    uint64_t wp;
 
-    if (!zone_is_conv (&d->ctl.l, z))
+    /* A write sent again after a reconnect may have landed all the same
+     * meanwhile: the old server still ran the copy it had read before
+     * the connection broke (a server that was stopped, not killed).
+     * The zone's WP past it says so; the resent copy then fell below
+     * the WP and was refused.
+     */
+    if (io->err && io->resent && !zone_is_conv (&d->ctl.l, z) &&
+        query_wp (d, z, &wp) == 0 && wp >= off + io->len)
+      io->err = 0;
+    if (!zone_is_conv (&d->ctl.l, z)) {
+      if (!io->err)
+        zone_acked (d, z, off + io->len);
       zone_write_done (d, z, io->op == UBLK_IO_OP_ZONE_APPEND, io->err != 0);
+    }
 
     if (io->err) {
       int kernel_err = write_error (d, off, io->len, io->err);
@@ -477,15 +552,18 @@ finish_io (struct tag_io *io)
   }
   pthread_mutex_lock (&d->zone_lock);
   if (io->op == UBLK_IO_OP_ZONE_RESET)
-    d->zones[z].wp = zone_start (&d->ctl.l, z);
+    d->zones[z].wp = d->zones[z].acked_wp = d->zones[z].sent_wp =
+      zone_start (&d->ctl.l, z);
   else if (io->op == UBLK_IO_OP_ZONE_FINISH)
-    d->zones[z].wp = zone_capend (d, z);
+    d->zones[z].wp = d->zones[z].acked_wp = d->zones[z].sent_wp =
+      zone_capend (d, z);
   else if (io->op == UBLK_IO_OP_ZONE_RESET_ALL) {
     uint64_t i;
     for (i = 0; i < d->nr_zones; i++)
       if (!zone_is_conv (&d->ctl.l, i) &&
           !zone_is_unwritable (&d->ctl.l, i)) {  /* not reset */
-        d->zones[i].wp = zone_start (&d->ctl.l, i);
+        d->zones[i].wp = d->zones[i].acked_wp = d->zones[i].sent_wp =
+          zone_start (&d->ctl.l, i);
         d->zones[i].stale = false;
       }
   }

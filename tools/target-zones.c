@@ -62,13 +62,34 @@ refresh_wp (struct dev *d, uint64_t z, bool only_if_stale)
       pthread_mutex_lock (&d->zone_lock);
       d->zones[z].wp = wp;
       d->zones[z].stale = false;
+      d->zones[z].acked_wp = wp;
+      if (wp > d->zones[z].sent_wp)
+        d->zones[z].sent_wp = wp;
       pthread_mutex_unlock (&d->zone_lock);
     }
+  }
+  if (r == -1 && d->ctl.nbd && nbd_aio_is_dead (d->ctl.nbd) == 1) {
+    pthread_mutex_unlock (&d->ctl_lock);
+    /* The request waits for the reconnect if there is one. */
+    link_broken (d, "the connection for write pointer queries broke");
+    return -1;
   }
   pthread_mutex_unlock (&d->ctl_lock);
   if (r == -1)
     fprintf (stderr, "%s: cannot read the write pointer of zone %" PRIu64
              " from the server: %s\n", progname, z, err);
+  return r;
+}
+
+int
+query_wp (struct dev *d, uint64_t z, uint64_t *wp)
+{
+  char err[512];
+  int r;
+
+  pthread_mutex_lock (&d->ctl_lock);
+  r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, z, 1, wp, err, sizeof err);
+  pthread_mutex_unlock (&d->ctl_lock);
   return r;
 }
 
@@ -151,6 +172,8 @@ assign_append (struct tag_io *io, uint64_t *off)
   else {
     *off = d->zones[z].wp;
     d->zones[z].wp += io->len;
+    if (d->zones[z].wp > d->zones[z].sent_wp)
+      d->zones[z].sent_wp = d->zones[z].wp;
     d->appends++;
     if (++d->zones[z].appends > d->max_appends)
       d->max_appends = d->zones[z].appends;
@@ -174,6 +197,8 @@ note_write (struct dev *d, uint64_t off, uint32_t len)
   pthread_mutex_lock (&d->zone_lock);
   if (off + len > d->zones[z].wp)
     d->zones[z].wp = off + len;
+  if (off + len > d->zones[z].sent_wp)
+    d->zones[z].sent_wp = off + len;
   d->zones[z].writes++;
   pthread_mutex_unlock (&d->zone_lock);
 }
@@ -194,27 +219,42 @@ zone_write_done (struct dev *d, uint64_t z, bool append, bool failed)
   pthread_mutex_unlock (&d->zone_lock);
 }
 
-int
-read_all_wps (struct dev *d)
+void
+zone_acked (struct dev *d, uint64_t z, uint64_t end)
 {
-  uint64_t *wps = calloc (d->nr_zones, sizeof *wps), z;
+  pthread_mutex_lock (&d->zone_lock);
+  if (end > d->zones[z].acked_wp)
+    d->zones[z].acked_wp = end;
+  pthread_mutex_unlock (&d->zone_lock);
+}
+
+int
+read_wps_into (struct dev *d, uint64_t *wps)
+{
   char err[512];
   int r;
 
-  if (!wps)
-    return -1;
   __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
   r = zone_wps_sync (d->ctl.nbd, &d->ctl.l, 0, d->nr_zones, wps,
                      err, sizeof err);
   __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
-  if (r == -1) {
+  if (r == -1)
     fprintf (stderr, "%s: %s: cannot read the write pointers: %s\n",
              progname, d->ctl.uri, err);
+  return r;
+}
+
+int
+read_all_wps (struct dev *d)
+{
+  uint64_t *wps = calloc (d->nr_zones, sizeof *wps), z;
+
+  if (!wps || read_wps_into (d, wps) == -1) {
     free (wps);
     return -1;
   }
   for (z = 0; z < d->nr_zones; z++)
-    d->zones[z].wp = wps[z];
+    d->zones[z].wp = d->zones[z].acked_wp = d->zones[z].sent_wp = wps[z];
   free (wps);
   return 0;
 }

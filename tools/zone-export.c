@@ -121,33 +121,71 @@ nbdzone_connect (const char *uri, unsigned timeout_s,
   return NULL;
 }
 
-void
-connect_disk (struct disk *d, const char *uri, unsigned timeout_s,
-              volatile sig_atomic_t *stop)
+/* Connect D to URI and read its geometry.  Returns 0; or -1 with the
+ * failure in WHAT (the start of a message about URI: "cannot connect
+ * to", ...) and the reason in WHY.
+ */
+static int
+disk_connect (struct disk *d, const char *uri, unsigned timeout_s,
+              volatile sig_atomic_t *stop, const char **what,
+              char *why, size_t whylen)
 {
-  char err[512];
   char *desc;
   int64_t size;
   int r;
 
   d->uri = uri;
-  d->nbd = nbdzone_connect (uri, timeout_s, stop, err, sizeof err);
-  if (!d->nbd)
-    die_msg (d, "cannot connect to", err);
+  d->nbd = nbdzone_connect (uri, timeout_s, stop, why, whylen);
+  if (!d->nbd) {
+    *what = "cannot connect to";
+    return -1;
+  }
   size = nbd_get_size (d->nbd);
-  if (size == -1)
-    die_nbd (d, "cannot get the size of");
+  if (size == -1) {
+    *what = "cannot get the size of";
+    snprintf (why, whylen, "%s", nbd_get_error ());
+    return -1;
+  }
   d->l.size = size;
   desc = nbd_get_export_description (d->nbd);    /* NULL if none */
-  r = zoned_geometry_parse (desc, &d->l.g, err, sizeof err);
+  r = zoned_geometry_parse (desc, &d->l.g, why, whylen);
   free (desc);
   if (r == -1) {
-    fprintf (stderr, "%s: ", progname);
-    put_sanitised (uri);
-    fputs (" is not a zoned export: ", stderr);
-    put_sanitised (err);
-    fputc ('\n', stderr);
-    exit (EXIT_FAILURE);
+    *what = "not a zoned export:";
+    return -1;
+  }
+  if (nbd_can_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
+    *what = "no block status:";
+    snprintf (why, whylen, "it does not offer block status "
+              "(base:allocation), so its write pointers cannot be read");
+    return -1;
+  }
+  return 0;
+}
+
+void
+connect_disk (struct disk *d, const char *uri, unsigned timeout_s,
+              volatile sig_atomic_t *stop)
+{
+  const char *what = "";
+  char err[512];
+
+  if (disk_connect (d, uri, timeout_s, stop, &what, err, sizeof err) == -1) {
+    if (strcmp (what, "not a zoned export:") == 0) {
+      fprintf (stderr, "%s: ", progname);
+      put_sanitised (uri);
+      fputs (" is not a zoned export: ", stderr);
+      put_sanitised (err);
+      fputc ('\n', stderr);
+      exit (EXIT_FAILURE);
+    }
+    if (strcmp (what, "no block status:") == 0) {
+      fprintf (stderr, "%s: %s does not offer block status "
+               "(base:allocation), so its write pointers cannot be read\n",
+               progname, uri);
+      exit (EXIT_FAILURE);
+    }
+    die_msg (d, what, err);
   }
   if (d->l.g.states_omitted)
     fprintf (stderr, "%s: warning: %s names only some of the zones its "
@@ -156,12 +194,66 @@ connect_disk (struct disk *d, const char *uri, unsigned timeout_s,
              "their write pointers read.  Writes to them fail on the "
              "server; blkzone report on the server lists them all\n",
              progname, uri, d->l.g.states_omitted);
-  if (nbd_can_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
-    fprintf (stderr, "%s: %s does not offer block status "
-             "(base:allocation), so its write pointers cannot be read\n",
-             progname, uri);
-    exit (EXIT_FAILURE);
-  }
+}
+
+int
+reconnect_disk (struct disk *d, const char *uri, unsigned timeout_s,
+                volatile sig_atomic_t *stop, char *why, size_t whylen)
+{
+  const char *what = "";
+  char err[400];
+
+  memset (d, 0, sizeof *d);
+  if (disk_connect (d, uri, timeout_s, stop, &what, err, sizeof err) == 0)
+    return 0;
+  if (strcmp (what, "cannot connect to") == 0)
+    snprintf (why, whylen, "%s", err);   /* the caller names the URI */
+  else
+    snprintf (why, whylen, "%s %s", what, err);
+  if (d->nbd)
+    nbd_close (d->nbd);
+  d->nbd = NULL;
+  zoned_geometry_free (&d->l.g);
+  return -1;
+}
+
+static bool
+same_ranges (const struct zoned_range *a, size_t na,
+             const struct zoned_range *b, size_t nb)
+{
+  return na == nb && (na == 0 || memcmp (a, b, na * sizeof *a) == 0);
+}
+
+/* Is NOW the disk A was, with the same key?  Else the first difference
+ * in WHY.
+ */
+bool
+same_disk (const struct disk *a, const struct disk *now, char *why,
+           size_t whylen)
+{
+  const struct zoned_geometry *g = &a->l.g, *n = &now->l.g;
+
+  if (a->l.size != now->l.size)
+    snprintf (why, whylen, "its size is %" PRIu64 " bytes, was %" PRIu64,
+              now->l.size, a->l.size);
+  else if (strcmp (g->model, n->model) || g->zone_size != n->zone_size ||
+           g->zone_capacity != n->zone_capacity ||
+           g->nr_zones != n->nr_zones || g->block_size != n->block_size ||
+           !same_ranges (g->conventional, g->nr_conventional_ranges,
+                         n->conventional, n->nr_conventional_ranges))
+    snprintf (why, whylen, "its zone geometry differs");
+  else if (strcmp (g->disk_id, n->disk_id))
+    snprintf (why, whylen, "it is another disk (disk-id %s, was %s)",
+              n->disk_id[0] ? n->disk_id : "none",
+              g->disk_id[0] ? g->disk_id : "none");
+  else if (strcmp (g->key_check, n->key_check))
+    snprintf (why, whylen, "it is served with another key or encryption "
+              "format (key-check %s, was %s)",
+              n->key_check[0] ? n->key_check : "none",
+              g->key_check[0] ? g->key_check : "none");
+  else
+    return true;
+  return false;
 }
 
 static int

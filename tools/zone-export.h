@@ -7,6 +7,7 @@
 #define NBDZONE_ZONE_EXPORT_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,17 @@ extern struct nbd_handle *nbdzone_connect (const char *uri,
  */
 extern void connect_disk (struct disk *d, const char *uri,
                           unsigned timeout_s, volatile sig_atomic_t *stop);
+/* The same after a broken connection: 0, or -1 with the reason in WHY
+ * (D is then empty).
+ */
+extern int reconnect_disk (struct disk *d, const char *uri,
+                           unsigned timeout_s, volatile sig_atomic_t *stop,
+                           char *why, size_t whylen);
+/* Is NOW the same disk as A (size, zone geometry, disk-id), served with
+ * the same key (key-check)?  If not, the first difference in WHY.
+ */
+extern bool same_disk (const struct disk *a, const struct disk *now,
+                       char *why, size_t whylen);
 /* The WPs of zones [FIRST, FIRST + COUNT) into WP, by synchronous block
  * status on NBD.  Returns 0, or -1 with the reason in ERR (the server's
  * error, or a WP off the block size).

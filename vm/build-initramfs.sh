@@ -78,6 +78,7 @@ optional_modules="
 guest_files="init guest-tests.sh"
 # Cases of nbdzone attach (zoned ublk), run by guest-tests.sh when present.
 [ -f "$srcdir/vm/guest-attach.sh" ] && guest_files="$guest_files guest-attach.sh"
+[ -f "$srcdir/vm/guest-reconnect.sh" ] && guest_files="$guest_files guest-reconnect.sh"
 # The reboot case's two boots (zoned.reboot=write|check).
 [ -f "$srcdir/vm/guest-reboot.sh" ] && guest_files="$guest_files guest-reboot.sh"
 # The benchmark (zoned.bench=1 on the kernel command line runs it).

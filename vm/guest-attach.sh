@@ -329,16 +329,17 @@ case_attach_f2fs ()
     ublk_detach $ublk
 }
 
-# kill -9 of nbdkit while fio writes to btrfs on the ublk device: I/O
-# fails with EIO, nothing hangs, the device detaches; after a restart
-# and a new attach, the filesystem mounts and the synced files are intact.
+# kill -9 of nbdkit while fio writes to btrfs on the ublk device, with
+# --reconnect 0: I/O fails with EIO, nothing hangs, the device detaches;
+# after a restart and a new attach, the filesystem mounts and the synced
+# files are intact.
 case_attach_kill ()
 {
     local u ublk pid i rc
     need_ublk
     make_fs_dev
     attach_serve srv $FS_DEV unix; u=$URI
-    ublk=$(ublk_attach "$u" --depth 32)
+    ublk=$(ublk_attach "$u" --depth 32 --reconnect 0)
     timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
         { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
     mkdir -p /mnt/a
@@ -420,7 +421,8 @@ case_attach_durability ()
 }
 
 # A server that stops answering but keeps its connection open (SIGSTOP,
-# as when a network drops packets without closing anything): once a
+# as when a network drops packets without closing anything), with
+# --reconnect 0 (guest-reconnect.sh has the default): once a
 # request has waited --timeout, the write in flight and new requests
 # fail with EIO, nothing stays blocked, attach logs which request waited,
 # and the device detaches.  Attached again after the server resumes,
@@ -430,7 +432,7 @@ case_attach_hang ()
     local dev=nullb0 u ublk z zs mib pid i began took
     need_ublk
     attach_serve srv $dev unix; u=$URI
-    ublk=$(ublk_attach "$u" --timeout 5)
+    ublk=$(ublk_attach "$u" --timeout 5 --reconnect 0)
     z=$(first_seq_zone $dev)
     zs=$(zone_bytes $dev)
     mib=$((z * zs / 1048576))
@@ -633,7 +635,7 @@ case_attach_signals ()
     local dev=nullb0 u ublk id z zs pid dd i
     need_ublk
     attach_serve srv $dev unix; u=$URI
-    ublk=$(ublk_attach "$u" --timeout 5)
+    ublk=$(ublk_attach "$u" --timeout 5 --reconnect 0)
     id=${ublk#/dev/ublkb}
     pid=$(serving_pid $ublk)
     z=$(first_seq_zone $dev)

@@ -1483,6 +1483,8 @@ case_zoned_client_tools ()
 
 # nbdzone attach's cases (vm/guest-attach.sh), where the image has them.
 [ -f /guest-attach.sh ] && . /guest-attach.sh
+# And its reconnect cases (vm/guest-reconnect.sh).
+[ -f /guest-reconnect.sh ] && . /guest-reconnect.sh
 
 # Sourced for its helpers only (the benchmark, guest-bench.sh): stop here.
 [ -n "${GUEST_HELPERS_ONLY:-}" ] && return 0
@@ -1663,6 +1665,9 @@ if kernel_at_least 6 6; then
 fi
 if command -v attach_cases >/dev/null 2>&1; then
     attach_cases
+fi
+if command -v reconnect_cases >/dev/null 2>&1; then
+    reconnect_cases
 fi
 
 if kernel_at_least 6 10; then

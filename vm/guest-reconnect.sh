@@ -1,0 +1,326 @@
+# nbdzone attach --reconnect in the VM: the server killed and started
+# again, stopped and continued, or replaced by another disk or key,
+# while programs write to the zoned ublk device.
+#
+# Sourced by guest-tests.sh after guest-attach.sh (whose helpers it
+# uses), which calls reconnect_cases.  What is asserted is what a user
+# relies on: no error reaches the program and every byte verifies when
+# the same disk comes back with the same key; when anything else comes
+# back, nothing is resent, the held I/O fails with EIO, attach says why,
+# and the device detaches.
+
+# wait_log FILE PATTERN COUNT SECONDS: until FILE has COUNT lines
+# matching PATTERN, or fail.
+wait_log ()
+{
+    local file=$1 pat=$2 count=$3 secs=$4 i=0
+    until [ "$(grep -c "$pat" $file 2>/dev/null)" -ge $count ]; do
+        i=$((i + 1))
+        if [ $i -gt $((secs * 10)) ]; then
+            tail -n 20 $file
+            die "no \"$pat\" (x$count) in $file after $secs s"
+        fi
+        sleep 0.1
+    done
+}
+
+# kill_srv NAME: kill -9 the server NAME and wait until it is gone (its
+# drive free for the next one).
+kill_srv ()
+{
+    local pid
+    pid=$(cat $W/$1.pid)
+    kill -9 $pid
+    gone $pid
+    rm -f $W/$1.pid
+}
+
+# restart_srv NAME DEV TRANSPORT [NBDKIT-ARGS]: the same server again.
+restart_srv ()
+{
+    local name=$1 dev=$2 transport=$3
+    shift 3
+    attach_serve $name $dev $transport "$@"
+}
+
+# No request failed on the ublk device: attach logged none, the kernel
+# reported no I/O error on it.
+no_failed_requests ()
+{
+    local ublk=${1#/dev/}
+    ! grep -E 'the kernel is told|fails with EIO' $W/attach.log ||
+        die "attach failed requests (above)"
+    ! dmesg | grep -E "I/O error, dev $ublk|$ublk.*error" ||
+        die "the kernel saw I/O errors on $ublk (above)"
+}
+
+# fio writes and verifies zones of the ublk device while the server is
+# killed and started again twice; fio sees no error.
+case_reconnect_fio ()
+{
+    local dev=$1 transport=$2 u ublk pid nz n
+    need_ublk
+    attach_serve srv $dev $transport; u=$URI
+    ublk=$(ublk_attach "$u" --depth 32 --reconnect 60)
+    nz=$(nr_zones $dev)
+    timeout 900 fio --name=seq --filename=$ublk --direct=1 --ioengine=libaio \
+        --zonemode=zbd --max_open_zones=4 --rw=write --bs=64k \
+        --iodepth=8 --size=$(( (nz - 2) * $(zone_bytes $dev) )) --rate=6m \
+        --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --output=$W/fio-rc.out > /dev/null 2>&1 &
+    pid=$!
+    for n in 1 2; do
+        sleep 4
+        kill -0 $pid 2>/dev/null || { cat $W/fio-rc.out; die "fio ended before kill $n"; }
+        say "kill -9 nbdkit ($n of 2), fio writing"
+        kill_srv srv
+        sleep 2
+        restart_srv srv $dev $transport
+        wait_log $W/attach.log "reconnected to" $n 60
+        say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
+    done
+    wait $pid || { cat $W/fio-rc.out; die "fio failed across the restarts"; }
+    grep -E "err= *0" $W/fio-rc.out > /dev/null || { cat $W/fio-rc.out; die "fio reported errors"; }
+    say "$(grep -E 'WRITE:|READ:' $W/fio-rc.out)"
+    grep "broke" $W/attach.log | tail -n 2
+    no_failed_requests $ublk
+    ublk_detach $ublk
+}
+
+# btrfs zoned, mounted, files written and fio verifying inside it while
+# the server is killed and started again twice: no error reaches any
+# program, the files and fio's blocks verify, and after a remount every
+# file is intact and scrub is clean.
+case_reconnect_btrfs ()
+{
+    local u ublk pid n
+    need_ublk
+    make_fs_dev
+    attach_serve srv $FS_DEV unix; u=$URI
+    ublk=$(ublk_attach "$u" --depth 32 --reconnect 60)
+    timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
+        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
+    mkdir -p /mnt/a
+    mount -t btrfs $ublk /mnt/a || die "mount btrfs"
+    write_files /mnt/a 4 8
+    bounded_sync
+    timeout 600 fio --name=bg --directory=/mnt/a --rw=write --bs=64k --size=48m \
+        --numjobs=2 --fsync=8 --rate=3m --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --output=$W/fio-rcfs.out > /dev/null 2>&1 &
+    pid=$!
+    for n in 1 2; do
+        sleep 4
+        kill -0 $pid 2>/dev/null || { cat $W/fio-rcfs.out; die "fio ended before kill $n"; }
+        say "kill -9 nbdkit ($n of 2) under btrfs"
+        kill_srv srv
+        sleep 2
+        restart_srv srv $FS_DEV unix
+        wait_log $W/attach.log "reconnected to" $n 60
+        say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
+    done
+    wait $pid || { cat $W/fio-rcfs.out; die "fio on btrfs failed across the restarts"; }
+    grep -E "err= *0" $W/fio-rcfs.out > /dev/null || { cat $W/fio-rcfs.out; die "fio reported errors"; }
+    bounded_sync
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "files differ after the restarts"
+    umount /mnt/a || die "umount"
+    mount -t btrfs $ublk /mnt/a || die "mount after the restarts"
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "files differ after a remount"
+    timeout 300 btrfs scrub start -B /mnt/a > $W/scrub.out 2>&1 || { cat $W/scrub.out; die "btrfs scrub"; }
+    grep -q "no errors found\|Error summary: *no errors" $W/scrub.out || { cat $W/scrub.out; die "scrub found errors"; }
+    umount /mnt/a
+    no_failed_requests $ublk
+    ublk_detach $ublk
+}
+
+# A server stopped (SIGSTOP) for longer than --timeout, then continued:
+# the write waiting on it completes, nothing fails, the data reads back.
+case_reconnect_stopped ()
+{
+    local dev=nullb0 u ublk z zs mib pid
+    need_ublk
+    attach_serve srv $dev unix; u=$URI
+    ublk=$(ublk_attach "$u" --timeout 3 --reconnect 60)
+    z=$(first_seq_zone $dev)
+    zs=$(zone_bytes $dev)
+    mib=$((z * zs / 1048576))
+    blkzone reset -o $((z * zs / 512)) -c 1 $ublk || die "reset"
+    gen_file $W/data 4194304
+    kill -STOP $(cat $W/srv.pid)
+    say "nbdkit stopped (SIGSTOP); attach has --timeout 3"
+    dd if=$W/data of=$ublk bs=1M seek=$mib oflag=direct status=none 2> $W/dd.err &
+    pid=$!
+    wait_log $W/attach.log "no reply from the server" 1 30
+    sleep 4
+    kill -CONT $(cat $W/srv.pid)
+    say "nbdkit continued"
+    wait $pid || { cat $W/dd.err; die "the write failed across the stop"; }
+    wait_log $W/attach.log "reconnected to" 1 60
+    grep -E "broke|reconnected" $W/attach.log
+    dd if=$ublk of=$W/back bs=1M skip=$mib count=4 iflag=direct status=none ||
+        die "read back"
+    cmp $W/data $W/back || die "the data written across the stop reads back different"
+    no_failed_requests $ublk
+    ublk_detach $ublk
+}
+
+# held_write UBLK OFFSET-MIB: a 1 MiB direct write at OFFSET-MIB, in
+# the background (its pid in $HELD); expect_held_eio: it fails with EIO.
+held_write ()
+{
+    dd if=/dev/urandom of=$1 bs=1M count=1 seek=$2 oflag=direct status=none \
+        2> $W/held.err &
+    HELD=$!
+}
+
+expect_held_eio ()
+{
+    local i=0
+    while kill -0 $HELD 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 60 ] && die "the held write still waits 60 s on"
+        sleep 1
+    done
+    wait $HELD && die "the held write succeeded"
+    grep -q "Input/output error" $W/held.err || die "the held write failed with \"$(cat $W/held.err)\", not EIO"
+}
+
+# The server comes back as another disk, or with another key: nothing
+# is resent, the held write fails with EIO, attach says what differs,
+# the device detaches, and the other disk is untouched.
+case_reconnect_other ()
+{
+    local what=$1 u ublk z zs mib before after
+    need_ublk
+    attach_serve srv nullb0 unix; u=$URI
+    ublk=$(ublk_attach "$u" --reconnect 60)
+    z=$(first_seq_zone nullb0)
+    zs=$(zone_bytes nullb0)
+    mib=$((z * zs / 1048576))
+    blkzone reset -o $((z * zs / 512)) -c 1 $ublk || die "reset"
+    kill -STOP $(cat $W/srv.pid)
+    held_write $ublk $mib
+    sleep 1
+    kill -9 $(cat $W/srv.pid); gone $(cat $W/srv.pid); rm -f $W/srv.pid
+    case $what in
+        disk)
+            # A disk with nullb0's very geometry: only its identity
+            # (another disk sequence number) tells them apart.
+            [ -b /dev/nullb3 ] || make_nullb nullb3 blocksize=4096 memory_backed=1 \
+                size=128 zoned=1 zone_size=$NULLB0_ZONE_MB zone_nr_conv=2
+            dd if=/dev/urandom of=/dev/nullb3 bs=1M count=1 oflag=direct status=none
+            before=$(sha256sum < /dev/nullb3)
+            attach_serve srv nullb3 unix
+            ;;
+        key)
+            make_key                # a new $W/key
+            before=$(sha256sum < /dev/nullb0)
+            attach_serve srv nullb0 unix
+            ;;
+    esac
+    expect_held_eio
+    wait_log $W/attach.log "not resuming" 1 30
+    grep "not resuming" $W/attach.log
+    case $what in
+        disk) grep -q "not resuming on .*: it is another disk (disk-id diskseq-" $W/attach.log ||
+                  die "attach did not say the disk differs"
+              after=$(sha256sum < /dev/nullb3) ;;
+        key)  grep -q "not resuming on .*: it is served with another key" $W/attach.log ||
+                  die "attach did not say the key differs"
+              after=$(sha256sum < /dev/nullb0) ;;
+    esac
+    [ "$before" = "$after" ] || die "the other server's disk changed: something was resent"
+    # New I/O fails at once; the device detaches.
+    if timeout 10 dd if=$ublk of=/dev/null bs=4096 count=1 iflag=direct 2> $W/dd.err; then
+        die "a read succeeded after attach gave up"
+    fi
+    ublk_detach $ublk
+}
+
+# --reconnect runs out: the held write fails with EIO when it does, not
+# before, and the device detaches.
+case_reconnect_expires ()
+{
+    local u ublk z zs mib began took
+    need_ublk
+    attach_serve srv nullb0 unix; u=$URI
+    ublk=$(ublk_attach "$u" --reconnect 6)
+    z=$(first_seq_zone nullb0)
+    zs=$(zone_bytes nullb0)
+    mib=$((z * zs / 1048576))
+    blkzone reset -o $((z * zs / 512)) -c 1 $ublk || die "reset"
+    kill -STOP $(cat $W/srv.pid)
+    held_write $ublk $mib
+    sleep 1
+    began=$(date +%s)
+    kill_srv srv
+    expect_held_eio
+    took=$(( $(date +%s) - began ))
+    say "the held write failed ${took} s after the server died (--reconnect 6)"
+    [ $took -ge 4 ] && [ $took -le 20 ] || die "it failed after ${took} s, not about 6"
+    grep -q "no connection to .* for 6 s (--reconnect)" $W/attach.log ||
+        die "attach did not say the reconnect ran out: $(tail -n 3 $W/attach.log)"
+    grep -c "reconnect attempt" $W/attach.log | sed 's/^/attempts logged: /'
+    ublk_detach $ublk
+}
+
+# A server whose image went back to an older copy (it lost writes it
+# had acknowledged): never resumed, and the zone and both WPs are named.
+case_reconnect_lost_writes ()
+{
+    local u ublk img=$W/rc.img
+    need_ublk
+    rm -f $img
+    [ -s $W/key ] || make_key
+    start_nbdkit srv --filter=$FILTER $PLUGIN emulate=$img size=256M zone-size=16M \
+        crypt-key-file=$W/key crypt-sector-size=4096
+    u=$(uri srv)
+    ublk=$(ublk_attach "$u" --reconnect 60)
+    # A flushed write (fsync on the device is a FLUSH to the server), so
+    # the image keeps it even across kill -9.  (SIGTERM would not end
+    # the server: nbdkit waits for its clients to go.)
+    dd if=/dev/urandom of=$ublk bs=1M count=1 oflag=direct conv=fsync status=none ||
+        die "first write"
+    kill_srv srv
+    cp $img $W/rc.old
+    start_nbdkit srv --filter=$FILTER $PLUGIN emulate=$img \
+        crypt-key-file=$W/key crypt-sector-size=4096
+    # Nothing was in flight and nothing acknowledged was lost: attach
+    # reconnects.
+    wait_log $W/attach.log "reconnected to" 1 60
+    dd if=/dev/urandom of=$ublk bs=1M count=2 seek=1 oflag=direct status=none ||
+        die "second write"
+    kill -STOP $(cat $W/srv.pid)
+    held_write $ublk 3
+    sleep 1
+    kill_srv srv
+    cp $W/rc.old $img           # the image as it was before the second write
+    start_nbdkit srv --filter=$FILTER $PLUGIN emulate=$img \
+        crypt-key-file=$W/key crypt-sector-size=4096
+    expect_held_eio
+    grep "not resuming" $W/attach.log | tail -n 1
+    grep -q "not resuming on .*zone 0: the server's write pointer is at offset 1048576, behind 3145728" $W/attach.log ||
+        die "attach did not name the zone and both write pointers"
+    ublk_detach $ublk
+}
+
+reconnect_cases ()
+{
+    local tr
+    kernel_at_least 6 6 || return 0
+    for tr in unix tcp; do
+        run 900 "nullb0: attach --reconnect ($tr): fio zbd verify while nbdkit is killed and restarted twice" \
+            case_reconnect_fio nullb0 $tr
+    done
+    run 900 "attach --reconnect: btrfs, files and fio verify while nbdkit is killed and restarted twice" \
+        case_reconnect_btrfs
+    run 180 "nullb0: attach --reconnect: nbdkit stopped past --timeout, continued: the write completes" \
+        case_reconnect_stopped
+    run 180 "nullb0: attach --reconnect: the server back as another disk: EIO, nothing resent" \
+        case_reconnect_other disk
+    run 180 "nullb0: attach --reconnect: the server back with another key: EIO, nothing resent" \
+        case_reconnect_other key
+    run 180 "nullb0: attach --reconnect 6 runs out: EIO after it, detach" \
+        case_reconnect_expires
+    run 180 "attach --reconnect: an image put back to an older copy is never resumed" \
+        case_reconnect_lost_writes
+}
