@@ -37,7 +37,7 @@ refused () {
 # Four 1 MiB zones of 4 KiB blocks; zone 0 full, zone 1's WP 512 bytes
 # into it (block status: data to 1049088, a hole after).
 misaligned=(eval get_size='echo 4194304' pread='head -c $3 /dev/zero'
-    export_description="echo zoned=host-managed zone-size=1048576 zone-capacity=1048576 zones=4 conventional=none block-size=4096"
+    export_description="echo zoned=host-managed zone-size=1048576 zone-capacity=1048576 zones=4 conventional=none block-size=4096 disk-id=test-misaligned"
     can_extents='exit 0' can_trim='exit 0' can_zero='exit 0'
     trim='exit 0' zero='exit 0' pwrite='cat >/dev/null'
     extents='echo 0 1049088 data; echo 1049088 3145216 hole,zero')
