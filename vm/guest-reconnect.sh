@@ -56,22 +56,87 @@ no_failed_requests ()
 
 # fio writes and verifies zones of the ublk device while the server is
 # killed and started again twice; fio sees no error.
+# zbd_fio UBLK DEV OUT: fio writing and verifying the sequential zones
+# of UBLK (served from DEV) at a modest rate, in the background; its pid
+# in $FIO, its report in OUT.  fio_ok OUT: it ended without error.
+zbd_fio ()
+{
+    local nz
+    nz=$(nr_zones $2)
+    timeout 900 fio --name=seq --filename=$1 --direct=1 --ioengine=libaio \
+        --zonemode=zbd --max_open_zones=4 --rw=write --bs=64k \
+        --iodepth=8 --size=$(( (nz - 2) * $(zone_bytes $2) )) --rate=6m \
+        --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --output=$3 > /dev/null 2>&1 &
+    FIO=$!
+}
+
+fio_ok ()
+{
+    wait $FIO || { cat $1; die "fio failed"; }
+    grep -E "err= *0" $1 > /dev/null || { cat $1; die "fio reported errors"; }
+    say "$(grep -E 'WRITE:|READ:' $1)"
+}
+
+# btrfs_on UBLK: a zoned btrfs made and mounted on /mnt/a, with files
+# (their sums in $W/sums).  btrfs_intact UBLK: the files are intact
+# now and after a remount, and scrub is clean; unmounted after.
+btrfs_on ()
+{
+    timeout 120 mkfs.btrfs -f -O zoned -d single -m single $1 > $W/mkfs.out 2>&1 ||
+        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
+    mkdir -p /mnt/a
+    mount -t btrfs $1 /mnt/a || die "mount btrfs"
+    write_files /mnt/a 4 8
+    bounded_sync
+}
+
+btrfs_intact ()
+{
+    bounded_sync
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "files differ"
+    umount /mnt/a || die "umount"
+    mount -t btrfs $1 /mnt/a || die "mount again"
+    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "files differ after a remount"
+    timeout 300 btrfs scrub start -B /mnt/a > $W/scrub.out 2>&1 || { cat $W/scrub.out; die "btrfs scrub"; }
+    grep -q "no errors found\|Error summary: *no errors" $W/scrub.out || { cat $W/scrub.out; die "scrub found errors"; }
+    umount /mnt/a
+}
+
+# fs_writer DIR: 24 files of the same 2 MiB of random data written one
+# after the other into DIR, each with fsync, in the background (pid in
+# $WRITER).  writer_ok DIR: the writer saw no error and every file holds
+# what was written; their sums join $W/sums for btrfs_intact.
+fs_writer ()
+{
+    gen_file $W/src 2097152
+    ( set -e; i=0; while [ $i -lt 24 ]; do
+          dd if=$W/src of=$1/w$i bs=1M conv=fsync status=none
+          i=$((i + 1)); done ) > $W/writer.err 2>&1 &
+    WRITER=$!
+}
+
+writer_ok ()
+{
+    local i sum
+    wait $WRITER || { cat $W/writer.err; die "the writer on the filesystem failed"; }
+    sum=$(sha256sum < $W/src | cut -d' ' -f1)
+    for i in $(seq 0 23); do
+        cmp $W/src $1/w$i || die "$1/w$i differs from what was written"
+        echo "$sum  w$i" >> $W/sums
+    done
+}
+
 case_reconnect_fio ()
 {
-    local dev=$1 transport=$2 u ublk pid nz n
+    local dev=$1 transport=$2 u ublk n
     need_ublk
     attach_serve srv $dev $transport; u=$URI
     ublk=$(ublk_attach "$u" --depth 32 --reconnect 60)
-    nz=$(nr_zones $dev)
-    timeout 900 fio --name=seq --filename=$ublk --direct=1 --ioengine=libaio \
-        --zonemode=zbd --max_open_zones=4 --rw=write --bs=64k \
-        --iodepth=8 --size=$(( (nz - 2) * $(zone_bytes $dev) )) --rate=6m \
-        --verify=crc32c --do_verify=1 --verify_fatal=1 \
-        --output=$W/fio-rc.out > /dev/null 2>&1 &
-    pid=$!
+    zbd_fio $ublk $dev $W/fio-rc.out
     for n in 1 2; do
         sleep 4
-        kill -0 $pid 2>/dev/null || { cat $W/fio-rc.out; die "fio ended before kill $n"; }
+        kill -0 $FIO 2>/dev/null || { cat $W/fio-rc.out; die "fio ended before kill $n"; }
         say "kill -9 nbdkit ($n of 2), fio writing"
         kill_srv srv
         sleep 2
@@ -79,38 +144,28 @@ case_reconnect_fio ()
         wait_log $W/attach.log "reconnected to" $n 60
         say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
     done
-    wait $pid || { cat $W/fio-rc.out; die "fio failed across the restarts"; }
-    grep -E "err= *0" $W/fio-rc.out > /dev/null || { cat $W/fio-rc.out; die "fio reported errors"; }
-    say "$(grep -E 'WRITE:|READ:' $W/fio-rc.out)"
+    fio_ok $W/fio-rc.out
     grep "broke" $W/attach.log | tail -n 2
     no_failed_requests $ublk
     ublk_detach $ublk
 }
 
-# btrfs zoned, mounted, files written and fio verifying inside it while
-# the server is killed and started again twice: no error reaches any
-# program, the files and fio's blocks verify, and after a remount every
-# file is intact and scrub is clean.
+# btrfs zoned, mounted, files written and a writer writing more (each
+# file fsynced) while the server is killed and started again twice: no
+# error reaches the writer, every file holds what was written, and
+# after a remount every file is intact and scrub is clean.
 case_reconnect_btrfs ()
 {
-    local u ublk pid n
+    local u ublk n
     need_ublk
     make_fs_dev
     attach_serve srv $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32 --reconnect 60)
-    timeout 120 mkfs.btrfs -f -O zoned -d single -m single $ublk > $W/mkfs.out 2>&1 ||
-        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
-    mkdir -p /mnt/a
-    mount -t btrfs $ublk /mnt/a || die "mount btrfs"
-    write_files /mnt/a 4 8
-    bounded_sync
-    timeout 600 fio --name=bg --directory=/mnt/a --rw=write --bs=64k --size=48m \
-        --numjobs=2 --fsync=8 --rate=3m --verify=crc32c --do_verify=1 --verify_fatal=1 \
-        --output=$W/fio-rcfs.out > /dev/null 2>&1 &
-    pid=$!
+    btrfs_on $ublk
+    fs_writer /mnt/a
     for n in 1 2; do
         sleep 4
-        kill -0 $pid 2>/dev/null || { cat $W/fio-rcfs.out; die "fio ended before kill $n"; }
+        kill -0 $WRITER 2>/dev/null || { cat $W/writer.err; die "the writer ended before kill $n"; }
         say "kill -9 nbdkit ($n of 2) under btrfs"
         kill_srv srv
         sleep 2
@@ -118,16 +173,8 @@ case_reconnect_btrfs ()
         wait_log $W/attach.log "reconnected to" $n 60
         say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
     done
-    wait $pid || { cat $W/fio-rcfs.out; die "fio on btrfs failed across the restarts"; }
-    grep -E "err= *0" $W/fio-rcfs.out > /dev/null || { cat $W/fio-rcfs.out; die "fio reported errors"; }
-    bounded_sync
-    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "files differ after the restarts"
-    umount /mnt/a || die "umount"
-    mount -t btrfs $ublk /mnt/a || die "mount after the restarts"
-    ( cd /mnt/a && sha256sum -c $W/sums > /dev/null ) || die "files differ after a remount"
-    timeout 300 btrfs scrub start -B /mnt/a > $W/scrub.out 2>&1 || { cat $W/scrub.out; die "btrfs scrub"; }
-    grep -q "no errors found\|Error summary: *no errors" $W/scrub.out || { cat $W/scrub.out; die "scrub found errors"; }
-    umount /mnt/a
+    writer_ok /mnt/a
+    btrfs_intact $ublk
     no_failed_requests $ublk
     ublk_detach $ublk
 }
@@ -311,7 +358,7 @@ reconnect_cases ()
         run 900 "nullb0: attach --reconnect ($tr): fio zbd verify while nbdkit is killed and restarted twice" \
             case_reconnect_fio nullb0 $tr
     done
-    run 900 "attach --reconnect: btrfs, files and fio verify while nbdkit is killed and restarted twice" \
+    run 900 "attach --reconnect: btrfs, files and a writer (fsync) while nbdkit is killed and restarted twice" \
         case_reconnect_btrfs
     run 180 "nullb0: attach --reconnect: nbdkit stopped past --timeout, continued: the write completes" \
         case_reconnect_stopped
