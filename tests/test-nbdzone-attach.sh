@@ -91,6 +91,16 @@ for mode in --foreground ""; do
         zbd emulate=memory size=8M zone-size=1M conventional-zones=1 -- $mode
     grep -qF "cannot attach nbd+unix:" "$tmp/ours" || fail "no URI in the message"
 done
+# --recover: a device name that is not one, and no ublk driver to take
+# a device over from: one line naming the device and the export.
+expect_refusal '"/dev/sda" is not a ublk device (use /dev/ublkbN)' \
+    zbd emulate=memory size=8M zone-size=1M -- --recover /dev/sda
+NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" expect_refusal "$msg" \
+    zbd emulate=memory size=8M zone-size=1M -- --recover /dev/ublkb3 --foreground
+grep -qF "cannot recover /dev/ublkb3 with nbd+unix:" "$tmp/ours" ||
+    fail "the --recover refusal does not name the device and the export"
+grep -qF "; nothing was sent" "$tmp/ours" ||
+    fail "the --recover refusal does not say that nothing was sent"
 # The same check guards detach: status 1 and one line.
 status=0
 NBDZONE_UBLK_CONTROL="$tmp/no-ublk-control" nbdzone detach /dev/ublkb0 \

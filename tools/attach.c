@@ -65,8 +65,9 @@ static void
 usage_attach (void)
 {
   fprintf (stderr, "usage: %s attach URI [--queues N] [--depth N] [--id N] "
-           "[--timeout SECONDS] [--reconnect SECONDS] [--foreground]\n",
-           progname);
+           "[--timeout SECONDS] [--reconnect SECONDS] [--foreground]\n"
+           "       %s attach --recover /dev/ublkbN URI [--timeout SECONDS] "
+           "[--reconnect SECONDS] [--foreground]\n", progname, progname);
 }
 
 static int
@@ -251,6 +252,17 @@ attach_device (struct dev *d, int report_fd)
     stop_watchdog (d);
     return EXIT_FAILURE;
   }
+  if (d->recovering) {
+    journal_open (d, true);
+    recover_mark_zones (d);
+    r = control_cmd (&c, UBLK_U_CMD_START_USER_RECOVERY, d->id, NULL, 0, 0);
+    if (r < 0) {
+      fprintf (stderr, "%s: cannot recover /dev/ublkb%d: the kernel refused "
+               "to start the recovery: %s\n", progname, d->id, strerror (-r));
+      goto out;
+    }
+    goto open_cdev;
+  }
   memset (&info, 0, sizeof info);
   info.nr_hw_queues = d->nr_queues;
   info.queue_depth = d->depth;
@@ -258,6 +270,11 @@ attach_device (struct dev *d, int report_fd)
   info.dev_id = d->id;
   info.ublksrv_pid = getpid ();
   info.flags = UBLK_F_USER_COPY | UBLK_F_ZONED | UBLK_F_CMD_IOCTL_ENCODE;
+  /* A process that may reconnect holds I/O rather than fail it: if it
+   * dies, the kernel holds the device's I/O for attach --recover.
+   */
+  if (d->reconnect_s)
+    info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
   r = control_cmd (&c, UBLK_U_CMD_ADD_DEV, d->id, &info, sizeof info, 0);
   if (r < 0) {
     fprintf (stderr, "%s: cannot create a zoned ublk device: %s%s\n",
@@ -285,6 +302,12 @@ attach_device (struct dev *d, int report_fd)
              progname, d->ctl.uri, strerror (-r));
     goto out;
   }
+  if (info.flags & UBLK_F_USER_RECOVERY) {
+    identity_save (d);
+    journal_open (d, false);
+  }
+
+ open_cdev:
   snprintf (path, sizeof path, "/dev/ublkc%d", d->id);
   d->cdev = open_when_present (path, O_RDWR | O_CLOEXEC);
   if (d->cdev == -1) {
@@ -295,21 +318,28 @@ attach_device (struct dev *d, int report_fd)
     if (start_queue (d, &d->queues[i], i) == -1)
       goto out;
   start_reconnector (d);
-  r = control_cmd (&c, UBLK_U_CMD_START_DEV, d->id, NULL, 0, getpid ());
+  /* END_USER_RECOVERY, like START_DEV, waits until every queue has
+   * fetched; then the held requests come.
+   */
+  r = control_cmd (&c, d->recovering ? UBLK_U_CMD_END_USER_RECOVERY :
+                   UBLK_U_CMD_START_DEV, d->id, NULL, 0, getpid ());
   if (r < 0) {
-    fprintf (stderr, "%s: cannot start /dev/ublkb%d: %s\n", progname, d->id,
+    fprintf (stderr, "%s: cannot %s /dev/ublkb%d: %s\n", progname,
+             d->recovering ? "end the recovery of" : "start", d->id,
              strerror (-r));
     goto out;
   }
-  started = true;
+  started = added = true;
+  d->added = true;
   snprintf (path, sizeof path, "/dev/ublkb%d\n", d->id);
   if (write (report_fd, path, strlen (path)) != (ssize_t) strlen (path))
     goto out;
   if (report_fd != STDOUT_FILENO)
     close (report_fd);
   report_fd = -1;
-  fprintf (stderr, "%s: /dev/ublkb%d serves %s (%" PRIu64 " zones of %"
+  fprintf (stderr, "%s: /dev/ublkb%d %s %s (%" PRIu64 " zones of %"
            PRIu64 " bytes, %d queue(s) of depth %d)\n", progname, d->id,
+           d->recovering ? "recovered: it serves" : "serves",
            d->ctl.uri, d->nr_zones, d->ctl.l.g.zone_size, d->nr_queues,
            d->depth);
   serve_until_stopped (d, &c);
@@ -337,6 +367,9 @@ attach_device (struct dev *d, int report_fd)
                d->id, strerror (-r));
   }
   control_close (&c);
+  journal_close (d);
+  if (added)
+    identity_forget (d->id);
   if (started)
     fprintf (stderr, "%s: /dev/ublkb%d detached; %" PRIu64 " zone appends, "
              "at most %u in flight in one zone\n", progname, d->id,
@@ -401,6 +434,7 @@ nbdzone_attach (int argc, char **argv)
                    .timeout_s = DEFAULT_TIMEOUT_S,
                    .reconnect_s = DEFAULT_RECONNECT_S };
   const char *uri = NULL;
+  int recover_id = -1;
   bool foreground = false;
   struct sigaction sa = { .sa_handler = on_signal };
   int i, pipefd[2];
@@ -419,6 +453,11 @@ nbdzone_attach (int argc, char **argv)
       d.timeout_s = arg_int ("--timeout", argv[++i], 0, 86400);
     else if (i + 1 < argc && strcmp (argv[i], "--reconnect") == 0)
       d.reconnect_s = arg_int ("--reconnect", argv[++i], 0, 86400);
+    else if (i + 1 < argc && strcmp (argv[i], "--recover") == 0) {
+      recover_id = parse_device (argv[++i]);
+      if (recover_id < 0)
+        return EXIT_FAILURE;
+    }
     else if (argv[i][0] == '-' || uri) {
       fprintf (stderr, "%s: attach: unknown or incomplete option \"%s\" "
                "(see %s --help)\n", progname, argv[i], progname);
@@ -439,6 +478,13 @@ nbdzone_attach (int argc, char **argv)
   d.nr_zones = d.ctl.l.g.nr_zones;
   d.can_fua = nbd_can_fua (d.ctl.nbd) == 1;
   d.can_flush = nbd_can_flush (d.ctl.nbd) == 1;
+  if (recover_id >= 0) {
+    struct nbdzone_ublk_params expected;
+
+    fill_params (&d, &expected);
+    if (recover_probe (&d, recover_id, &expected) == -1)
+      return EXIT_FAILURE;
+  }
   /* Each queue has its own connection: a flush on one must cover the
    * writes acknowledged on the others.
    */

@@ -8,6 +8,7 @@
  *   target-io.c     the NBD target: each request as NBD requests
  *   target-zones.c  write pointers, zone append placement, WP re-reads
  *   target-rules.c  decisions without I/O (errors, limits, times)
+ *   attach-recover.c  --recover: a device whose attach process died
  *   ublk-dev.c      the ublk device: control and queue commands
  *   zone-export.c   the zoned NBD export: connection, geometry, WPs
  */
@@ -43,6 +44,16 @@
 struct queue;
 struct dev;
 
+/* Where an append in flight on one tag was put, in a file that
+ * outlives the process (attach-recover.c): after a takeover it says
+ * where the appends the dead process had sent may have landed.
+ */
+struct append_note {
+  uint64_t off;
+  uint32_t len;
+  uint32_t live;                /* 1: sent, not yet answered */
+};
+
 struct zone_state {
   uint64_t wp;                  /* the next append goes here */
   /* For a reconnect (resend.h's zone_view): the end of the last write
@@ -50,6 +61,10 @@ struct zone_state {
    * the last acknowledged reset.
    */
   uint64_t acked_wp, sent_wp;
+  /* After --recover: the WP when this process took over; a write
+   * below it was sent by the process before (attach-recover.c).
+   */
+  uint64_t recovered_wp;
   bool stale;                   /* an error happened: ask the server */
   unsigned appends;             /* zone appends in flight */
   unsigned writes;              /* plain writes in flight */
@@ -133,6 +148,11 @@ struct dev {
   uint64_t nr_zones;
   int id;
   bool added;                   /* the ublk device exists (ADD_DEV) */
+  bool recovering;              /* --recover: an existing device */
+  struct append_note *journal;  /* one per tag, shared (mmap) */
+  size_t journal_len;           /* bytes */
+  struct append_note *landed;   /* the dead process's, after --recover */
+  size_t nr_landed;
   int nr_queues, depth;
   uint32_t max_io;
   uint32_t block_size;
@@ -187,6 +207,27 @@ extern void retry_held_appends (struct queue *q);
 extern int start_io (struct tag_io *io);
 extern void finish_io (struct tag_io *io);
 
+/* attach-recover.c */
+extern void identity_save (const struct dev *d);
+/* May this export take device ID over (EXPECTED: a new device's
+ * parameters)?  Sets D's id, queues and depth; 0 or -1 (said why).
+ */
+extern int recover_probe (struct dev *d, int id,
+                          const struct nbdzone_ublk_params *expected);
+extern void recover_mark_zones (struct dev *d);
+/* The append journal of the device: made empty (KEEP: the entries of
+ * the process before go to D->landed first), or a warning.
+ */
+extern void journal_open (struct dev *d, bool keep);
+extern void journal_close (struct dev *d);
+extern void journal_note (struct tag_io *io, uint64_t off);
+extern void journal_clear (struct tag_io *io);
+/* An append handed over again after --recover that the process before
+ * had put at *OFF (its bytes found there, or the landed part of them):
+ * true.
+ */
+extern bool claim_landed_append (struct tag_io *io, uint64_t *off);
+
 /* reconnect.c */
 extern void start_reconnector (struct dev *d);
 extern void stop_reconnector (struct dev *d);
@@ -199,6 +240,10 @@ extern int link_state (struct dev *d);
 extern bool hold_for_reconnect (struct tag_io *io);
 /* In the queue thread's loop: park while the connection is down. */
 extern void park_if_broken (struct queue *q);
+/* target-io.c: a write handed over again after --recover (0: it is
+ * not one, else as start_io).
+ */
+extern int recovered_write (struct tag_io *io);
 /* target-io.c: send a held request again as the reconnect decided. */
 extern void resend_io (struct tag_io *io);
 
@@ -215,10 +260,17 @@ extern int write_error (struct dev *d, uint64_t off, uint64_t len, int err);
 extern int assign_append (struct tag_io *io, uint64_t *off);
 /* A write of LEN at OFF goes out / is done (FAILED: the WP is unknown). */
 extern void note_write (struct dev *d, uint64_t off, uint32_t len);
+/* An append put at OFF by the process before a takeover goes out. */
+extern void note_landed_append (struct dev *d, uint64_t off, uint32_t len);
 extern void zone_write_done (struct dev *d, uint64_t z, bool append,
                              bool failed);
 /* Zone Z's WP on the server now, into *WP, not stored: 0 or -1. */
 extern int query_wp (struct dev *d, uint64_t z, uint64_t *wp);
+/* Do the LEN bytes at OFF on the server equal DATA?  1, 0, or -1 (a
+ * read error, said).
+ */
+extern int server_holds (struct dev *d, uint64_t off, uint32_t len,
+                         const void *data);
 /* The server acknowledged a write of zone Z up to END. */
 extern void zone_acked (struct dev *d, uint64_t z, uint64_t end);
 /* Every zone's WP from the server, at attach, into WPS if not NULL

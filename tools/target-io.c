@@ -50,6 +50,7 @@ commit (struct tag_io *io, int result, uint64_t append_lba)
 
   ublk_io_cmd (&q->ring, q->d->cdev, UBLK_U_IO_COMMIT_AND_FETCH_REQ, q->id,
                io->tag, result, append_lba);
+  journal_clear (io);
   __atomic_store_n (&io->since_ms, 0, __ATOMIC_RELEASE);
   q->busy--;
 }
@@ -242,10 +243,109 @@ retry_held_appends (struct queue *q)
     }
     else {
       __atomic_store_n (&io->since_ms, now_ms (), __ATOMIC_RELEASE);
+      journal_note (io, io->append_off);
       send_write (io, io->append_off);
     }
     io = next;
   }
+}
+
+/* After --recover, the kernel hands over again the writes the process
+ * before had taken.  Those below the WP a zone had at the takeover had
+ * landed (attach-recover.c): complete them once their bytes are seen
+ * on the server, and send only the part of a write above that WP.
+ * Returns 0 for any other write.
+ */
+static uint64_t
+recovered_wp (struct dev *d, uint64_t z)
+{
+  uint64_t wp;
+
+  pthread_mutex_lock (&d->zone_lock);
+  wp = d->zones[z].recovered_wp;
+  pthread_mutex_unlock (&d->zone_lock);
+  return wp;
+}
+
+/* Request IO (a write, or an append the process before put at AT) had
+ * landed below BELOW, the zone's WP at the takeover: complete it, after
+ * sending the part above BELOW if any.  Its landed bytes were checked.
+ */
+static int
+complete_landed (struct tag_io *io, uint64_t at, uint64_t below)
+{
+  uint64_t end = at + io->len;
+  uint32_t flags = (io->op_flags & UBLK_IO_F_FUA) && io->q->d->can_fua ?
+    LIBNBD_CMD_FLAG_FUA : 0;
+
+  io->resent = true;
+  /* Its FUA may have been lost with the process before. */
+  io->flush_after = flags != 0;
+  if (below >= end) {
+    push_ready (io);
+    return 1;
+  }
+  io->pending++;
+  sent (io, nbd_aio_pwrite (io->q->nbd, (char *) io->buf + (below - at),
+                            end - below, below, done_cb (io), flags));
+  return 1;
+}
+
+int
+recovered_write (struct tag_io *io)
+{
+  struct dev *d = io->q->d;
+  uint64_t z = zone_of (d, io->off), end = io->off + io->len, below;
+  int same;
+
+  if (!d->recovering || z >= d->nr_zones || zone_is_conv (&d->ctl.l, z))
+    return 0;
+  below = recovered_wp (d, z);
+  if (io->off >= below)
+    return 0;
+  same = server_holds (d, io->off, (below < end ? below : end) - io->off,
+                       io->buf);
+  if (same != 1) {
+    if (same == 0)
+      fprintf (stderr, "%s: a write handed over again after the recovery, "
+               "%" PRIu32 " bytes at offset %" PRIu64 " in zone %" PRIu64
+               ", lies below the zone's write pointer but the zone holds "
+               "other bytes there: it fails\n", progname, io->len, io->off,
+               z);
+    return -EIO;
+  }
+  note_write (d, io->off, io->len);
+  return complete_landed (io, io->off, below);
+}
+
+/* An append handed over again that the process before had sent and
+ * that landed: its place, from the append journal (attach-recover.c).
+ */
+static int
+recovered_append (struct tag_io *io)
+{
+  struct dev *d = io->q->d;
+  uint64_t at;
+
+  if (!d->recovering || !d->nr_landed || !claim_landed_append (io, &at))
+    return 0;
+  io->append_off = at;
+  note_landed_append (d, at, io->len);
+  return complete_landed (io, at, recovered_wp (d, zone_of (d, at)));
+}
+
+/* No write below a reset zone's start is one handed over again. */
+static void
+recovery_forget (struct dev *d, uint64_t first, uint64_t end)
+{
+  uint64_t z;
+
+  if (!d->recovering)
+    return;
+  pthread_mutex_lock (&d->zone_lock);
+  for (z = first; z < end && z < d->nr_zones; z++)
+    d->zones[z].recovered_wp = 0;
+  pthread_mutex_unlock (&d->zone_lock);
 }
 
 /* Start serving a request the kernel handed over on tag IO->tag.
@@ -285,17 +385,24 @@ start_io (struct tag_io *io)
     sent (io, nbd_aio_pread (q->nbd, io->buf, io->len, io->off,
                              done_cb (io), 0));
     return 1;
-  case UBLK_IO_OP_WRITE:
+  case UBLK_IO_OP_WRITE: {
+    int r;
+
     if (io->len > d->max_io || read_request_data (io) == -1)
       return -EIO;
+    if ((r = recovered_write (io)) != 0)
+      return r;
     note_write (d, io->off, io->len);
     send_write (io, io->off);
     return 1;
+  }
   case UBLK_IO_OP_ZONE_APPEND: {
     int r;
 
     if (io->len > d->max_io || read_request_data (io) == -1)
       return -EIO;
+    if ((r = recovered_append (io)) != 0)
+      return r;
     r = assign_append (io, &io->append_off);
     if (r == APPEND_WAIT) {
       hold_append (io);
@@ -303,6 +410,7 @@ start_io (struct tag_io *io)
     }
     if (r)
       return r;
+    journal_note (io, io->append_off);
     send_write (io, io->append_off);
     return 1;
   }
@@ -323,9 +431,11 @@ start_io (struct tag_io *io)
                "server's device: it cannot be reset\n", progname, z);
       return -EIO;
     }
+    recovery_forget (d, z, z + 1);
     send_trim_zones (io, z, z + 1);
     return 1;
   case UBLK_IO_OP_ZONE_RESET_ALL:
+    recovery_forget (d, 0, d->nr_zones);
     send_trim_zones (io, 0, d->nr_zones);
     return 1;
   case UBLK_IO_OP_ZONE_FINISH:

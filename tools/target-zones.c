@@ -93,6 +93,27 @@ query_wp (struct dev *d, uint64_t z, uint64_t *wp)
   return r;
 }
 
+int
+server_holds (struct dev *d, uint64_t off, uint32_t len, const void *data)
+{
+  void *buf = malloc (len);
+  int r = -1;
+
+  if (!buf)
+    return -1;
+  pthread_mutex_lock (&d->ctl_lock);
+  __atomic_store_n (&d->ctl_since_ms, now_ms (), __ATOMIC_RELAXED);
+  if (nbd_pread (d->ctl.nbd, buf, len, off, 0) == 0)
+    r = memcmp (buf, data, len) == 0;
+  else
+    fprintf (stderr, "%s: cannot read back %" PRIu32 " bytes at offset %"
+             PRIu64 ": %s\n", progname, len, off, nbd_get_error ());
+  __atomic_store_n (&d->ctl_since_ms, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock (&d->ctl_lock);
+  free (buf);
+  return r;
+}
+
 void
 mark_stale (struct dev *d, uint64_t z)
 {
@@ -200,6 +221,20 @@ note_write (struct dev *d, uint64_t off, uint32_t len)
   if (off + len > d->zones[z].sent_wp)
     d->zones[z].sent_wp = off + len;
   d->zones[z].writes++;
+  pthread_mutex_unlock (&d->zone_lock);
+}
+
+void
+note_landed_append (struct dev *d, uint64_t off, uint32_t len)
+{
+  uint64_t z = zone_of (d, off);
+
+  pthread_mutex_lock (&d->zone_lock);
+  if (off + len > d->zones[z].wp)
+    d->zones[z].wp = off + len;
+  if (off + len > d->zones[z].sent_wp)
+    d->zones[z].sent_wp = off + len;
+  d->zones[z].appends++;
   pthread_mutex_unlock (&d->zone_lock);
 }
 

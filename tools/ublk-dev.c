@@ -1,7 +1,8 @@
 /* The ublk device, the kernel side of nbdzone attach (ublk-dev.h).
  *
  * /dev/ublk-control takes control commands (ADD_DEV, SET_PARAMS,
- * START_DEV, STOP_DEV, DEL_DEV, GET_DEV_INFO) as io_uring commands, one
+ * START_DEV, STOP_DEV, DEL_DEV, GET_DEV_INFO, GET_PARAMS and the user
+ * recovery pair) as io_uring commands, one
  * at a time, each waited for to its end.  Each queue's requests are
  * described in a shared mapping of /dev/ublkcN and fetched, answered
  * and fetched again with FETCH_REQ and COMMIT_AND_FETCH_REQ commands on
@@ -234,7 +235,7 @@ ublk_user_copy_pos (int q_id, int tag)
     ((uint64_t) tag << UBLK_TAG_OFF);
 }
 
-static int
+int
 parse_device (const char *s)
 {
   const char *p = s;
@@ -253,6 +254,31 @@ parse_device (const char *s)
     return -1;
   }
   return id;
+}
+
+const char *
+identity_dir (void)
+{
+  const char *dir = getenv ("NBDZONE_RUN_DIR");
+
+  return dir && *dir ? dir : "/run/nbdzone";
+}
+
+void
+identity_path (int id, char *buf, size_t len)
+{
+  snprintf (buf, len, "%s/ublkb%d", identity_dir (), id);
+}
+
+void
+identity_forget (int id)
+{
+  char path[512];
+
+  identity_path (id, path, sizeof path);
+  unlink (path);
+  strncat (path, ".appends", sizeof path - strlen (path) - 1);
+  unlink (path);
 }
 
 int
@@ -296,6 +322,8 @@ nbdzone_detach (int argc, char **argv)
     usleep (100000);
   r = control_cmd (&c, UBLK_U_CMD_DEL_DEV, id, NULL, 0, 0);
   control_close (&c);
+  if (r == 0 || r == -ENODEV)
+    identity_forget (id);
   if (r < 0 && r != -ENODEV) {
     fprintf (stderr, "%s: cannot delete %s: %s\n", progname, argv[0],
              strerror (-r));
@@ -305,7 +333,7 @@ nbdzone_detach (int argc, char **argv)
 }
 
 /* Is the process PID still there to serve (not gone, not a zombie)? */
-static bool
+bool
 server_running (pid_t pid)
 {
   char path[64], buf[256], *p;
@@ -387,7 +415,11 @@ nbdzone_list (int argc, char **argv)
             info.ublksrv_pid, info.nr_hw_queues, info.queue_depth,
             info.flags & UBLK_F_ZONED ? " zoned" : "",
             state_name (info.state));
-    if (!server_running (info.ublksrv_pid))
+    if (info.state == UBLK_S_DEV_QUIESCED)
+      printf (", server gone, its requests held (nbdzone attach --recover "
+              "/dev/ublkb%d URI takes it over, nbdzone detach removes it)",
+              ids[i]);
+    else if (!server_running (info.ublksrv_pid))
       printf (", server gone (nbdzone detach /dev/ublkb%d removes it)",
               ids[i]);
     putchar ('\n');

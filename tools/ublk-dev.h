@@ -4,7 +4,9 @@
 #ifndef NBDZONE_UBLK_DEV_H
 #define NBDZONE_UBLK_DEV_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include <liburing.h>
@@ -32,6 +34,19 @@ extern int control_cmd (struct control *c, uint32_t op, int dev_id,
 extern const char *ublk_unavailable (int open_error, char *buf, size_t len);
 /* open(2) of a device node the kernel creates, waiting up to 10 s. */
 extern int open_when_present (const char *path, int flags);
+
+/* The id of "/dev/ublkbN" (or "N"), or -1 after saying why. */
+extern int parse_device (const char *s);
+/* Is process PID there to serve (not gone, not a zombie)? */
+extern bool server_running (pid_t pid);
+
+/* Which disk device ID serves, recorded for attach --recover: the
+ * folder (NBDZONE_RUN_DIR, or /run/nbdzone), the record's path, and
+ * its removal when the device goes.
+ */
+extern const char *identity_dir (void);
+extern void identity_path (int id, char *buf, size_t len);
+extern void identity_forget (int id);
 
 /* The queues. */
 extern const struct ublksrv_io_desc *ublk_map_iods (int cdev, int q_id,

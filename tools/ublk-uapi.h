@@ -36,6 +36,14 @@
 #define UBLK_U_CMD_SET_PARAMS \
   _IOWR ('u', UBLK_CMD_SET_PARAMS, struct ublksrv_ctrl_cmd)
 #endif
+#ifndef UBLK_U_CMD_START_USER_RECOVERY
+#define UBLK_U_CMD_GET_PARAMS \
+  _IOR ('u', UBLK_CMD_GET_PARAMS, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_START_USER_RECOVERY \
+  _IOWR ('u', UBLK_CMD_START_USER_RECOVERY, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_END_USER_RECOVERY \
+  _IOWR ('u', UBLK_CMD_END_USER_RECOVERY, struct ublksrv_ctrl_cmd)
+#endif
 #ifndef UBLK_U_IO_FETCH_REQ
 #define UBLK_U_IO_FETCH_REQ \
   _IOWR ('u', UBLK_IO_FETCH_REQ, struct ublksrv_io_cmd)

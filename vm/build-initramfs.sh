@@ -79,6 +79,7 @@ guest_files="init guest-tests.sh"
 # Cases of nbdzone attach (zoned ublk), run by guest-tests.sh when present.
 [ -f "$srcdir/vm/guest-attach.sh" ] && guest_files="$guest_files guest-attach.sh"
 [ -f "$srcdir/vm/guest-reconnect.sh" ] && guest_files="$guest_files guest-reconnect.sh"
+[ -f "$srcdir/vm/guest-recover.sh" ] && guest_files="$guest_files guest-recover.sh"
 # The reboot case's two boots (zoned.reboot=write|check).
 [ -f "$srcdir/vm/guest-reboot.sh" ] && guest_files="$guest_files guest-reboot.sh"
 # The benchmark (zoned.bench=1 on the kernel command line runs it).

@@ -714,7 +714,8 @@ case_attach_list_dead ()
     local dev=nullb0 u ublk id pid i
     need_ublk
     attach_serve srv $dev unix; u=$URI
-    ublk=$(ublk_attach "$u")
+    # Without --reconnect there is no recovery: the disk goes at once.
+    ublk=$(ublk_attach "$u" --reconnect 0)
     id=${ublk#/dev/ublkb}
     pid=$(serving_pid $ublk)
     kill -9 $pid

@@ -1485,6 +1485,8 @@ case_zoned_client_tools ()
 [ -f /guest-attach.sh ] && . /guest-attach.sh
 # And its reconnect cases (vm/guest-reconnect.sh).
 [ -f /guest-reconnect.sh ] && . /guest-reconnect.sh
+# And its recovery cases (vm/guest-recover.sh).
+[ -f /guest-recover.sh ] && . /guest-recover.sh
 
 # Sourced for its helpers only (the benchmark, guest-bench.sh): stop here.
 [ -n "${GUEST_HELPERS_ONLY:-}" ] && return 0
@@ -1668,6 +1670,9 @@ if command -v attach_cases >/dev/null 2>&1; then
 fi
 if command -v reconnect_cases >/dev/null 2>&1; then
     reconnect_cases
+fi
+if command -v recover_cases >/dev/null 2>&1; then
+    recover_cases
 fi
 
 if kernel_at_least 6 10; then
