@@ -7,7 +7,9 @@
 # start it: socket-activated (systemd-socket-activate), as an
 # unprivileged user with no capabilities, under the unit's LimitMEMLOCK
 # and UMask.  What a client writes reads back, the key is locked in RAM,
-# and the image holds the AES-XTS ciphertext of what was written.
+# and the image holds the AES-XTS ciphertext of what was written; and
+# every system call the server makes meanwhile (strace) is one the
+# unit's SystemCallFilter= lets through.
 source "$srcdir/functions.sh"
 # Missing tools fail the test (requires): a package whose units were
 # never verified must not pass.
@@ -15,6 +17,7 @@ requires systemd-analyze --version
 requires systemd-socket-activate --version
 requires nbdsh --version
 requires "$PYTHON3" -c 'import nbd, cryptography'
+requires strace -V
 
 units="$top_srcdir/systemd"
 service="$units/nbdkit-zoned.service"
@@ -158,12 +161,15 @@ else
 fi
 server=
 cleanup_fn 'if [ -n "$server" ]; then kill $server 2>/dev/null; wait $server; fi'
+# start [strace]: with strace, the server's system calls go to
+# $tmp/trace; -D keeps the server's process id, which LISTEN_PID names.
 start ()
 {
-    local i
+    local i tracer=()
+    [ "${1:-}" = strace ] && tracer=(strace -D -f -qq -o "$tmp/trace")
     rm -f "$sock"
     systemd-socket-activate -l "$sock" bash -c "$limits" \
-        "${as_service[@]}" "${cmd[@]}" > "$tmp/server.log" 2>&1 &
+        "${tracer[@]}" "${as_service[@]}" "${cmd[@]}" > "$tmp/server.log" 2>&1 &
     server=$!
     for ((i = 0; i < 100; i++)); do
         [ -S "$sock" ] && return 0
@@ -182,7 +188,7 @@ stop ()
 
 # Zone 2 (the first sequential zone, at 128 MiB with the shipped 64 MiB
 # zones and 2 conventional ones) and conventional zone 0, 64 KiB each.
-start
+start strace
 "$PYTHON3" - "$uri" "$srcdir" <<'EOS' || { cat "$tmp/server.log"; fail "write and read back through the service"; }
 import sys
 sys.path.insert(0, sys.argv[2])
@@ -206,6 +212,58 @@ echo "server: VmLck $locked kB, limit $memlock_kib kB"
 [ "${locked:-0}" -gt 0 ] || fail "the server locked no key memory under LimitMEMLOCK=$memlock"
 stop
 grep -E 'error|cannot' "$tmp/server.log" && fail "the server logged an error"
+
+# The system calls from the server's start on (those of setpriv before
+# it are not the service's), against the unit's filter: its allow lists
+# less its ~deny lists, groups expanded by systemd-analyze itself.
+# SystemCallErrorNumber=EPERM would turn a miss into a quiet EPERM.
+systemd-analyze syscall-filter > "$tmp/groups"
+grep '^SystemCallFilter=' "$service" > "$tmp/filter"
+awk -v exe="execve(\"$top_builddir/nbdkit\"" \
+    'index($0, exe) { on = 1 } on' "$tmp/trace" > "$tmp/trace.server"
+[ -s "$tmp/trace.server" ] || fail "strace saw no server start"
+"$PYTHON3" - "$tmp/groups" "$tmp/filter" "$tmp/trace.server" <<'EOS' || fail "the server makes system calls the unit's SystemCallFilter refuses"
+import re, sys
+groups, cur = {}, None
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line.startswith("@"):
+        if cur is None:
+            cur = groups.setdefault(line, [])
+        else:
+            cur.append(line)
+    elif not line:
+        cur = None
+    elif not line.startswith("#") and cur is not None:
+        cur.append(line)
+def expand(item, seen=()):
+    if not item.startswith("@"):
+        return {item}
+    if item not in groups:
+        sys.exit("unknown syscall group %s" % item)
+    out = set()
+    for x in groups[item]:
+        if x not in seen:
+            out |= expand(x, seen + (item,))
+    return out
+allow, deny = set(), set()
+for line in open(sys.argv[2]):
+    v = line.strip().split("=", 1)[1]
+    target = allow
+    if v.startswith("~"):
+        target, v = deny, v[1:]
+    for item in v.split():
+        target |= expand(item)
+used = set()
+for line in open(sys.argv[3]):
+    m = re.match(r"\d+ +(?:<\.\.\. )?([a-z0-9_]+)[( ]", line)
+    if m:
+        used.add(m.group(1))
+bad = sorted(x for x in used if x not in allow or x in deny)
+print("server system calls: %d, all allowed: %s" % (len(used), not bad))
+if bad:
+    sys.exit("refused by SystemCallFilter=: " + " ".join(bad))
+EOS
 
 img="${env[ZBD_ARGS]#emulate=}"
 img="${img%% *}"
