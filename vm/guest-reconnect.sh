@@ -43,14 +43,24 @@ restart_srv ()
     attach_serve $name $dev $transport "$@"
 }
 
+# mark_kernel_log: the kernel log's last time stamp, so that
+# no_failed_requests reads only what came after it (earlier cases fail
+# requests on purpose, on devices of the same name).
+mark_kernel_log ()
+{
+    dmesg | tail -n 1 | sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p' > $W/klog.since
+}
+
 # No request failed on the ublk device: attach logged none, the kernel
-# reported no I/O error on it.
+# reported no I/O error on it since mark_kernel_log.
 no_failed_requests ()
 {
-    local ublk=${1#/dev/}
+    local ublk=${1#/dev/} since
+    since=$(cat $W/klog.since 2>/dev/null)
     ! grep -E 'the kernel is told|fails with EIO' $W/attach.log ||
         die "attach failed requests (above)"
-    ! dmesg | grep -E "I/O error, dev $ublk|$ublk.*error" ||
+    ! dmesg | awk -v t="${since:-0}" '{ s = $0; sub(/^\[ */, "", s); split(s, a, "]"); if (a[1] + 0 > t + 0) print }' |
+        grep -E "I/O error, dev $ublk|$ublk.*error" ||
         die "the kernel saw I/O errors on $ublk (above)"
 }
 
@@ -103,34 +113,40 @@ btrfs_intact ()
     umount /mnt/a
 }
 
-# fs_writer DIR: 24 files of the same 2 MiB of random data written one
-# after the other into DIR, each with fsync, in the background (pid in
-# $WRITER).  writer_ok DIR: the writer saw no error and every file holds
-# what was written; their sums join $W/sums for btrfs_intact.
+# fs_writer DIR: files of the same 1 MiB of random data written one
+# after the other into DIR, each with fsync, a few a second, in the
+# background (pid in $WRITER), until writer_ok DIR tells it to stop (at
+# most 150).  writer_ok DIR: the writer saw no error and every file
+# holds what was written; their sums join $W/sums for btrfs_intact.
 fs_writer ()
 {
-    gen_file $W/src 2097152
-    ( set -e; i=0; while [ $i -lt 24 ]; do
+    gen_file $W/src 1048576
+    rm -f $W/writer.stop
+    ( set -e; i=0; while [ $i -lt 150 ] && [ ! -e $W/writer.stop ]; do
           dd if=$W/src of=$1/w$i bs=1M conv=fsync status=none
-          i=$((i + 1)); done ) > $W/writer.err 2>&1 &
+          i=$((i + 1)); sleep 0.2; done ) > $W/writer.err 2>&1 &
     WRITER=$!
 }
 
 writer_ok ()
 {
-    local i sum
+    local f n=0 sum
+    touch $W/writer.stop
     wait $WRITER || { cat $W/writer.err; die "the writer on the filesystem failed"; }
     sum=$(sha256sum < $W/src | cut -d' ' -f1)
-    for i in $(seq 0 23); do
-        cmp $W/src $1/w$i || die "$1/w$i differs from what was written"
-        echo "$sum  w$i" >> $W/sums
+    for f in $1/w*; do
+        cmp $W/src $f || die "$f differs from what was written"
+        echo "$sum  ${f##*/}" >> $W/sums
+        n=$((n + 1))
     done
+    say "the writer wrote $n files"
 }
 
 case_reconnect_fio ()
 {
     local dev=$1 transport=$2 u ublk n
     need_ublk
+    mark_kernel_log
     attach_serve srv $dev $transport; u=$URI
     ublk=$(ublk_attach "$u" --depth 32 --reconnect 60)
     zbd_fio $ublk $dev $W/fio-rc.out
@@ -151,13 +167,14 @@ case_reconnect_fio ()
 }
 
 # btrfs zoned, mounted, files written and a writer writing more (each
-# file fsynced) while the server is killed and started again twice: no
+# file fsynced) for as long as the server is killed and started again twice: no
 # error reaches the writer, every file holds what was written, and
 # after a remount every file is intact and scrub is clean.
 case_reconnect_btrfs ()
 {
     local u ublk n
     need_ublk
+    mark_kernel_log
     make_fs_dev
     attach_serve srv $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32 --reconnect 60)
@@ -185,6 +202,7 @@ case_reconnect_stopped ()
 {
     local dev=nullb0 u ublk z zs mib pid
     need_ublk
+    mark_kernel_log
     attach_serve srv $dev unix; u=$URI
     ublk=$(ublk_attach "$u" --timeout 3 --reconnect 60)
     z=$(first_seq_zone $dev)

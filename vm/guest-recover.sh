@@ -73,6 +73,7 @@ case_recover_fio ()
 {
     local dev=nullb0 u ublk n before
     need_ublk
+    mark_kernel_log
     attach_serve srv $dev unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32)
     refused_recover $ublk "$u" "process [0-9]* serves it and is alive"
@@ -118,6 +119,7 @@ case_recover_btrfs ()
 {
     local u ublk
     need_ublk
+    mark_kernel_log
     make_fs_dev
     attach_serve srv $FS_DEV unix; u=$URI
     ublk=$(ublk_attach "$u" --depth 32)
