@@ -207,9 +207,12 @@ assign_append (struct tag_io *io, uint64_t *off)
   return r;
 }
 
-/* A write moves the client's WP of its zone along. */
-void
-note_write (struct dev *d, uint64_t off, uint32_t len)
+/* A write (APPEND: an append placed before a takeover) of LEN at OFF
+ * goes out: the client's WP of its zone moves along, and it counts as
+ * in flight there.
+ */
+static void
+note_sent (struct dev *d, uint64_t off, uint32_t len, bool append)
 {
   uint64_t z = zone_of (d, off);
 
@@ -220,22 +223,23 @@ note_write (struct dev *d, uint64_t off, uint32_t len)
     d->zones[z].wp = off + len;
   if (off + len > d->zones[z].sent_wp)
     d->zones[z].sent_wp = off + len;
-  d->zones[z].writes++;
+  if (append)
+    d->zones[z].appends++;
+  else
+    d->zones[z].writes++;
   pthread_mutex_unlock (&d->zone_lock);
+}
+
+void
+note_write (struct dev *d, uint64_t off, uint32_t len)
+{
+  note_sent (d, off, len, false);
 }
 
 void
 note_landed_append (struct dev *d, uint64_t off, uint32_t len)
 {
-  uint64_t z = zone_of (d, off);
-
-  pthread_mutex_lock (&d->zone_lock);
-  if (off + len > d->zones[z].wp)
-    d->zones[z].wp = off + len;
-  if (off + len > d->zones[z].sent_wp)
-    d->zones[z].sent_wp = off + len;
-  d->zones[z].appends++;
-  pthread_mutex_unlock (&d->zone_lock);
+  note_sent (d, off, len, true);
 }
 
 /* A write or append to sequential zone Z is done; after an error the

@@ -200,15 +200,12 @@ case_reconnect_btrfs ()
 # the write waiting on it completes, nothing fails, the data reads back.
 case_reconnect_stopped ()
 {
-    local dev=nullb0 u ublk z zs mib pid
+    local dev=nullb0 u ublk mib pid
     need_ublk
     mark_kernel_log
     attach_serve srv $dev unix; u=$URI
     ublk=$(ublk_attach "$u" --timeout 3 --reconnect 60)
-    z=$(first_seq_zone $dev)
-    zs=$(zone_bytes $dev)
-    mib=$((z * zs / 1048576))
-    blkzone reset -o $((z * zs / 512)) -c 1 $ublk || die "reset"
+    reset_first_seq_zone $ublk $dev; mib=$MIB
     gen_file $W/data 4194304
     kill -STOP $(cat $W/srv.pid)
     say "nbdkit stopped (SIGSTOP); attach has --timeout 3"
@@ -226,6 +223,25 @@ case_reconnect_stopped ()
     cmp $W/data $W/back || die "the data written across the stop reads back different"
     no_failed_requests $ublk
     ublk_detach $ublk
+}
+
+# reset_first_seq_zone UBLK DEV: reset UBLK's first sequential zone
+# (DEV's geometry); its offset in MiB in $MIB.
+reset_first_seq_zone ()
+{
+    local z zs
+    z=$(first_seq_zone $2)
+    zs=$(zone_bytes $2)
+    blkzone reset -o $((z * zs / 512)) -c 1 $1 || die "reset"
+    MIB=$((z * zs / 1048576))
+}
+
+# make_nullb0_twin: /dev/nullb3, with nullb0's very geometry: only its
+# identity (another disk sequence number) tells them apart.
+make_nullb0_twin ()
+{
+    [ -b /dev/nullb3 ] || make_nullb nullb3 blocksize=4096 memory_backed=1 \
+        size=128 zoned=1 zone_size=$NULLB0_ZONE_MB zone_nr_conv=2
 }
 
 # held_write UBLK OFFSET-MIB: a 1 MiB direct write at OFFSET-MIB, in
@@ -254,24 +270,18 @@ expect_held_eio ()
 # the device detaches, and the other disk is untouched.
 case_reconnect_other ()
 {
-    local what=$1 u ublk z zs mib before after
+    local what=$1 u ublk mib before after
     need_ublk
     attach_serve srv nullb0 unix; u=$URI
     ublk=$(ublk_attach "$u" --reconnect 60)
-    z=$(first_seq_zone nullb0)
-    zs=$(zone_bytes nullb0)
-    mib=$((z * zs / 1048576))
-    blkzone reset -o $((z * zs / 512)) -c 1 $ublk || die "reset"
+    reset_first_seq_zone $ublk nullb0; mib=$MIB
     kill -STOP $(cat $W/srv.pid)
     held_write $ublk $mib
     sleep 1
-    kill -9 $(cat $W/srv.pid); gone $(cat $W/srv.pid); rm -f $W/srv.pid
+    kill_srv srv
     case $what in
         disk)
-            # A disk with nullb0's very geometry: only its identity
-            # (another disk sequence number) tells them apart.
-            [ -b /dev/nullb3 ] || make_nullb nullb3 blocksize=4096 memory_backed=1 \
-                size=128 zoned=1 zone_size=$NULLB0_ZONE_MB zone_nr_conv=2
+            make_nullb0_twin
             dd if=/dev/urandom of=/dev/nullb3 bs=1M count=1 oflag=direct status=none
             before=$(sha256sum < /dev/nullb3)
             attach_serve srv nullb3 unix
@@ -305,14 +315,11 @@ case_reconnect_other ()
 # before, and the device detaches.
 case_reconnect_expires ()
 {
-    local u ublk z zs mib began took
+    local u ublk mib began took
     need_ublk
     attach_serve srv nullb0 unix; u=$URI
     ublk=$(ublk_attach "$u" --reconnect 6)
-    z=$(first_seq_zone nullb0)
-    zs=$(zone_bytes nullb0)
-    mib=$((z * zs / 1048576))
-    blkzone reset -o $((z * zs / 512)) -c 1 $ublk || die "reset"
+    reset_first_seq_zone $ublk nullb0; mib=$MIB
     kill -STOP $(cat $W/srv.pid)
     held_write $ublk $mib
     sleep 1

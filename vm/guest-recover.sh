@@ -86,8 +86,7 @@ case_recover_fio ()
         server_survived srv $dev
         if [ $n = 1 ]; then
             # A disk of the same geometry: only its identity differs.
-            [ -b /dev/nullb3 ] || make_nullb nullb3 blocksize=4096 memory_backed=1 \
-                size=128 zoned=1 zone_size=$NULLB0_ZONE_MB zone_nr_conv=2
+            make_nullb0_twin
             before=$(sha256sum < /dev/nullb3)
             attach_serve other nullb3 unix
             refused_recover $ublk "$(uri other)" "it served another disk"
