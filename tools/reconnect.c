@@ -419,6 +419,36 @@ wait_for_break (struct dev *d)
   return ready;
 }
 
+/* Every queue is parked: end its broken connection now, abortively.
+ * What it still had queued in this host's TCP stack (a write sent as
+ * the network went down) would otherwise go on being retransmitted
+ * after a shutdown, and even after a close, and could reach the server
+ * once the link is back and after the resumed requests: a write to a
+ * conventional zone would then land over a newer one.  SO_LINGER with
+ * no time makes the close discard it (and send a reset).  The handle
+ * that takes its place is not connected: a request sent on it fails,
+ * as on a dead connection.
+ */
+static void
+abort_broken_connections (struct dev *d)
+{
+  static const struct linger discard = { .l_onoff = 1, .l_linger = 0 };
+  int i;
+
+  for (i = 0; i < d->nr_queues; i++) {
+    struct queue *q = &d->queues[i];
+    struct nbd_handle *unconnected;
+
+    if (!q->started || q->nbd_fd < 0 || !(unconnected = nbd_create ()))
+      continue;
+    setsockopt (q->nbd_fd, SOL_SOCKET, SO_LINGER, &discard, sizeof discard);
+    nbd_close (q->nbd);
+    close (q->nbd_fd);
+    q->nbd = unconnected;
+    q->nbd_fd = -1;
+  }
+}
+
 static void
 reconnect_once (struct dev *d, uint64_t *wps)
 {
@@ -427,6 +457,7 @@ reconnect_once (struct dev *d, uint64_t *wps)
   char why[600];
   int r;
 
+  abort_broken_connections (d);
   while (!time_up (d)) {
     tries++;
     r = try_reconnect (d, wps, why, sizeof why);
@@ -452,8 +483,7 @@ reconnect_once (struct dev *d, uint64_t *wps)
              backoff_ms);
     for (unsigned slept = 0; slept < backoff_ms && !time_up (d); slept += 50)
       usleep (50000);
-    if (backoff_ms < 5000)
-      backoff_ms *= 2;
+    backoff_ms = backoff_ms * 2 < 5000 ? backoff_ms * 2 : 5000;
   }
   fprintf (stderr, "%s: /dev/ublkb%d: no connection to %s for %u s "
            "(--reconnect): every held request fails with EIO, and so does "

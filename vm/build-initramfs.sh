@@ -23,7 +23,8 @@ out="$cache/initramfs-$series.img"
 # the same layout, so nbdkit finds its own plugins where it expects).
 PATH=$PATH:/usr/sbin:/sbin
 guest_commands="busybox nbdkit nbd-client cryptsetup dmsetup blkzone blkdiscard
-                nbdcopy nbdinfo dd timeout fio mkfs.btrfs btrfs mkfs.f2fs fsck.f2fs"
+                nbdcopy nbdinfo dd timeout fio mkfs.btrfs btrfs mkfs.f2fs fsck.f2fs
+                ip tc unshare nsenter"
 nbdkit_plugins="memory file"
 # The delay filter holds a server back in the attach cases.
 nbdkit_filters="delay"
@@ -55,7 +56,9 @@ tree_programs="
 "
 
 # Kernel modules loaded at boot, in this order, each after its
-# dependencies.  Crypto modules first: dm-crypt asks for xts(aes) when a
+# dependencies.  veth and sch_netem make the network between a client
+# and a server in its own namespace (a link to take down, a round trip
+# to lengthen).  Crypto modules first: dm-crypt asks for xts(aes) when a
 # table is loaded, and nvme-core's T10 PI support for the CRC
 # implementations, f2fs for crc32, and the guest has no udev to load
 # them on demand.
@@ -63,6 +66,7 @@ modules="
   xts ecb aesni-intel af_alg algif_skcipher
   configfs null_blk nbd nvme dm-mod dm-crypt dm-flakey btrfs f2fs ext4
   sd_mod scsi_debug
+  veth sch_netem
 "
 # Loaded where the kernel has them as modules: zoned ublk needs 6.6 or
 # later, and Debian's 6.1 has no ublk_drv at all (the guest tests check
@@ -84,6 +88,8 @@ guest_files="init guest-tests.sh"
 [ -f "$srcdir/vm/guest-reboot.sh" ] && guest_files="$guest_files guest-reboot.sh"
 # The benchmark (zoned.bench=1 on the kernel command line runs it).
 [ -f "$srcdir/vm/guest-bench.sh" ] && guest_files="$guest_files guest-bench.sh"
+# The network round-trip benchmark (zoned.bench=rtt).
+[ -f "$srcdir/vm/guest-bench-rtt.sh" ] && guest_files="$guest_files guest-bench-rtt.sh"
 
 # Is a file an ELF object (and not a libtool wrapper script)?
 is_elf () { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }

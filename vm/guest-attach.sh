@@ -56,30 +56,104 @@ compare_ublk_report ()
     report_matches_device $1 $W/ublk.raw $2
 }
 
-# attach_serve NAME DEV unix|tcp [NBDKIT-ARGS...]: nbdkit with the
-# filter on /dev/DEV; its URI in $URI.  Not in a subshell: nbdkit exits
-# with its parent.
-attach_serve ()
+# A storage host and a client joined by a network link: the server side
+# in its own network namespace (held by a sleeping process, its pid in
+# $W/netns.pid, so that cleanup_case ends it and the link with it), the
+# client in this one, a veth pair between them: zc0 (10.77.0.1) here,
+# zs0 (10.77.0.2) there.  Taking zc0 down is a network loss; tc netem on
+# both ends is a network's round trip.
+VETH_CLIENT=10.77.0.1
+VETH_SERVER=10.77.0.2
+# iproute2's ip, not busybox's applet of that name (which the guest's
+# shell runs in its place, whatever PATH says, and which has no veth).
+ip () { /usr/bin/ip "$@"; }
+
+veth_up ()
 {
-    local name=$1 dev=$2 transport=$3 i=0
-    shift 3
-    [ -s $W/key ] || make_key
-    if [ $transport = unix ]; then
-        serve $name $dev crypt "$@"
-        URI=$(uri $name)
-        return
-    fi
-    ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
-    nbdkit -f --exit-with-parent -i 127.0.0.1 -p $ATTACH_PORT \
-        -P $W/$name.pid "$@" --filter=$FILTER $PLUGIN device=/dev/$dev \
-        crypt-key-file=$W/key crypt-sector-size=4096 2>>$W/$name.log &
-    until [ -s $W/$name.pid ] &&
-          nbdinfo --size nbd://127.0.0.1:$ATTACH_PORT >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -gt 300 ] && die "nbdkit on TCP did not start"
+    local ns i=0
+    [ -s $W/netns.pid ] && return 0
+    # Its output not on the case's pipe, which would then stay open
+    # until cleanup_case, which waits for the pipe to close.
+    unshare --net sleep 100000 < /dev/null > /dev/null 2>&1 &
+    ns=$!
+    echo $ns > $W/netns.pid
+    # The pair of an earlier case's namespace goes with it, but not at once.
+    ip link del zc0 2>/dev/null || :
+    # unshare execs sleep once the namespace is made.
+    until [ "$(readlink /proc/$ns/ns/net)" != "$(readlink /proc/self/ns/net)" ]; do
+        i=$((i + 1)); [ $i -gt 100 ] && die "no network namespace for the server"
         sleep 0.1
     done
-    URI=nbd://127.0.0.1:$ATTACH_PORT
+    ip link add zc0 type veth peer name zs0 || die "ip link add veth"
+    ip link set zs0 netns $ns || die "veth into the server's namespace"
+    ip addr add $VETH_CLIENT/24 dev zc0 && ip link set zc0 up ||
+        die "the client's end of the link"
+    in_server_ns ip link set lo up || die "lo in the server's namespace"
+    in_server_ns ip addr add $VETH_SERVER/24 dev zs0 &&
+        in_server_ns ip link set zs0 up || die "the server's end of the link"
+}
+
+# in_server_ns COMMAND...: COMMAND in the server's network namespace.
+in_server_ns () { nsenter -t $(cat $W/netns.pid) -n "$@"; }
+
+# veth_rtt MS: the link's round trip made MS milliseconds longer (half
+# each way; 0 takes the delay away).
+veth_rtt ()
+{
+    local half
+    half=$(echo "$1" | awk '{ printf "%.3f", $1 / 2 }')
+    tc qdisc del dev zc0 root 2>/dev/null || :
+    in_server_ns tc qdisc del dev zs0 root 2>/dev/null || :
+    [ "$1" = 0 ] && return 0
+    tc qdisc add dev zc0 root netem delay ${half}ms limit 100000 &&
+        in_server_ns tc qdisc add dev zs0 root netem delay ${half}ms limit 100000 ||
+        die "tc netem delay ${half}ms on the link"
+}
+
+# tcp_serve NAME DEV HOST [WRAP...] -- NBDKIT-ARGS: nbdkit with the
+# filter on /dev/DEV listening on HOST:$ATTACH_PORT, started through the
+# command WRAP (nothing, or an nsenter, which execs nbdkit: so nbdkit is
+# this shell's child, and --exit-with-parent ends it with the case); its
+# URI in $URI.
+tcp_serve ()
+{
+    local name=$1 dev=$2 host=$3 i=0 wrap=
+    shift 3
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do wrap="$wrap $1"; shift; done
+    shift
+    $wrap nbdkit -f --exit-with-parent -i $host -p $ATTACH_PORT \
+        -P $W/$name.pid "$@" --filter=$FILTER $PLUGIN device=/dev/$dev \
+        crypt-key-file=$W/key crypt-sector-size=4096 < /dev/null > /dev/null 2>>$W/$name.log &
+    until [ -s $W/$name.pid ] &&
+          nbdinfo --size nbd://$host:$ATTACH_PORT >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -gt 300 ] && { tail -n 5 $W/$name.log; die "nbdkit on $host did not start"; }
+        sleep 0.1
+    done
+    URI=nbd://$host:$ATTACH_PORT
+}
+
+# attach_serve NAME DEV unix|tcp|veth [NBDKIT-ARGS...]: nbdkit with the
+# filter on /dev/DEV, on a Unix socket, TCP loopback, or TCP across the
+# veth link from its own network namespace; its URI in $URI.  Not in a
+# subshell: nbdkit exits with its parent.
+attach_serve ()
+{
+    local name=$1 dev=$2 transport=$3
+    shift 3
+    [ -s $W/key ] || make_key
+    case $transport in
+        unix)
+            serve $name $dev crypt "$@"
+            URI=$(uri $name) ;;
+        tcp)
+            ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+            tcp_serve $name $dev 127.0.0.1 -- "$@" ;;
+        veth)
+            veth_up
+            tcp_serve $name $dev $VETH_SERVER nsenter -t $(cat $W/netns.pid) -n -- "$@" ;;
+        *) die "attach_serve: no transport $transport" ;;
+    esac
 }
 
 # On the harness's timeout: what was going on.

@@ -196,6 +196,100 @@ case_reconnect_btrfs ()
     ublk_detach $ublk
 }
 
+# The network between client and server lost for 10 s (the client's end
+# of the veth link down), then back: fio writing and verifying, or btrfs
+# with a writer, sees no error.  attach's --timeout 3 declares the
+# connection dead during the loss, every reconnect attempt meanwhile
+# fails (no route), and the first after the link is back resumes.  What
+# the old connection still had queued must never reach the server after
+# that (it would land behind the resumed writes): the case checks that
+# the server saw no write refused below a WP.
+case_reconnect_link_down ()
+{
+    local what=$1 ublk dev=nullb0
+    need_ublk
+    mark_kernel_log
+    [ $what = btrfs ] && { make_fs_dev; dev=$FS_DEV; }
+    attach_serve srv $dev veth
+    ublk=$(ublk_attach "$URI" --depth 32 --timeout 3 --reconnect 60)
+    case $what in
+        fio) zbd_fio $ublk $dev $W/fio-ld.out ;;
+        btrfs) btrfs_on $ublk; fs_writer /mnt/a ;;
+    esac
+    sleep 4
+    say "the link down for 10 s"
+    ip link set zc0 down || die "ip link set zc0 down"
+    sleep 10
+    ip link set zc0 up || die "ip link set zc0 up"
+    say "the link up again"
+    wait_log $W/attach.log "reconnected to" 1 60
+    grep -E "broke|reconnected" $W/attach.log
+    grep -q "reconnect attempt 1 failed" $W/attach.log ||
+        die "no reconnect attempt failed while the link was down"
+    sleep 4
+    case $what in
+        fio) fio_ok $W/fio-ld.out ;;
+        btrfs) writer_ok /mnt/a; btrfs_intact $ublk ;;
+    esac
+    ! grep -E "below the write pointer|below the zone's write pointer" $W/srv.log ||
+        die "the server refused a write below a WP (above): an old write arrived late"
+    no_failed_requests $ublk
+    ublk_detach $ublk
+}
+
+# unsent_to HOST PORT: how many TCP connections of this namespace to
+# HOST:PORT still hold data they have not had acknowledged (the queues
+# in /proc/net/tcp, addresses in little-endian hex).
+unsent_to ()
+{
+    local hex
+    hex=$(echo $1 | awk -F. '{ printf "%02X%02X%02X%02X", $4, $3, $2, $1 }'):$(printf %04X $2)
+    awk -v r=$hex '$3 == r { split($5, q, ":"); if (q[1] != "00000000") n++ } END { print n + 0 }' \
+        /proc/net/tcp
+}
+
+# A write sent just as the network went down waits in the client's TCP
+# queue; attach gives that connection up and resumes on a new one once
+# the link is back, and the write completes there.  The old connection
+# must not deliver its copy later: it would land on the server over
+# what the client wrote there since (in a conventional zone nothing
+# refuses it).  So: a write of A to a conventional zone as the link goes
+# down, the link back after 14 s, B at the same place once attach has
+# resumed; once no connection to the server holds unsent data, the place
+# reads B.  The times are TCP's: A's retransmissions back off to 12.6
+# and 25.4 s after it was sent, and attach's reconnect attempts (3 s of
+# --timeout, then backoff) come at about 9 and 14.5 s, so the resume
+# and B fall between two retransmissions, the second with the link up.
+case_reconnect_no_late_write ()
+{
+    local ublk held i
+    need_ublk
+    attach_serve srv nullb0 veth
+    ublk=$(ublk_attach "$URI" --timeout 3 --reconnect 60)
+    gen_file $W/a 65536
+    gen_file $W/b 65536
+    ip link set zc0 down || die "ip link set zc0 down"
+    dd if=$W/a of=$ublk bs=64k count=1 oflag=direct status=none 2> $W/a.err &
+    held=$!
+    sleep 14
+    ip link set zc0 up || die "ip link set zc0 up"
+    wait $held || { cat $W/a.err; die "the write of A failed across the loss"; }
+    wait_log $W/attach.log "reconnected to" 1 60
+    grep -E "broke|reconnected" $W/attach.log
+    dd if=$W/b of=$ublk bs=64k count=1 oflag=direct status=none || die "the write of B"
+    i=0
+    while [ "$(unsent_to $VETH_SERVER $ATTACH_PORT)" != 0 ]; do
+        i=$((i + 1))
+        [ $i -gt 150 ] && die "a connection to the server still holds unsent data 150 s on"
+        sleep 1
+    done
+    say "no connection holds unsent data ${i} s after the write of B"
+    dd if=$ublk of=$W/back bs=64k count=1 iflag=direct status=none || die "read back"
+    cmp $W/b $W/back ||
+        die "the place written with B reads otherwise: the old connection's copy of A landed late"
+    ublk_detach $ublk
+}
+
 # A server stopped (SIGSTOP) for longer than --timeout, then continued:
 # the write waiting on it completes, nothing fails, the data reads back.
 case_reconnect_stopped ()
@@ -385,6 +479,12 @@ reconnect_cases ()
     done
     run 900 "attach --reconnect: btrfs, files and a writer (fsync) while nbdkit is killed and restarted twice" \
         case_reconnect_btrfs
+    run 600 "nullb0: attach --reconnect: the network down 10 s under fio zbd verify" \
+        case_reconnect_link_down fio
+    run 900 "attach --reconnect: the network down 10 s under btrfs with a writer (fsync)" \
+        case_reconnect_link_down btrfs
+    run 400 "nullb0: attach --reconnect: a write queued as the network went down never lands late" \
+        case_reconnect_no_late_write
     run 180 "nullb0: attach --reconnect: nbdkit stopped past --timeout, continued: the write completes" \
         case_reconnect_stopped
     run 180 "nullb0: attach --reconnect: the server back as another disk: EIO, nothing resent" \

@@ -164,7 +164,8 @@ dm_sysfs ()
 case_modules ()
 {
     local m
-    for m in configfs null_blk nbd nvme nvme_core dm_mod dm_crypt dm_flakey xts sd_mod; do
+    for m in configfs null_blk nbd nvme nvme_core dm_mod dm_crypt dm_flakey xts sd_mod \
+             veth sch_netem; do
         [ -d /sys/module/$m ] || die "module $m not loaded"
     done
     [ -d /sys/kernel/config/nullb ] || die "no null_blk configfs"
