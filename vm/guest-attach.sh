@@ -64,9 +64,13 @@ compare_ublk_report ()
 # both ends is a network's round trip.
 VETH_CLIENT=10.77.0.1
 VETH_SERVER=10.77.0.2
-# iproute2's ip, not busybox's applet of that name (which the guest's
-# shell runs in its place, whatever PATH says, and which has no veth).
+# iproute2's ip and tc and util-linux's nsenter and unshare, not
+# busybox's applets of those names, which the guest's shell (and
+# busybox's own nsenter, for the command it runs) prefer whatever PATH
+# says; busybox's ip and tc have no veth and no netem.
 ip () { /usr/bin/ip "$@"; }
+tc () { /usr/sbin/tc "$@"; }
+NSENTER=/usr/bin/nsenter
 
 veth_up ()
 {
@@ -74,7 +78,7 @@ veth_up ()
     [ -s $W/netns.pid ] && return 0
     # Its output not on the case's pipe, which would then stay open
     # until cleanup_case, which waits for the pipe to close.
-    unshare --net sleep 100000 < /dev/null > /dev/null 2>&1 &
+    /usr/bin/unshare --net sleep 100000 < /dev/null > /dev/null 2>&1 &
     ns=$!
     echo $ns > $W/netns.pid
     # The pair of an earlier case's namespace goes with it, but not at once.
@@ -94,7 +98,7 @@ veth_up ()
 }
 
 # in_server_ns COMMAND...: COMMAND in the server's network namespace.
-in_server_ns () { nsenter -t $(cat $W/netns.pid) -n "$@"; }
+in_server_ns () { $NSENTER -t $(cat $W/netns.pid) -n "$@"; }
 
 # veth_rtt MS: the link's round trip made MS milliseconds longer (half
 # each way; 0 takes the delay away).
@@ -151,7 +155,7 @@ attach_serve ()
             tcp_serve $name $dev 127.0.0.1 -- "$@" ;;
         veth)
             veth_up
-            tcp_serve $name $dev $VETH_SERVER nsenter -t $(cat $W/netns.pid) -n -- "$@" ;;
+            tcp_serve $name $dev $VETH_SERVER $NSENTER -t $(cat $W/netns.pid) -n -- "$@" ;;
         *) die "attach_serve: no transport $transport" ;;
     esac
 }

@@ -15,6 +15,9 @@
 #                          these shell patterns (default: all)
 #   VM_BENCH=1             run the benchmark (guest-bench.sh) instead of
 #                          the tests; its outputs go to BUILDDIR/vm/bench-SERIES
+#   VM_BENCH=rtt           the network round-trip benchmark
+#                          (guest-bench-rtt.sh) instead; its outputs go
+#                          to BUILDDIR/vm/bench-rtt-SERIES
 #   VM_BENCH_RUNS=N        the benchmark's runs per configuration (default 3)
 #
 # Outputs in BUILDDIR/vm/SERIES: console.log (the guest's whole serial
@@ -30,6 +33,7 @@ cache="$vmdir/cache"
 bench="${VM_BENCH:-}"
 outdir="$vmdir/$series"
 [ "$bench" = 1 ] && outdir="$vmdir/bench-$series"
+[ "$bench" = rtt ] && outdir="$vmdir/bench-rtt-$series"
 console="$outdir/console.log"
 taplog="$outdir/tap.log"
 suitelog="$outdir/test-suite.log"
@@ -83,7 +87,7 @@ fi
 
 cases="${VM_CASES:-}"
 [ -n "$cases" ] && append="$append zoned.cases=$(echo "$cases" | tr ' ' ,)"
-[ "$bench" = 1 ] && append="$append zoned.bench=1 zoned.bench_runs=${VM_BENCH_RUNS:-3}"
+[ -n "$bench" ] && append="$append zoned.bench=$bench zoned.bench_runs=${VM_BENCH_RUNS:-3}"
 
 echo "check-vm: booting $(cat "$cache/kernel-$series/release") (${accel_args[1]}); console: $console; timeout ${vm_timeout}s"
 boot_tests ()
@@ -120,7 +124,7 @@ tr -d '\r' < "${taplog}" > "$taplog.tmp" 2>/dev/null && mv "$taplog.tmp" "$taplo
 reboot_wanted ()
 {
     local p
-    [ "$series" = newest ] && [ "$bench" != 1 ] && [ $status -eq 0 ] || return 1
+    [ "$series" = newest ] && [ -z "$bench" ] && [ $status -eq 0 ] || return 1
     [ -z "$cases" ] && return 0
     set -f
     for p in $cases; do
