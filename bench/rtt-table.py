@@ -63,12 +63,12 @@ def chart(results, rtts, png):
     n = sum(1 for m in WHAT if m in results)
     plot = ", ".join(f"'{dat.name}' index {i} with linespoints title columnheader(1)"
                      for i in range(n))
-    script = f"""set terminal png size 900,540
+    script = f"""set terminal png size 800,600
 set output '{png}'
-set title 'Sequential writes through the filter across a network round trip (VM, TCG)'
+set title 'Sequential writes across a network round trip (VM, TCG)'
 set xlabel 'added round trip (ms, netem on a veth pair)'
 set ylabel 'MiB/s (median of the runs)'
-set key outside right
+set key below
 set grid
 plot {plot}
 """
@@ -118,8 +118,8 @@ def main():
     if "zone1-qd16" in results and "zone1-qd1" in results:
         for rtt in rtts:
             if rtt in results["zone1-qd16"] and rtt in results["zone1-qd1"]:
-                goals.append((f"one zone through attach, QD 16 against QD 1 at {rtt:g} ms "
-                              "(zone write plugging: 1 in flight)",
+                goals.append((f"one zone through attach (zone write plugging), QD 16 "
+                              f"against QD 1 at {rtt:g} ms",
                               med(ratios(results["zone1-qd16"][rtt],
                                          results["zone1-qd1"][rtt])), None))
     if "nbd-qd16" in results and "nbd-qd1" in results:

@@ -32,9 +32,11 @@
 #   bench MEASUREMENT rtt-MS RUN MiB/s [NOTE...]
 # then "ok 1 - ..." (or "not ok 1 - ...") and the plan "1..1".
 
-GUEST_HELPERS_ONLY=1 . /guest-tests.sh
+# guest-bench.sh's helpers (tap, result, fio_bw, run_fio, uptime_cs,
+# btrfs_write_timed, BENCH_RUNS), and through it guest-tests.sh's and
+# guest-attach.sh's.
+BENCH_HELPERS_ONLY=1 . /guest-bench.sh
 
-export PATH=/usr/sbin:/usr/bin
 BENCH_DEV=nullb0
 BENCH_ZONE_MB=16
 BENCH_DEV_MB=512        # 32 zones, all sequential
@@ -42,37 +44,27 @@ BENCH_MIB=16            # written per job: one zone (fio's zbd mode
                         # wants at least one)
 BENCH_APPEND_MB=48
 BENCH_RTTS="0 0.5 1 5"
-runs=$(sed -n 's/.*zoned\.bench_runs=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
-BENCH_RUNS=${runs:-3}
 
-tap () { echo "$*"; echo "$*" > $TAPDEV; }
-result () { if [ -n "${WARMUP:-}" ]; then echo "warm-up: $*"; else tap "$*"; fi; }
-
-# fio_bw FIO-OUTPUT: the write bandwidth in MiB/s (terse format 3:
-# field 48 is the write bandwidth in KiB/s, summed over the jobs).
-fio_bw () { awk -F';' '/^3;fio/ { kb += $48 } END { printf "%.1f\n", kb / 1024 }' "$1"; }
-
-run_fio ()
-{
-    local name=$1 out=$2
-    shift 2
-    timeout 600 fio --name=$name --output-format=terse --output=$out \
-        --group_reporting "$@" || { cat $out; die "fio $name failed"; }
-}
-
-uptime_cs () { sed 's/^\([0-9]*\)\.\([0-9][0-9]\).*/\1\2/' /proc/uptime; }
+# Over the link, not guest-bench.sh's Unix socket.
 reset_all () { $NBDZONE reset "$URI" all > /dev/null || die "nbdzone reset all"; }
 
 # zone_writes NAME RTT RUN DEV QD JOBS [FIO-ARGS]: JOBS fio jobs, one per
-# zone from zone 0, each writing BENCH_MIB at QD.
+# zone from zone 0, each writing BENCH_MIB at QD; the note says how many
+# requests the driver had in flight at most (sample_inflight) and fio's
+# own count of the depths it submitted at.
 zone_writes ()
 {
     local name=$1 rtt=$2 run=$3 dev=$4 qd=$5 jobs=$6
     shift 6
+    rm -f $W/stop; echo 0 > $W/inflight
+    sample_inflight ${dev#/dev/} &
     run_fio $name $W/$name.out --filename=$dev --direct=1 --ioengine=libaio \
         --rw=write --bs=64k --iodepth=$qd --numjobs=$jobs --offset=0 \
-        --offset_increment=${BENCH_ZONE_MB}M --size=${BENCH_MIB}M "$@"
-    result "bench $name rtt-$rtt $run $(fio_bw $W/$name.out)"
+        --offset_increment=${BENCH_ZONE_MB}M --size=${BENCH_MIB}M \
+        --group_reporting "$@"
+    touch $W/stop; wait $!
+    result "bench $name rtt-$rtt $run $(fio_bw $W/$name.out)" \
+        "in flight at most $(cat $W/inflight); $(awk '$1 == "IO" && $2 == "depths" { print; exit }' $W/$name.out | tr -s ' ')"
 }
 
 ublk_side ()
@@ -102,22 +94,12 @@ nbd_side ()
 
 btrfs_side ()
 {
-    local rtt=$1 run=$2 dev t0 t1
+    local rtt=$1 run=$2 dev mibs
     reset_all
     dev=$(ublk_attach "$URI" --depth 32)
-    timeout 300 mkfs.btrfs -f -O zoned -d single -m single $dev > $W/mkfs.out 2>&1 ||
-        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
-    mkdir -p /mnt/a
-    mount -t btrfs $dev /mnt/a || die "mount btrfs"
-    t0=$(uptime_cs)
-    run_fio a $W/a.out --directory=/mnt/a --filename=data --rw=write \
-        --bs=1M --ioengine=psync --size=${BENCH_APPEND_MB}M \
-        --fallocate=none --end_fsync=1
-    t1=$(uptime_cs)
-    umount /mnt/a || die "umount"
+    mibs=$(btrfs_write_timed $dev)
     ublk_detach $dev
-    result "bench btrfs rtt-$rtt $run" \
-        "$(awk -v mb=$BENCH_APPEND_MB -v cs=$((t1 - t0)) 'BEGIN { printf "%.1f", mb * 100 / cs }')"
+    result "bench btrfs rtt-$rtt $run $mibs"
 }
 
 # one_rtt RTT RUN: every measurement at one round trip.

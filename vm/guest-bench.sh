@@ -162,29 +162,39 @@ seq_side ()
 # uptime_cs: the time since boot in hundredths of a second.
 uptime_cs () { sed 's/^\([0-9]*\)\.\([0-9][0-9]\).*/\1\2/' /proc/uptime; }
 
-# append_side RUN QD: buffered writes and fsync into a file on zoned
-# btrfs on a ublk device of queue depth QD.
-append_side ()
+# btrfs_write_timed DEV: zoned btrfs made and mounted on DEV, a file of
+# BENCH_APPEND_MB written through the page cache and fsynced (fio's
+# report in $W/a.out), unmounted; prints the data over the wall time of
+# write plus fsync, in MiB/s.
+btrfs_write_timed ()
 {
-    local run=$1 qd=$2 dev line t0 t1
-    reset_all
-    : > $W/attach.log
-    dev=$(ublk_attach "$(uri srv)" --depth $qd)
-    timeout 120 mkfs.btrfs -f -O zoned -d single -m single $dev > $W/mkfs.out 2>&1 ||
-        { cat $W/mkfs.out; die "mkfs.btrfs -O zoned"; }
+    local dev=$1 t0 t1
+    timeout 300 mkfs.btrfs -f -O zoned -d single -m single $dev > $W/mkfs.out 2>&1 ||
+        { cat $W/mkfs.out >&2; die "mkfs.btrfs -O zoned"; }
     mkdir -p /mnt/a
     mount -t btrfs $dev /mnt/a || die "mount btrfs"
     t0=$(uptime_cs)
     run_fio a $W/a.out --directory=/mnt/a --filename=data --rw=write \
         --bs=1M --ioengine=psync --size=${BENCH_APPEND_MB}M \
-        --fallocate=none --end_fsync=1
+        --fallocate=none --end_fsync=1 >&2
     t1=$(uptime_cs)
     umount /mnt/a || die "umount"
+    awk -v mb=$BENCH_APPEND_MB -v cs=$((t1 - t0)) 'BEGIN { printf "%.1f\n", mb * 100 / cs }'
+}
+
+# append_side RUN QD: buffered writes and fsync into a file on zoned
+# btrfs on a ublk device of queue depth QD.
+append_side ()
+{
+    local run=$1 qd=$2 dev line mibs
+    reset_all
+    : > $W/attach.log
+    dev=$(ublk_attach "$(uri srv)" --depth $qd)
+    mibs=$(btrfs_write_timed $dev)
     ublk_detach $dev
     line=$(grep 'zone appends' $W/attach.log | tail -n 1)
     line=$(echo "$line" | sed -n 's/.*; \([0-9]* zone appends, at most [0-9]* in flight\).*/\1/p')
-    result "bench append-qd$qd ublk $run" \
-        "$(awk -v mb=$BENCH_APPEND_MB -v cs=$((t1 - t0)) 'BEGIN { printf "%.1f", mb * 100 / cs }')" \
+    result "bench append-qd$qd ublk $run $mibs" \
         "$line (fio alone: $(fio_bw $W/a.out) MiB/s)"
 }
 
@@ -212,6 +222,9 @@ bench ()
         run=$((run + 1))
     done
 }
+
+# Sourced by guest-bench-rtt.sh for its helpers only: stop here.
+[ -n "${BENCH_HELPERS_ONLY:-}" ] && return 0
 
 mkdir -p $W
 began=$(date +%s)
