@@ -43,6 +43,22 @@ restart_srv ()
     attach_serve $name $dev $transport "$@"
 }
 
+uptime_ms () { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+# resumed_after_restart N DEV TRANSPORT: the server started again (kill
+# N of a case), then attach's Nth reconnect awaited; says how long after
+# the server answered again (attach_serve returns once it does) attach
+# had resumed, to the 0.1 s wait_log polls at.
+resumed_after_restart ()
+{
+    local t0
+    restart_srv srv $2 $3
+    t0=$(uptime_ms)
+    wait_log $W/attach.log "reconnected to" $1 60
+    say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
+    say "resumed $(( $(uptime_ms) - t0 )) ms after the server answered again"
+}
+
 # mark_kernel_log: the kernel log's last time stamp, so that
 # no_failed_requests reads only what came after it (earlier cases fail
 # requests on purpose, on devices of the same name).
@@ -156,9 +172,7 @@ case_reconnect_fio ()
         say "kill -9 nbdkit ($n of 2), fio writing"
         kill_srv srv
         sleep 2
-        restart_srv srv $dev $transport
-        wait_log $W/attach.log "reconnected to" $n 60
-        say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
+        resumed_after_restart $n $dev $transport
     done
     fio_ok $W/fio-rc.out
     grep "broke" $W/attach.log | tail -n 2
@@ -186,9 +200,7 @@ case_reconnect_btrfs ()
         say "kill -9 nbdkit ($n of 2) under btrfs"
         kill_srv srv
         sleep 2
-        restart_srv srv $FS_DEV unix
-        wait_log $W/attach.log "reconnected to" $n 60
-        say "$(grep 'reconnected to' $W/attach.log | tail -n 1)"
+        resumed_after_restart $n $FS_DEV unix
     done
     writer_ok /mnt/a
     btrfs_intact $ublk
