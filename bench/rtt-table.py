@@ -109,26 +109,20 @@ def main():
     if "btrfs" in results and 1.0 in results["btrfs"]:
         r = med(ratios(results["btrfs"][1.0], results["btrfs"].get(0.0, {})))
         goals.append(("btrfs on attach at 1 ms >= 0.8x its 0 ms", r, 0.8))
-    if "zone4-qd4" in results and "zone1-qd1" in results:
+    # (candidate, baseline, what, target at 1 ms): same-run ratios at each RTT.
+    pairs = [
+        ("zone4-qd4", "zone1-qd1", "4 zones QD 4 each >= 3x one zone (QD 1)", 3.0),
+        ("zone1-qd16", "zone1-qd1",
+         "one zone through attach (zone write plugging), QD 16 against QD 1", None),
+        ("nbd-qd16", "nbd-qd1",
+         "one zone, kernel NBD client (no plugging), QD 16 against QD 1", None),
+    ]
+    for cand, base, what, target in pairs:
         for rtt in rtts:
-            if rtt in results["zone4-qd4"] and rtt in results["zone1-qd1"]:
-                r = med(ratios(results["zone4-qd4"][rtt], results["zone1-qd1"][rtt]))
-                goals.append((f"4 zones QD 4 each >= 3x one zone (QD 1) at {rtt:g} ms",
-                              r, 3.0 if rtt == 1.0 else None))
-    if "zone1-qd16" in results and "zone1-qd1" in results:
-        for rtt in rtts:
-            if rtt in results["zone1-qd16"] and rtt in results["zone1-qd1"]:
-                goals.append((f"one zone through attach (zone write plugging), QD 16 "
-                              f"against QD 1 at {rtt:g} ms",
-                              med(ratios(results["zone1-qd16"][rtt],
-                                         results["zone1-qd1"][rtt])), None))
-    if "nbd-qd16" in results and "nbd-qd1" in results:
-        for rtt in rtts:
-            if rtt in results["nbd-qd16"] and rtt in results["nbd-qd1"]:
-                goals.append((f"one zone, kernel NBD client (no plugging), QD 16 against "
-                              f"QD 1 at {rtt:g} ms",
-                              med(ratios(results["nbd-qd16"][rtt],
-                                         results["nbd-qd1"][rtt])), None))
+            if rtt in results.get(cand, {}) and rtt in results.get(base, {}):
+                goals.append((f"{what} at {rtt:g} ms",
+                              med(ratios(results[cand][rtt], results[base][rtt])),
+                              target if rtt == 1.0 else None))
     for what, r, target in goals:
         verdict = "" if target is None else ("  MET" if r >= target else "  MISSED")
         print(f"{what}: {r:.2f}x{verdict}")
