@@ -7,6 +7,7 @@
 #ifndef ZBD_INTERNAL_H
 #define ZBD_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,7 +50,38 @@ extern uint64_t zbd_random_id (void);
 extern void zbd_set_disk_id (char *dst, size_t len, const char *prefix,
                              const char *s);
 
-/* What a backend does; the zone table and the gate are common.
+/* One drive: a device, an image or memory, with its own zone table,
+ * gate, backend state and description, shared by every connection to
+ * it.  The single-drive forms (device=, emulate=) have one, made at
+ * start; dir= has one per export in use, made by the first connection
+ * to it and closed after the last (see zbd.c).
+ */
+struct backend;
+struct drive {
+  char *name;                   /* the export name; "" for device=/emulate= */
+  struct zbd_params params;     /* device_path or emulate: this drive's */
+  struct zbd_disk disk;
+  const struct backend *backend;
+  void *state;                  /* the backend's own */
+  struct zone_ops zone_ops;
+  char *description;            /* the geometry as key=value words */
+  bool sync_failed;             /* durable_sync's latch */
+  /* zbd.c's.  Under its drives lock: the users (connections, and a
+   * listing describing it) and the list of drives in use.  Under LOCK,
+   * which is held while the drive is opened: whether it opened, the
+   * writable connections open now and whether there ever was one.
+   */
+  unsigned users;
+  struct drive *next;
+  pthread_mutex_t lock;
+  bool ready;
+  unsigned nr_writers;
+  bool had_writer;
+};
+
+/* What a backend does; the zone table and the gate are common.  Every
+ * hook gets the drive, and the backend finds its own state in
+ * DR->state.
  *
  * The contract, hook by hook (all return 0, or -1 with errno set and
  * the failure logged):
@@ -80,31 +112,36 @@ extern void zbd_set_disk_id (char *dst, size_t len, const char *prefix,
  *   a zone operation after that operation's data changed;
  *   persist_locked is the flush's body, called with the lock held.
  *   Lock order: zone_ops_lock, then the zone table's lock.
+ * close: release the drive (descriptors, locks, memory); the zone
+ *   table is freed by zbd.c.  Called once, with no request in flight,
+ *   after the flush that saved it.
  */
 struct backend {
   const char *name;
   bool emulated;                /* zone state machine kept by the table */
-  int (*pread) (void *buf, uint32_t n, uint64_t off);
-  int (*pwrite) (const void *buf, uint32_t n, uint64_t off);
-  int (*discard) (uint64_t n, uint64_t off);
-  int (*zone_op_reset) (const struct zone *z);
-  int (*zone_op_finish) (const struct zone *z);
-  int (*flush) (void);
-  int (*query_zone) (uint64_t start, struct zone *out);
-  int (*open_rw) (void);
-  int (*open_ro) (void);
-  void (*zone_ops_lock) (void);
-  void (*zone_ops_unlock) (void);
-  int (*persist_locked) (void);
+  int (*pread) (struct drive *dr, void *buf, uint32_t n, uint64_t off);
+  int (*pwrite) (struct drive *dr, const void *buf, uint32_t n, uint64_t off);
+  int (*discard) (struct drive *dr, uint64_t n, uint64_t off);
+  int (*zone_op_reset) (struct drive *dr, const struct zone *z);
+  int (*zone_op_finish) (struct drive *dr, const struct zone *z);
+  int (*flush) (struct drive *dr);
+  int (*query_zone) (struct drive *dr, uint64_t start, struct zone *out);
+  int (*open_rw) (struct drive *dr);
+  int (*open_ro) (struct drive *dr);
+  void (*zone_ops_lock) (struct drive *dr);
+  void (*zone_ops_unlock) (struct drive *dr);
+  int (*persist_locked) (struct drive *dr);
+  void (*close) (struct drive *dr);
 };
 
 /* zbd.c */
 extern bool nbdkit_readonly_in (const char *cmdline, size_t len);
-/* fdatasync FD, latching the first failure (then EIO until restart);
- * KEY=PATH names the image or device in the one log line.
+/* fdatasync FD of DR, latching the first failure (then EIO until
+ * restart); KEY=PATH names the image or device in the one log line.
  */
-extern int durable_sync (int fd, const char *key, const char *path);
-extern bool sync_latched (void);
+extern int durable_sync (struct drive *dr, int fd, const char *key,
+                         const char *path);
+extern bool sync_latched (const struct drive *dr);
 /* The errno to send for a backend error E: E itself where the client
  * can act on it (NBD carries it), else EIO; see zbd.c.
  */
@@ -114,16 +151,19 @@ extern const char *errno_name (int e);
 extern int full_pread (int fd, void *buf, size_t n, off_t off);
 extern int full_pwrite (int fd, const void *buf, size_t n, off_t off);
 
+/* The backends' openers: fill in DR->disk, DR->backend and DR->state
+ * from DR->params, or log why not and return -1 (having released what
+ * they took).
+ */
 /* emulate.c */
-extern int open_memory_backend (const struct zbd_params *p,
-                                struct zbd_disk *d,
-                                const struct backend **b);
-extern int open_file (const struct zbd_params *p, struct zbd_disk *d,
-                      const struct backend **b);
-extern void emulate_unload (void);
+extern int open_memory_backend (struct drive *dr);
+extern int open_file (struct drive *dr);
+/* Is FD (open on a regular file) an emulated zone image?  For dir=. */
+extern bool is_zone_image (int fd);
 
 /* device.c */
-extern int open_device (const struct zbd_params *p, struct zbd_disk *d,
-                        const struct backend **b);
+extern int open_device (struct drive *dr);
+/* Is PATH a zoned block device (host-managed or host-aware)?  For dir=. */
+extern bool is_zoned_device (const char *path);
 
 #endif /* ZBD_INTERNAL_H */

@@ -40,7 +40,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <limits.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define NBDKIT_API_VERSION 2
@@ -60,6 +63,10 @@ static struct zbd_params params = {
   .max_open = -1, .max_active = -1, .block_size = -1,
 };
 static uint64_t reorder_timeout_ms = 5000;
+/* dir=DIR: every zoned block device and zone image in DIR is an
+ * export of its name (see "Many drives" below).
+ */
+static const char *drives_dir;
 
 /* -D zbd.gate=1: log every write that has to wait for its zone's WP. */
 NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
@@ -76,10 +83,8 @@ NBDKIT_DLL_PUBLIC int zbd_debug_write_delay_ms = 0;
  */
 NBDKIT_DLL_PUBLIC int zbd_debug_fail_sync = 0;
 
-static struct zbd_disk disk = { .block_size = 512, .phys_block_size = 4096 };
-static struct zone_table *const table = &disk.table;
-static const struct backend *backend;
-static char *description;      /* the geometry as key=value words */
+/* device= or emulate=: the one drive, opened at start. */
+static struct drive *single;
 
 uint64_t
 zbd_random_id (void)
@@ -320,13 +325,13 @@ server_is_readonly (void)
   return nbdkit_readonly_in (buf, n);
 }
 
-/* Set by the first failed sync, never cleared (see durable_sync). */
-static bool sync_failed;
-
+/* DR->sync_failed is set by the first failed sync of the drive and
+ * never cleared (see durable_sync).
+ */
 bool
-sync_latched (void)
+sync_latched (const struct drive *dr)
 {
-  return __atomic_load_n (&sync_failed, __ATOMIC_ACQUIRE);
+  return __atomic_load_n (&dr->sync_failed, __ATOMIC_ACQUIRE);
 }
 
 /* Every data sync of the plugin (flushes, and the image's zone table
@@ -335,17 +340,17 @@ sync_latched (void)
  * the failure once: the next fdatasync succeeds, and a zone table
  * written after it would durably claim data that is lost.  So the
  * first failure latches: from then on every sync, write, zone
- * operation and flush fails with EIO until nbdkit is restarted (reads
- * still work).  It is logged once; the refusals after it only at
- * debug level.
+ * operation and flush of that drive fails with EIO until nbdkit is
+ * restarted (reads still work; the other drives of dir= go on).  It is
+ * logged once; the refusals after it only at debug level.
  */
 int
-durable_sync (int fd, const char *key, const char *path)
+durable_sync (struct drive *dr, int fd, const char *key, const char *path)
 {
   static int count;
   int e;
 
-  if (sync_latched ()) {
+  if (sync_latched (dr)) {
     errno = EIO;
     return -1;
   }
@@ -359,7 +364,7 @@ durable_sync (int fd, const char *key, const char *path)
   if (e == 0)
     return 0;
   e = errno;
-  if (!__atomic_exchange_n (&sync_failed, true, __ATOMIC_ACQ_REL))
+  if (!__atomic_exchange_n (&dr->sync_failed, true, __ATOMIC_ACQ_REL))
     nbdkit_error ("%s=%s: fdatasync failed (%s): data written since the last "
                   "flush may not be on the disk, and the kernel reports "
                   "that only once; so every write and flush now fails with "
@@ -372,9 +377,9 @@ durable_sync (int fd, const char *key, const char *path)
 
 /* Refuse a request that would change the disk after a failed sync. */
 static int
-check_latch (const char *what)
+check_latch (const struct drive *dr, const char *what)
 {
-  if (!sync_latched ())
+  if (!sync_latched (dr))
     return 0;
   nbdkit_debug ("%s refused: a sync failed earlier (EIO until restart)", what);
   errno = EIO;
@@ -386,9 +391,9 @@ check_latch (const char *what)
 
 /* The backend's write, slowed down by -D zbd.write_delay_ms. */
 static int
-device_write (const void *buf, uint32_t n, uint64_t offset)
+device_write (struct drive *dr, const void *buf, uint32_t n, uint64_t offset)
 {
-  if (zbd_debug_write_delay_ms > 0 && backend->emulated) {
+  if (zbd_debug_write_delay_ms > 0 && dr->backend->emulated) {
     struct timespec ts = {
       .tv_sec = zbd_debug_write_delay_ms / 1000,
       .tv_nsec = (zbd_debug_write_delay_ms % 1000) * 1000000L,
@@ -396,78 +401,442 @@ device_write (const void *buf, uint32_t n, uint64_t offset)
     while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
       ;
   }
-  return backend->pwrite (buf, n, offset);
+  return dr->backend->pwrite (dr, buf, n, offset);
 }
 
 static int
-op_write (void *opaque, const void *buf, uint32_t n, uint64_t off)
+op_write (void *dr, const void *buf, uint32_t n, uint64_t off)
 {
-  return device_write (buf, n, off);
+  return device_write (dr, buf, n, off);
 }
 
 static int
-op_discard (void *opaque, uint64_t n, uint64_t off)
+op_discard (void *dr, uint64_t n, uint64_t off)
 {
-  return backend->discard (n, off);
+  return ((struct drive *) dr)->backend->discard (dr, n, off);
 }
 
 static int
-op_reset (void *opaque, const struct zone *z)
+op_reset (void *dr, const struct zone *z)
 {
-  return backend->zone_op_reset (z);
+  return ((struct drive *) dr)->backend->zone_op_reset (dr, z);
 }
 
 static int
-op_finish (void *opaque, const struct zone *z)
+op_finish (void *dr, const struct zone *z)
 {
-  return backend->zone_op_finish (z);
+  return ((struct drive *) dr)->backend->zone_op_finish (dr, z);
 }
 
 static int
-op_query (void *opaque, uint64_t start, struct zone *out)
+op_query (void *dr, uint64_t start, struct zone *out)
 {
-  return backend->query_zone (start, out);
+  return ((struct drive *) dr)->backend->query_zone (dr, start, out);
 }
-
-static struct zone_ops zone_ops = { .write = op_write,
-                                    .discard = op_discard };
 
 static void
-start_table (void)
+start_table (struct drive *dr)
 {
+  const struct backend *b = dr->backend;
   struct gate_config config = {
     .reorder_timeout_ms = reorder_timeout_ms,
-    .emulated = backend->emulated,
-    .max_open = disk.max_open,
-    .max_active = disk.max_active,
+    .emulated = b->emulated,
+    .max_open = dr->disk.max_open,
+    .max_active = dr->disk.max_active,
     .debug = zbd_debug_gate,
   };
 
-  if (backend->zone_op_reset)
-    zone_ops.reset = op_reset;
-  if (backend->zone_op_finish)
-    zone_ops.finish = op_finish;
-  if (backend->query_zone)
-    zone_ops.query = op_query;
-  zt_start (table, &config, &zone_ops, NULL);
+  dr->zone_ops.write = op_write;
+  dr->zone_ops.discard = op_discard;
+  dr->zone_ops.reset = b->zone_op_reset ? op_reset : NULL;
+  dr->zone_ops.finish = b->zone_op_finish ? op_finish : NULL;
+  dr->zone_ops.query = b->query_zone ? op_query : NULL;
+  zt_start (&dr->disk.table, &config, &dr->zone_ops, dr);
+}
+
+/* ---------------------------------------------------------------- */
+/* A drive's life */
+
+/* NBD strings are at most 4096 bytes; nbdkit sends no description at
+ * all for a longer one, and the client would see an unzoned disk.  The
+ * plugin keeps 64 of them for the filters above (cryptinline appends
+ * " key-check=" and 32 hex digits).
+ */
+#define DESCRIPTION_MAX (4096 - 64)
+
+/* Geometry as key=value words for NBD_INFO_DESCRIPTION. */
+static int
+build_description (struct drive *dr)
+{
+  const struct zone_table *table = &dr->disk.table;
+  const uint64_t nr_zones = table->nr_zones, zone_size = table->zone_size;
+  const struct zone *zones = table->zones;
+  bool *conv = calloc (nr_zones, sizeof *conv);
+  size_t rlen = 24 * nr_zones + 8;      /* worst case: "n," per zone */
+  char *ranges = malloc (rlen);
+  uint64_t i, cap = zone_size;
+  int r;
+
+  if (!conv || !ranges) {
+    nbdkit_error ("malloc: %m");
+    free (conv);
+    free (ranges);
+    return -1;
+  }
+  for (i = 0; i < nr_zones; i++) {
+    conv[i] = zones[i].conventional;
+    if (!zones[i].conventional && cap == zone_size)
+      cap = zones[i].cap;
+  }
+  r = zoned_format_ranges (conv, nr_zones, ranges, rlen);
+  free (conv);
+  if (r == 0 &&
+      asprintf (&dr->description,
+                "zoned=%s zone-size=%" PRIu64 " zone-capacity=%" PRIu64
+                " zones=%" PRIu64 " conventional=%s max-open=%" PRIu64
+                " max-active=%" PRIu64 " block-size=%" PRIu32 " disk-id=%s",
+                dr->disk.host_aware ? "host-aware" : "host-managed",
+                zone_size, cap, nr_zones, ranges, dr->disk.max_open,
+                dr->disk.max_active, dr->disk.block_size,
+                dr->disk.disk_id) == -1) {
+    dr->description = NULL;
+    r = -1;
+  }
+  free (ranges);
+  if (r == -1)
+    nbdkit_error ("cannot format the export description: %m");
+  /* Room is left for the read-only and offline zones' words. */
+  else if (strlen (dr->description) > DESCRIPTION_MAX - 96) {
+    nbdkit_error ("the conventional zones are scattered in too many ranges "
+                  "to describe in the 4096-byte NBD export description");
+    r = -1;
+  }
+  return r;
+}
+
+/* Save what every writer was acknowledged, as a drive does when it is
+ * shut down in order: the backend's flush makes the data and, on the
+ * image, the write pointers durable.  A power cut still keeps only what
+ * was flushed.  Caller holds DR->lock (or is alone).
+ */
+static void
+save_on_stop (struct drive *dr, const char *when)
+{
+  if (!dr->ready || !dr->had_writer)
+    return;
+  if (dr->backend->flush (dr) == -1)
+    nbdkit_error ("%s%s%scould not save the zone state %s: writes "
+                  "acknowledged since the last flush may be missing after "
+                  "a restart", dr->name[0] ? "export " : "", dr->name,
+                  dr->name[0] ? ": " : "", when);
+}
+
+/* A drive not opened yet, with parameters P. */
+static struct drive *
+new_drive (const char *name, const struct zbd_params *p)
+{
+  struct drive *dr = calloc (1, sizeof *dr);
+
+  if (!dr || !(dr->name = strdup (name))) {
+    nbdkit_error ("calloc: %m");
+    free (dr);
+    return NULL;
+  }
+  dr->params = *p;
+  dr->disk.block_size = 512;
+  dr->disk.phys_block_size = 4096;
+  pthread_mutex_init (&dr->lock, NULL);
+  return dr;
+}
+
+/* Open DR's backend, start its zone table and describe it.  Caller
+ * holds DR->lock (or is alone).
+ */
+static int
+open_drive (struct drive *dr)
+{
+  int r;
+
+  if (dr->params.device_path)
+    r = open_device (dr);
+  else if (strcmp (dr->params.emulate, "memory") == 0)
+    r = open_memory_backend (dr);
+  else
+    r = open_file (dr);
+  if (r == -1) {
+    zt_free (&dr->disk.table);  /* if the backend built one */
+    return -1;
+  }
+  start_table (dr);
+  if (build_description (dr) == -1) {
+    dr->backend->close (dr);
+    zt_free (&dr->disk.table);
+    return -1;
+  }
+  dr->ready = true;
+  nbdkit_debug ("zbd: %s%s%s backend: %s", dr->name, dr->name[0] ? ": " : "",
+                dr->backend->name, dr->description);
+  return 0;
+}
+
+/* Save and release DR, and free it; nobody uses it any more. */
+static void
+free_drive (struct drive *dr, const char *when)
+{
+  if (dr->ready) {
+    save_on_stop (dr, when);
+    dr->backend->close (dr);
+    zt_free (&dr->disk.table);
+  }
+  free (dr->description);
+  free ((char *) dr->params.device_path);
+  free ((char *) dr->params.emulate);
+  pthread_mutex_destroy (&dr->lock);
+  free (dr->name);
+  free (dr);
+}
+
+/* ---------------------------------------------------------------- */
+/* Many drives: dir=DIR
+ *
+ * Every entry of DIR that is a zoned block device (or a symlink to
+ * one, as in /dev/disk/by-id) or an emulated zone image is an export
+ * named after the entry.  DIR is read when a client lists the exports
+ * or connects, so a drive added later is served without a restart.  A
+ * drive is opened by the first connection to it (or a listing, to
+ * describe it) and closed, its state saved, after the last; while
+ * open, every connection to it shares its zone table, gate and
+ * backend.  Each drive has its own lock, held while it opens, so that
+ * a drive that is slow to open (a failing disk retrying its zone
+ * report) delays only connections to itself.
+ */
+
+static pthread_mutex_t drives_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct drive *drives;    /* in use, under drives_lock */
+
+/* Can NAME be the name of an export in DIR (an entry, not a path)? */
+static bool
+valid_export_name (const char *name)
+{
+  return name[0] != '\0' && name[0] != '.' && strchr (name, '/') == NULL &&
+    strlen (name) <= NAME_MAX;
+}
+
+/* What DIR/NAME is: an export's parameters into *P (the path a new
+ * string), or a reason in WHY and -1.
+ */
+static int
+classify_entry (const char *name, struct zbd_params *p, char *why,
+                size_t len)
+{
+  struct stat st;
+  char *path;
+  int fd;
+  bool ok;
+
+  if (asprintf (&path, "%s/%s", drives_dir, name) == -1) {
+    snprintf (why, len, "out of memory");
+    return -1;
+  }
+  if (stat (path, &st) == -1) {
+    snprintf (why, len, "%s", strerror (errno));
+    free (path);
+    return -1;
+  }
+  if (S_ISBLK (st.st_mode)) {
+    ok = is_zoned_device (path);
+    if (!ok)
+      snprintf (why, len, "a block device that is not zoned");
+    p->device_path = path;
+  }
+  else if (S_ISREG (st.st_mode)) {
+    fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    ok = fd >= 0 && is_zone_image (fd);
+    if (fd >= 0)
+      close (fd);
+    if (!ok)
+      snprintf (why, len, "a file that is not a zone image");
+    p->emulate = path;
+  }
+  else {
+    ok = false;
+    snprintf (why, len, "neither a block device nor a file");
+  }
+  if (!ok) {
+    free (path);
+    p->device_path = p->emulate = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+/* Call FN for every export in DIR (sorted by name); stops at FN's
+ * first -1 and returns it.
+ */
+static int
+for_each_export (int (*fn) (const char *name, void *opaque), void *opaque)
+{
+  struct dirent **ents;
+  int n = scandir (drives_dir, &ents, NULL, alphasort), i, r = 0;
+
+  if (n == -1) {
+    nbdkit_error ("dir=%s: cannot read the directory: %m", drives_dir);
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    struct zbd_params p = params;
+    char why[128];
+
+    if (r == 0 && valid_export_name (ents[i]->d_name) &&
+        classify_entry (ents[i]->d_name, &p, why, sizeof why) == 0) {
+      free ((char *) p.device_path);
+      free ((char *) p.emulate);
+      r = fn (ents[i]->d_name, opaque);
+    }
+    free (ents[i]);
+  }
+  free (ents);
+  return r;
+}
+
+/* The names of the exports, for a message: "a, b, c" (at most LEN
+ * bytes, then "..."), or "none".
+ */
+struct name_list { char *buf; size_t len, used; };
+
+static int
+add_name (const char *name, void *opaque)
+{
+  struct name_list *l = opaque;
+  int n = snprintf (l->buf + l->used, l->len - l->used, "%s%s",
+                    l->used ? ", " : "", name);
+
+  if (n < 0 || (size_t) n >= l->len - l->used) {
+    strcpy (l->buf + (l->len > 4 ? l->len - 4 : 0), "...");
+    return -1;
+  }
+  l->used += n;
+  return 0;
+}
+
+static void
+export_names (char *buf, size_t len)
+{
+  struct name_list l = { buf, len, 0 };
+
+  buf[0] = '\0';
+  for_each_export (add_name, &l);
+  if (!buf[0])
+    snprintf (buf, len, "none");
+}
+
+/* The drive exported as NAME, opened if it was not in use, with one
+ * more user; NULL (logged) if there is no such export or it cannot be
+ * opened.  Undo with put_drive.
+ */
+static struct drive *
+get_drive (const char *name)
+{
+  struct zbd_params p = params;
+  struct drive *dr;
+  char why[128], names[512];
+
+  if (!valid_export_name (name) ||
+      classify_entry (name, &p, why, sizeof why) == -1) {
+    export_names (names, sizeof names);
+    if (!valid_export_name (name))
+      nbdkit_error ("dir=%s: export \"%.64s\"%s is not a drive name; the "
+                    "exports are: %s", drives_dir, name,
+                    name[0] ? "" : " (none given)", names);
+    else
+      nbdkit_error ("dir=%s: no export \"%s\" (%s); the exports are: %s",
+                    drives_dir, name, why, names);
+    errno = ENOENT;             /* the client is told: no such export */
+    return NULL;
+  }
+  pthread_mutex_lock (&drives_lock);
+  for (dr = drives; dr; dr = dr->next)
+    if (strcmp (dr->name, name) == 0)
+      break;
+  if (dr) {
+    free ((char *) p.device_path);
+    free ((char *) p.emulate);
+  }
+  else if ((dr = new_drive (name, &p)) != NULL) {
+    dr->next = drives;
+    drives = dr;
+  }
+  if (dr)
+    dr->users++;
+  pthread_mutex_unlock (&drives_lock);
+  if (!dr)
+    return NULL;
+  /* Opened by its first user, the others wait for it. */
+  pthread_mutex_lock (&dr->lock);
+  if (!dr->ready)
+    open_drive (dr);
+  pthread_mutex_unlock (&dr->lock);
+  return dr;
+}
+
+/* One user fewer; the last one closes the drive. */
+static void
+put_drive (struct drive *dr)
+{
+  struct drive **pp;
+  bool last;
+
+  if (dr == single)
+    return;
+  pthread_mutex_lock (&drives_lock);
+  last = --dr->users == 0;
+  if (last)
+    for (pp = &drives; *pp; pp = &(*pp)->next)
+      if (*pp == dr) {
+        *pp = dr->next;
+        break;
+      }
+  pthread_mutex_unlock (&drives_lock);
+  if (last)
+    free_drive (dr, "when its last connection closed");
+}
+
+static int
+list_one (const char *name, void *opaque)
+{
+  struct nbdkit_exports *exports = opaque;
+  struct drive *dr = get_drive (name);
+  int r;
+
+  /* A drive that cannot be opened is listed, saying why not: the
+   * error is in the log.
+   */
+  r = nbdkit_add_export (exports, name, dr && dr->ready ? dr->description
+                         : "unavailable: see the server's log");
+  if (dr)
+    put_drive (dr);
+  return r;
+}
+
+static int
+zbd_list_exports (int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+  if (!drives_dir)
+    return nbdkit_use_default_export (exports);
+  return for_each_export (list_one, exports);
 }
 
 /* ---------------------------------------------------------------- */
 /* nbdkit callbacks */
 
-/* Save what every writer was acknowledged, as a drive does when it is
- * shut down in order: on the image, the write pointers of writes no
- * flush covered yet (see save_on_stop below).
- */
-static void save_on_stop (const char *when);
-
 static void
 zbd_unload (void)
 {
-  save_on_stop ("at unload");
-  free (description);
-  emulate_unload ();
-  zt_free (table);
+  if (single)
+    free_drive (single, "at unload");
+  /* dir=: nbdkit closes every connection before unloading, and the
+   * last connection of each drive closed it.
+   */
 }
 
 static int
@@ -477,6 +846,8 @@ zbd_config (const char *key, const char *value)
     params.device_path = value;
   else if (strcmp (key, "emulate") == 0)
     params.emulate = value;
+  else if (strcmp (key, "dir") == 0)
+    drives_dir = value;
   else if (strcmp (key, "size") == 0)
     return parse_bytes (key, value, &params.size);
   else if (strcmp (key, "zone-size") == 0)
@@ -501,99 +872,71 @@ zbd_config (const char *key, const char *value)
   return 0;
 }
 
+static bool
+geometry_given (void)
+{
+  return params.size != -1 || params.zone_size != -1 ||
+    params.zone_capacity != -1 || params.conventional != -1 ||
+    params.max_open != -1 || params.max_active != -1 ||
+    params.block_size != -1;
+}
+
 static int
 zbd_config_complete (void)
 {
-  if (!params.device_path == !params.emulate) {
-    nbdkit_error ("give exactly one of device=PATH (a zoned block device) "
-                  "or emulate=FILE|memory");
+  if (!!params.device_path + !!params.emulate + !!drives_dir != 1) {
+    nbdkit_error ("give exactly one of device=PATH (a zoned block device), "
+                  "emulate=FILE|memory or dir=DIR (every zoned drive and "
+                  "zone image in DIR)");
     return -1;
   }
-  if (params.device_path &&
-      (params.size != -1 || params.zone_size != -1 ||
-       params.zone_capacity != -1 || params.conventional != -1 ||
-       params.max_open != -1 || params.max_active != -1 ||
-       params.block_size != -1)) {
+  if (params.device_path && geometry_given ()) {
     nbdkit_error ("device=%s: size, zone and limit parameters are for "
                   "emulate= only; a real device reports its own geometry",
                   params.device_path);
     return -1;
   }
-  return 0;
-}
-
-/* NBD strings are at most 4096 bytes; nbdkit sends no description at
- * all for a longer one, and the client would see an unzoned disk.  The
- * plugin keeps 64 of them for the filters above (cryptinline appends
- * " key-check=" and 32 hex digits).
- */
-#define DESCRIPTION_MAX (4096 - 64)
-
-/* Geometry as key=value words for NBD_INFO_DESCRIPTION. */
-static int
-build_description (void)
-{
-  const uint64_t nr_zones = table->nr_zones, zone_size = table->zone_size;
-  const struct zone *zones = table->zones;
-  bool *conv = calloc (nr_zones, sizeof *conv);
-  size_t rlen = 24 * nr_zones + 8;      /* worst case: "n," per zone */
-  char *ranges = malloc (rlen);
-  uint64_t i, cap = zone_size;
-  int r;
-
-  if (!conv || !ranges) {
-    nbdkit_error ("malloc: %m");
-    free (conv);
-    free (ranges);
+  if (drives_dir && geometry_given ()) {
+    nbdkit_error ("dir=%s: size, zone and limit parameters are for "
+                  "emulate= only; the drives and images in the directory "
+                  "have their own geometry", drives_dir);
     return -1;
   }
-  for (i = 0; i < nr_zones; i++) {
-    conv[i] = zones[i].conventional;
-    if (!zones[i].conventional && cap == zone_size)
-      cap = zones[i].cap;
-  }
-  r = zoned_format_ranges (conv, nr_zones, ranges, rlen);
-  free (conv);
-  if (r == 0 &&
-      asprintf (&description,
-                "zoned=%s zone-size=%" PRIu64 " zone-capacity=%" PRIu64
-                " zones=%" PRIu64 " conventional=%s max-open=%" PRIu64
-                " max-active=%" PRIu64 " block-size=%" PRIu32 " disk-id=%s",
-                disk.host_aware ? "host-aware" : "host-managed", zone_size,
-                cap, nr_zones, ranges, disk.max_open, disk.max_active,
-                disk.block_size, disk.disk_id) == -1)
-    r = -1;
-  free (ranges);
-  if (r == -1)
-    nbdkit_error ("cannot format the export description: %m");
-  /* Room is left for the read-only and offline zones' words. */
-  else if (strlen (description) > DESCRIPTION_MAX - 96) {
-    nbdkit_error ("the conventional zones are scattered in too many ranges "
-                  "to describe in the 4096-byte NBD export description");
-    r = -1;
-  }
-  return r;
+  return 0;
 }
 
 static int
 zbd_get_ready (void)
 {
-  int r;
+  struct stat st;
 
   params.readonly = server_is_readonly ();
-  if (params.device_path)
-    r = open_device (&params, &disk, &backend);
-  else if (strcmp (params.emulate, "memory") == 0)
-    r = open_memory_backend (&params, &disk, &backend);
+  if (drives_dir) {
+    if (stat (drives_dir, &st) == 0 && !S_ISDIR (st.st_mode)) {
+      nbdkit_error ("dir=%s: not a directory; dir= takes a directory of "
+                    "zoned drives (or links to them) and zone images",
+                    drives_dir);
+      return -1;
+    }
+    if (access (drives_dir, R_OK | X_OK) == -1) {
+      nbdkit_error ("dir=%s: %m", drives_dir);
+      return -1;
+    }
+    return 0;
+  }
+  single = new_drive ("", &params);
+  if (!single)
+    return -1;
+  /* The single drive's paths belong to nbdkit's command line. */
+  if (single->params.device_path)
+    single->params.device_path = strdup (single->params.device_path);
   else
-    r = open_file (&params, &disk, &backend);
-  if (r == -1)
+    single->params.emulate = strdup (single->params.emulate);
+  if (!single->params.device_path && !single->params.emulate) {
+    nbdkit_error ("strdup: %m");
     return -1;
-  start_table ();
-  if (build_description () == -1)
-    return -1;
-  nbdkit_debug ("zbd: %s backend: %s", backend->name, description);
-  return 0;
+  }
+  return open_drive (single);
 }
 
 static void
@@ -605,84 +948,96 @@ zbd_dump_plugin (void)
   printf ("zbd_libzbd=no\n");
 #endif
   printf ("zbd_emulate=yes\n");
-  printf ("zbd_parameters=device,emulate,size,zone-size,zone-capacity,"
+  printf ("zbd_dir=yes\n");
+  printf ("zbd_parameters=device,emulate,dir,size,zone-size,zone-capacity,"
           "conventional-zones,max-open-zones,max-active-zones,block-size,"
           "reorder-timeout\n");
   printf ("zbd_reorder_timeout_default=5s\n");
 }
 
-static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
-static int handle_rw, handle_ro;
-/* Writable connections open now, and whether there ever was one
- * (under open_lock).
- */
-static unsigned nr_writers;
-static bool had_writer;
-
-/* An orderly stop (the last writer gone, or nbdkit unloading the
- * plugin) keeps every acknowledged write: the backend's flush makes the
- * data and, on the image, the write pointers durable.  A power cut
- * still keeps only what was flushed.
- */
-static void
-save_on_stop (const char *when)
-{
-  if (!backend || !had_writer)
-    return;
-  if (backend->flush () == -1)
-    nbdkit_error ("could not save the zone state %s: writes acknowledged "
-                  "since the last flush may be missing after a restart",
-                  when);
-}
+/* A connection: the drive it uses, and whether it may write. */
+struct conn {
+  struct drive *dr;
+  bool rw;
+};
 
 static void *
 zbd_open_connection (int readonly)
 {
+  struct drive *dr = drives_dir ? get_drive (nbdkit_export_name ()) : single;
+  struct conn *c;
   int r = 0;
 
+  if (!dr)
+    return NULL;
+  c = malloc (sizeof *c);
+  if (!c) {
+    nbdkit_error ("malloc: %m");
+    put_drive (dr);
+    return NULL;
+  }
+  *c = (struct conn) { .dr = dr, .rw = !readonly };
   /* Open the backend read-write only when a writer connects, so that
    * nbdkit -r never opens the device or image for writing (nor creates
    * an image).
    */
-  pthread_mutex_lock (&open_lock);
-  if (readonly && backend->open_ro)
-    r = backend->open_ro ();
-  else if (!readonly && backend->open_rw)
-    r = backend->open_rw ();
+  pthread_mutex_lock (&dr->lock);
+  if (!dr->ready)
+    r = -1;                     /* it failed to open: logged */
+  else if (readonly && dr->backend->open_ro)
+    r = dr->backend->open_ro (dr);
+  else if (!readonly && dr->backend->open_rw)
+    r = dr->backend->open_rw (dr);
   if (r == 0 && !readonly) {
-    nr_writers++;
-    had_writer = true;
+    dr->nr_writers++;
+    dr->had_writer = true;
   }
-  pthread_mutex_unlock (&open_lock);
-  if (r == -1)
+  pthread_mutex_unlock (&dr->lock);
+  if (r == -1) {
+    free (c);
+    put_drive (dr);
     return NULL;
-  return readonly ? &handle_ro : &handle_rw;
+  }
+  return c;
 }
 
 static void
 zbd_close (void *handle)
 {
-  if (handle != &handle_rw)
-    return;
-  pthread_mutex_lock (&open_lock);
-  if (--nr_writers == 0)
-    save_on_stop ("when the last writer disconnected");
-  pthread_mutex_unlock (&open_lock);
+  struct conn *c = handle;
+  struct drive *dr = c->dr;
+
+  if (c->rw) {
+    pthread_mutex_lock (&dr->lock);
+    if (--dr->nr_writers == 0)
+      save_on_stop (dr, "when the last writer disconnected");
+    pthread_mutex_unlock (&dr->lock);
+  }
+  free (c);
+  put_drive (dr);
+}
+
+static struct drive *
+drive_of (void *handle)
+{
+  return ((struct conn *) handle)->dr;
 }
 
 static int64_t
 zbd_get_size (void *handle)
 {
-  return disk.disk_size;
+  return drive_of (handle)->disk.disk_size;
 }
 
-/* The zones in condition C (read-only or offline: the device can turn
- * them so at any time) as ranges in BUF (LEN bytes, those that
- * fit; none if LEN is 0, then BUF says "none" in 5 bytes); returns the
- * number of zones left out.  *ANY says whether there were any.
+/* The zones of TABLE in condition C (read-only or offline: the device
+ * can turn them so at any time) as ranges in BUF (LEN bytes, those
+ * that fit; none if LEN is 0, then BUF says "none" in 5 bytes);
+ * returns the number of zones left out.  *ANY says whether there were
+ * any.
  */
 static uint64_t
-cond_ranges (enum zone_cond c, char *buf, size_t len, bool *any)
+cond_ranges (struct zone_table *table, enum zone_cond c, char *buf,
+             size_t len, bool *any)
 {
   bool *is = calloc (table->nr_zones, sizeof *is);
   uint64_t i, omitted = 0;
@@ -713,6 +1068,8 @@ cond_ranges (enum zone_cond c, char *buf, size_t len, bool *any)
 static const char *
 zbd_export_description (void *handle)
 {
+  struct drive *dr = drive_of (handle);
+  const char *description = dr->description;
   /* " readonly= offline= states-omitted=" and a 20-digit count. */
   const size_t words = 64, base = strlen (description);
   size_t room = base + words + 16 < DESCRIPTION_MAX
@@ -730,8 +1087,9 @@ zbd_export_description (void *handle)
   /* Offline first, leaving "none" for the read-only list, which gets
    * the room left only if every offline zone is listed.
    */
-  omitted = cond_ranges (COND_OFFLINE, off, room + 1 - 5, &any);
-  omitted += cond_ranges (COND_READONLY, ro,
+  omitted = cond_ranges (&dr->disk.table, COND_OFFLINE, off, room + 1 - 5,
+                         &any);
+  omitted += cond_ranges (&dr->disk.table, COND_READONLY, ro,
                           omitted ? 0 : room + 1 - strlen (off), &any);
   if (omitted) {
     nbdkit_debug ("export description: %" PRIu64 " read-only or offline "
@@ -751,9 +1109,11 @@ static int
 zbd_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
                 uint32_t *maximum)
 {
-  *minimum = disk.block_size;
-  *preferred = disk.phys_block_size > disk.block_size
-    ? disk.phys_block_size : disk.block_size;
+  const struct zbd_disk *disk = &drive_of (handle)->disk;
+
+  *minimum = disk->block_size;
+  *preferred = disk->phys_block_size > disk->block_size
+    ? disk->phys_block_size : disk->block_size;
   if (*preferred < 4096)
     *preferred = 4096;
   *maximum = 0xffffffff;
@@ -763,13 +1123,13 @@ zbd_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
 static int
 zbd_can_write (void *handle)
 {
-  return handle == &handle_rw;
+  return ((struct conn *) handle)->rw;
 }
 
 static int
 zbd_is_rotational (void *handle)
 {
-  return disk.rotational;
+  return drive_of (handle)->disk.rotational;
 }
 
 static int
@@ -788,12 +1148,15 @@ zbd_can_fua (void *handle)
 }
 
 static int
-check_aligned (const char *what, uint32_t count, uint64_t offset)
+check_aligned (const struct drive *dr, const char *what, uint32_t count,
+               uint64_t offset)
 {
-  if ((offset | count) & (disk.block_size - 1)) {
+  const uint32_t bs = dr->disk.block_size;
+
+  if ((offset | count) & (bs - 1)) {
     nbdkit_error ("%s of %" PRIu32 " bytes at %" PRIu64 " is not aligned to "
                   "the %" PRIu32 "-byte block size: EINVAL",
-                  what, count, offset, disk.block_size);
+                  what, count, offset, bs);
     errno = EINVAL;
     return -1;
   }
@@ -804,7 +1167,7 @@ check_aligned (const char *what, uint32_t count, uint64_t offset)
  * as data (reads of it fail, so it is not zeros).
  */
 static uint64_t
-extent_data_end (struct zone *z)
+extent_data_end (struct zone_table *table, struct zone *z)
 {
   struct zone s;
 
@@ -823,9 +1186,12 @@ static int
 zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
            uint32_t flags)
 {
+  struct drive *dr = drive_of (handle);
+  struct zone_table *table = &dr->disk.table;
   char *p = buf;
 
-  if (!backend->emulated && check_aligned ("read", count, offset) == -1)
+  if (!dr->backend->emulated &&
+      check_aligned (dr, "read", count, offset) == -1)
     return -1;
   while (count > 0) {
     struct zone *z = zt_zone_of (table, offset);
@@ -837,7 +1203,7 @@ zbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
     if (zt_readable (table, z, offset, &valid) == -1)
       return -1;
     d = valid > offset ? (valid - offset < n ? valid - offset : n) : 0;
-    if (d > 0 && backend->pread (p, d, offset) == -1) {
+    if (d > 0 && dr->backend->pread (dr, p, d, offset) == -1) {
       zt_read_failed (table, z);
       return -1;
     }
@@ -851,10 +1217,12 @@ static int
 zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
             uint32_t flags)
 {
+  struct drive *dr = drive_of (handle);
+  struct zone_table *table = &dr->disk.table;
   const char *p = buf;
 
-  if (check_aligned ("write", count, offset) == -1 ||
-      check_latch ("write") == -1)
+  if (check_aligned (dr, "write", count, offset) == -1 ||
+      check_latch (dr, "write") == -1)
     return -1;
   /* A write spanning zones is split; the parts pass their gates in
    * ascending order, each after the previous one completed.
@@ -863,7 +1231,7 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
     struct zone *z = zt_zone_of (table, offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
-    int r = z->conventional ? device_write (p, n, offset)
+    int r = z->conventional ? device_write (dr, p, n, offset)
       : zt_write (table, z, p, n, offset);
 
     if (r == -1)
@@ -876,9 +1244,11 @@ zbd_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
 static int
 zbd_flush (void *handle, uint32_t flags)
 {
-  if (check_latch ("flush") == -1)
+  struct drive *dr = drive_of (handle);
+
+  if (check_latch (dr, "flush") == -1)
     return -1;
-  return backend->flush ();
+  return dr->backend->flush (dr);
 }
 
 /* Zone operations (reset, finish) are durable before they are
@@ -888,20 +1258,20 @@ zbd_flush (void *handle, uint32_t flags)
  * changes (discarded data under an old WP).
  */
 static void
-zone_ops_begin (void)
+zone_ops_begin (struct drive *dr)
 {
-  if (backend->zone_ops_lock)
-    backend->zone_ops_lock ();
+  if (dr->backend->zone_ops_lock)
+    dr->backend->zone_ops_lock (dr);
 }
 
 static int
-zone_ops_end (bool changed, int r)
+zone_ops_end (struct drive *dr, bool changed, int r)
 {
   /* A real device executes zone management commands durably. */
-  if (r == 0 && changed && backend->persist_locked)
-    r = backend->persist_locked ();
-  if (backend->zone_ops_unlock)
-    backend->zone_ops_unlock ();
+  if (r == 0 && changed && dr->backend->persist_locked)
+    r = dr->backend->persist_locked (dr);
+  if (dr->backend->zone_ops_unlock)
+    dr->backend->zone_ops_unlock (dr);
   return r;
 }
 
@@ -911,13 +1281,15 @@ zone_ops_end (bool changed, int r)
 static int
 zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
+  struct drive *dr = drive_of (handle);
+  struct zone_table *table = &dr->disk.table;
   uint64_t end = offset + count;
   bool changed = false;
   int r = 0;
 
-  if (check_latch ("trim") == -1)
+  if (check_latch (dr, "trim") == -1)
     return -1;
-  zone_ops_begin ();
+  zone_ops_begin (dr);
   while (offset < end && r == 0) {
     struct zone *z = zt_zone_of (table, offset);
 
@@ -927,25 +1299,28 @@ zbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
     }
     offset = zone_end (z);
   }
-  return zone_ops_end (changed, r);
+  return zone_ops_end (dr, changed, r);
 }
 
 /* Write zeroes from the WP to the zone end (or to the capacity end)
  * finishes the zone: emulated zones by discarding the rest, a real
- * device by writing the zeros (see zt_write_zeroes).  Any other zero request writes zeros: through
- * the gate in sequential zones, directly in conventional ones.
+ * device by writing the zeros (see zt_write_zeroes).  Any other zero
+ * request writes zeros: through the gate in sequential zones, directly
+ * in conventional ones.
  */
 static int
-zero_part (struct zone *z, uint32_t n, uint64_t offset)
+zero_part (struct drive *dr, struct zone *z, uint32_t n, uint64_t offset)
 {
+  struct zone_table *table = &dr->disk.table;
+
   if (z->conventional)
-    return backend->discard (n, offset);
+    return dr->backend->discard (dr, n, offset);
   if (zt_zeroes_finish (table, z, n, offset)) {
     int r;
 
-    zone_ops_begin ();
+    zone_ops_begin (dr);
     r = zt_finish (table, z);
-    return zone_ops_end (true, r);
+    return zone_ops_end (dr, true, r);
   }
   return zt_write_zeroes (table, z, n, offset);
 }
@@ -953,15 +1328,17 @@ zero_part (struct zone *z, uint32_t n, uint64_t offset)
 static int
 zbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  if (check_aligned ("write zeroes", count, offset) == -1 ||
-      check_latch ("write zeroes") == -1)
+  struct drive *dr = drive_of (handle);
+
+  if (check_aligned (dr, "write zeroes", count, offset) == -1 ||
+      check_latch (dr, "write zeroes") == -1)
     return -1;
   while (count > 0) {
-    struct zone *z = zt_zone_of (table, offset);
+    struct zone *z = zt_zone_of (&dr->disk.table, offset);
     uint64_t end = zone_end (z);
     uint32_t n = end - offset < count ? end - offset : count;
 
-    if (zero_part (z, n, offset) == -1)
+    if (zero_part (dr, z, n, offset) == -1)
       return -1;
     offset += n; count -= n;
   }
@@ -976,11 +1353,12 @@ static int
 zbd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
              struct nbdkit_extents *extents)
 {
+  struct zone_table *table = &drive_of (handle)->disk.table;
   uint64_t end = offset + count;
 
   while (offset < end) {
     struct zone *z = zt_zone_of (table, offset);
-    uint64_t wp = extent_data_end (z);
+    uint64_t wp = extent_data_end (table, z);
 
     if (wp > z->start &&
         nbdkit_add_extent (extents, z->start, wp - z->start, 0) == -1)
@@ -999,6 +1377,7 @@ zbd_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
 #define zbd_config_help \
   "[device=]PATH             A zoned block device (libzbd).\n" \
   "emulate=FILE|memory       Emulated host-managed zones instead.\n" \
+  "dir=DIR                   Every zoned drive and zone image in DIR.\n" \
   "size=SIZE                 (emulate) Disk size, a multiple of zone-size.\n" \
   "zone-size=SIZE            (emulate) Zone size.\n" \
   "zone-capacity=SIZE        (emulate) Writable part of each zone.\n" \
@@ -1019,6 +1398,7 @@ static struct nbdkit_plugin plugin = {
   .magic_config_key   = "device",
   .get_ready          = zbd_get_ready,
   .dump_plugin        = zbd_dump_plugin,
+  .list_exports       = zbd_list_exports,
   .open               = zbd_open_connection,
   .close              = zbd_close,
   .get_size           = zbd_get_size,

@@ -12,7 +12,7 @@ truncate -s 1M "$tmp/regular"
 nbdkit zbd --dump-plugin > "$tmp/dump" || fail "--dump-plugin"
 grep -qx 'zbd_libzbd=yes' "$tmp/dump" || fail "--dump-plugin: no zbd_libzbd=yes"
 grep -qx 'zbd_emulate=yes' "$tmp/dump" || fail "--dump-plugin: no zbd_emulate=yes"
-grep -qx 'zbd_parameters=device,emulate,size,zone-size,zone-capacity,conventional-zones,max-open-zones,max-active-zones,block-size,reorder-timeout' "$tmp/dump" \
+grep -qx 'zbd_parameters=device,emulate,dir,size,zone-size,zone-capacity,conventional-zones,max-open-zones,max-active-zones,block-size,reorder-timeout' "$tmp/dump" \
     || fail "--dump-plugin: no zbd_parameters= list"
 
 refused ()

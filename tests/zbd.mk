@@ -29,6 +29,7 @@ ZBD_TESTS = \
 	test-zbd-sync-fail.sh \
 	test-zbd-image-type.sh \
 	test-zbd-identity.sh \
+	test-zbd-dir.sh \
 	$(NULL)
 
 # The libzbd backend's refusals need libzbd; a build without it
@@ -56,6 +57,7 @@ EXTRA_DIST += \
 	zbd-stream.py \
 	zbd-threads.py \
 	zbd-flush-order.py \
+	zbd-dir.py \
 	$(NULL)
 
 # Ordering stress on libnbd aio; also the demo test's writer.

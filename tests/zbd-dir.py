@@ -1,0 +1,140 @@
+# Driven by test-zbd-dir.sh: one server (dir=DIR) for every zone image
+# in DIR.  Each export is its own drive: its own data and WPs, shared
+# by every connection to it; a drive that cannot be opened, or whose
+# sync failed, affects that export alone.
+#   zbd-dir.py SOCKET PHASE
+import errno
+import os
+import sys
+
+import nbd
+
+sys.path.insert(0, os.environ["srcdir"])
+from zbd_helpers import check, connect, expect_error, fail, geometry, \
+    pattern, wp  # noqa: E402
+
+sock, phase = sys.argv[1], sys.argv[2]
+MiB = 1024 * 1024
+
+
+def uri(name):
+    return "nbd+unix:///%s?socket=%s" % (name, sock)
+
+
+def listing():
+    """{name: description} as a client listing the exports sees it."""
+    h = nbd.NBD()
+    h.set_opt_mode(True)
+    h.connect_uri("nbd+unix://?socket=%s" % sock)
+    names = []
+    h.opt_list(lambda name, desc: names.append((name, desc)) or 0)
+    h.opt_abort()
+    return dict(names)
+
+
+def write_zone(name, zone, seed, length):
+    h = connect(uri(name))
+    h.pwrite(pattern(zone * MiB, length, seed), zone * MiB)
+    h.flush()
+    return h
+
+
+if phase == "serve":
+    got = listing()
+    check(sorted(got) == ["a", "b", "c", "link-to-a"],
+          "the exports are %s, not a, b, c and link-to-a (no dot file, "
+          "directory, non-image file or dangling link)" % sorted(got))
+    for name, desc in got.items():
+        check("zoned=host-managed" in desc and "disk-id=image-" in desc,
+              "export %s: description %r is not its zoned geometry"
+              % (name, desc))
+    check(got["a"] == got["link-to-a"],
+          "a link to a is described as another disk: %r, %r"
+          % (got["a"], got["link-to-a"]))
+    check(got["a"] != got["b"], "a and b have the same description")
+
+    # Own data and WPs per export; two connections to one export share
+    # its zone table.
+    ha = write_zone("a", 1, 1, 64 * 1024)
+    hb = write_zone("b", 1, 2, 192 * 1024)
+    ha2 = connect(uri("a"))
+    check(wp(ha2, 1 * MiB, MiB) == 1 * MiB + 64 * 1024,
+          "a second connection to a sees WP %d" % wp(ha2, 1 * MiB, MiB))
+    check(wp(hb, 1 * MiB, MiB) == 1 * MiB + 192 * 1024,
+          "b's WP is %d" % wp(hb, 1 * MiB, MiB))
+    check(ha2.pread(64 * 1024, MiB) == pattern(MiB, 64 * 1024, 1),
+          "a does not read back what was written to it")
+    check(hb.pread(192 * 1024, MiB) == pattern(MiB, 192 * 1024, 2),
+          "b does not read back what was written to it")
+    # The gate is shared: a write below the WP through the second
+    # connection is refused.
+    expect_error(lambda: ha2.pwrite(b"\1" * 4096, MiB), errno.EIO,
+                 "write below a's WP through a second connection")
+    ha2.pwrite(pattern(MiB + 64 * 1024, 4096, 1), MiB + 64 * 1024)
+    check(wp(ha, 1 * MiB, MiB) == MiB + 68 * 1024,
+          "the first connection to a does not see the second's write")
+    ha.flush()
+    c = connect(uri("c"))
+    check(wp(c, 1 * MiB, MiB) == 1 * MiB, "c was written to")
+    for h in (ha, hb, ha2, c):
+        h.shutdown()
+
+    # A name that is not an export: refused, the log names the exports.
+    for bad in ("nope", "", ".hidden", "../a", "sub"):
+        h = nbd.NBD()
+        try:
+            h.connect_uri(uri(bad))
+            fail("export %r was served" % bad)
+        except nbd.Error:
+            pass
+
+elif phase == "added":
+    # A drive added while the server runs is listed and served.
+    got = listing()
+    check("d" in got, "a drive added later is not listed: %s" % sorted(got))
+    h = write_zone("d", 1, 4, 4096)
+    check(wp(h, MiB, MiB) == MiB + 4096, "d's WP is wrong")
+    h.shutdown()
+
+elif phase == "restart":
+    # After a restart: what each export was acknowledged is there.
+    ha = connect(uri("a"))
+    hb = connect(uri("b"))
+    check(wp(ha, MiB, MiB) == MiB + 68 * 1024, "a's WP after a restart")
+    check(wp(hb, MiB, MiB) == MiB + 192 * 1024, "b's WP after a restart")
+    check(ha.pread(68 * 1024, MiB) == pattern(MiB, 68 * 1024, 1),
+          "a's data after a restart")
+
+elif phase == "held":
+    # b is held by another server: listed as unavailable, a connection
+    # to it refused, the others go on.
+    got = listing()
+    check(got.get("b", "").startswith("unavailable"),
+          "b, held by another server, is listed as %r" % got.get("b"))
+    h = nbd.NBD()
+    try:
+        h.connect_uri(uri("b"))
+        fail("b was served while another server holds it")
+    except nbd.Error:
+        pass
+    ha = write_zone("a", 2, 5, 4096)
+    check(ha.pread(4096, 2 * MiB) == pattern(2 * MiB, 4096, 5),
+          "a stopped working while b could not be opened")
+
+elif phase == "sync-fail":
+    # The first sync fails (on a): a's writes fail from then on, c's
+    # go on.
+    ha = connect(uri("a"))
+    ha.pwrite(pattern(3 * MiB, 4096, 6), 3 * MiB)
+    expect_error(ha.flush, errno.EIO, "a's flush whose sync failed")
+    expect_error(lambda: ha.pwrite(b"\0" * 4096, 3 * MiB + 4096), errno.EIO,
+                 "a write to a after its sync failed")
+    hc = write_zone("c", 3, 7, 4096)
+    check(hc.pread(4096, 3 * MiB) == pattern(3 * MiB, 4096, 7),
+          "c stopped working after a's sync failed")
+    check(ha.pread(4096, 3 * MiB) == pattern(3 * MiB, 4096, 6),
+          "a's reads stopped after its sync failed")
+
+else:
+    fail("unknown phase " + phase)
+print("zbd-dir.py %s: ok" % phase)
