@@ -31,6 +31,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-order.sh \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
+	test-cryptinline-key-dir.sh \
 	test-cryptinline-keymem.sh \
 	test-cryptinline-extents.sh \
 	test-cryptinline-handles.sh \
@@ -43,6 +44,7 @@ EXTRA_DIST += \
 	$(CRYPTINLINE_SH_TESTS) \
 	cryptinline-lib.sh \
 	cryptinline_check.py \
+	cryptinline-key-dir.py \
 	cryptinline_order.py \
 	luks-lib.sh \
 	luks_header.py \

@@ -25,9 +25,9 @@ expect_refusal ()
 
 k64=crypt-key-file="$tmp/k64"
 expect_refusal "no key given" crypt-sector-size=512
-expect_refusal "use exactly one of crypt-key-file and crypt-passphrase" \
+expect_refusal "use exactly one of crypt-key-file, crypt-passphrase and crypt-key-dir" \
     "$k64" crypt-passphrase=+"$tmp/pass"
-expect_refusal "use exactly one of crypt-key-file and crypt-passphrase" \
+expect_refusal "use exactly one of crypt-key-file, crypt-passphrase and crypt-key-dir" \
     crypt-passphrase=+"$tmp/pass" "$k64"
 expect_refusal "crypt-key-file $tmp/missing cannot be read: No such file" \
     crypt-key-file="$tmp/missing"

@@ -37,6 +37,7 @@
  * IV offset.  Whichever way, the key enters the filter in take_key.
  */
 
+#define _GNU_SOURCE 1          /* asprintf */
 #include <config.h>
 
 #include <errno.h>
@@ -45,6 +46,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -78,10 +80,34 @@
 
 enum crypt_mode { MODE_INLINE, MODE_POOL, MODE_AUTO };
 
+/* A key in use: its bytes, the format it encrypts with and its check
+ * value.  With crypt-key-file, crypt-passphrase or crypt-header there
+ * is one for every export (the_key); with crypt-key-dir, one per
+ * export, read when the first connection to the export opens and
+ * wiped when the last one closes.
+ */
+struct volume_key {
+  char *name;                   /* crypt-key-dir: the export's name */
+  unsigned char *key;           /* keymem */
+  size_t key_len;
+  struct xts_format fmt;
+  /* The key's check value for clients that reconnect (key-check= in
+   * the export description): see make_key_check.
+   */
+  char key_check[2 * KEY_CHECK_BYTES + 1];
+  /* Which key a thread's cipher handle holds: a number no other key
+   * loaded in this process has, so that a key freed and another loaded
+   * at the same address is never mistaken for it.
+   */
+  uint64_t serial;
+  unsigned users;               /* crypt-key-dir, under keys_lock */
+  struct volume_key *next;
+};
+
 /* Configuration: written by .config/.config_complete, read-only after. */
 static struct xts_format fmt = { .sector_size = 4096 };
-static unsigned char *key;              /* keymem */
-static size_t key_len;
+static struct volume_key the_key;
+static const char *key_dir;             /* crypt-key-dir */
 static char *passphrase;                /* keymem until derived */
 static size_t passphrase_len;
 static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
@@ -90,16 +116,15 @@ static const char *header_file;         /* crypt-header */
 static enum crypt_mode mode = MODE_AUTO;
 static unsigned crypt_threads;          /* 0 = online CPUs */
 static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
-/* The key's check value for clients that reconnect (key-check= in the
- * export description): see make_key_check.
- */
-static char key_check[2 * KEY_CHECK_BYTES + 1];
 static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
   seen_mode, seen_threads, seen_threshold, seen_header;
 
-/* Per-thread cipher handle. */
+/* Per-thread cipher handle, keyed with the key of serial number
+ * SERIAL (0: none yet).
+ */
 struct thread_state {
   gcry_cipher_hd_t hd;
+  uint64_t serial;
 };
 
 /* A bounce buffer, on the free stack or in use by one request. */
@@ -122,7 +147,8 @@ free_thread_state (void *p)
 {
   struct thread_state *ts = p;
 
-  gcry_cipher_close (ts->hd);   /* wipes the key schedule */
+  if (ts->serial)
+    gcry_cipher_close (ts->hd); /* wipes the key schedule */
   free (ts);
 }
 
@@ -135,15 +161,18 @@ wipe_secret (void *p, size_t len)
   }
 }
 
-/* The one place where a key enters the filter: it takes over k, which
- * must come from keymem_alloc, and wipes it on unload.
+/* The one place where a key enters the filter: VK takes over K, which
+ * must come from keymem_alloc, and wipes it when VK goes.
  */
 static void
-take_key (unsigned char *k, size_t len)
+take_key (struct volume_key *vk, unsigned char *k, size_t len)
 {
-  wipe_secret (key, key_len);
-  key = k;
-  key_len = len;
+  static uint64_t serials;
+
+  wipe_secret (vk->key, vk->key_len);
+  vk->key = k;
+  vk->key_len = len;
+  vk->serial = __atomic_add_fetch (&serials, 1, __ATOMIC_RELAXED);
 }
 
 static void
@@ -178,9 +207,9 @@ cryptinline_unload (void)
     pthread_key_delete (thread_key);
   }
   bounce_free_all ();
-  wipe_secret (key, key_len);
+  wipe_secret (the_key.key, the_key.key_len);
   wipe_secret (passphrase, passphrase_len);
-  key = NULL;
+  the_key.key = NULL;
   passphrase = NULL;
 }
 
@@ -336,20 +365,23 @@ parse_threshold (const char *value)
 static int
 check_one_key_source (const char *name)
 {
-  if (key_file || passphrase) {
+  if (key_file || passphrase || key_dir) {
     nbdkit_error ("%s given, but a key was already given by %s: "
-                  "use exactly one of crypt-key-file and crypt-passphrase",
-                  name, key_file ? "crypt-key-file" : "crypt-passphrase");
+                  "use exactly one of crypt-key-file, crypt-passphrase "
+                  "and crypt-key-dir", name,
+                  key_file ? "crypt-key-file" : passphrase
+                  ? "crypt-passphrase" : "crypt-key-dir");
     return -1;
   }
   return 0;
 }
 
-/* Read a raw key file into locked memory.  Reads one byte more than the
- * largest key so that a too-long file is noticed without reading it all.
+/* Read a raw key file into VK, in locked memory.  Reads one byte more
+ * than the largest key so that a too-long file is noticed without
+ * reading it all.  WHAT names the file in messages ("crypt-key-file").
  */
 static int
-read_key_file (const char *file)
+read_key_file (const char *what, const char *file, struct volume_key *vk)
 {
   unsigned char *buf;
   struct stat st;
@@ -359,12 +391,12 @@ read_key_file (const char *file)
 
   fd = open (file, O_RDONLY | O_CLOEXEC);
   if (fd == -1) {
-    nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
+    nbdkit_error ("%s %s cannot be read: %m", what, file);
     return -1;
   }
   buf = keymem_alloc (XTS_KEY_BYTES_256 + 1);
   if (buf == NULL) {
-    nbdkit_error ("no locked memory for the key: %m");
+    nbdkit_error ("%s %s: no locked memory for the key: %m", what, file);
     close (fd);
     return -1;
   }
@@ -373,7 +405,7 @@ read_key_file (const char *file)
     if (r == -1) {
       if (errno == EINTR)
         continue;
-      nbdkit_error ("crypt-key-file %s cannot be read: %m", file);
+      nbdkit_error ("%s %s cannot be read: %m", what, file);
       goto err;
     }
     n += r;
@@ -381,18 +413,18 @@ read_key_file (const char *file)
   if (n != XTS_KEY_BYTES_128 && n != XTS_KEY_BYTES_256) {
     bool regular = fstat (fd, &st) == 0 && S_ISREG (st.st_mode);
     if (regular)
-      nbdkit_error ("crypt-key-file %s is %jd bytes: a raw key must be "
-                    "exactly 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)",
-                    file, (intmax_t) st.st_size);
+      nbdkit_error ("%s %s is %jd bytes: a raw key must be exactly "
+                    "32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)",
+                    what, file, (intmax_t) st.st_size);
     else
-      nbdkit_error ("crypt-key-file %s gave %s%zu bytes: a raw key must be "
-                    "exactly 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)",
-                    file, n > XTS_KEY_BYTES_256 ? "more than " : "",
+      nbdkit_error ("%s %s gave %s%zu bytes: a raw key must be exactly "
+                    "32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)",
+                    what, file, n > XTS_KEY_BYTES_256 ? "more than " : "",
                     n > XTS_KEY_BYTES_256 ? (size_t) XTS_KEY_BYTES_256 : n);
     goto err;
   }
   close (fd);
-  take_key (buf, n);
+  take_key (vk, buf, n);
   return 0;
 
  err:
@@ -431,6 +463,12 @@ cryptinline_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     if (check_one_key_source (k) == -1)
       return -1;
     key_file = value;
+    return 0;
+  }
+  if (strcmp (k, "crypt-key-dir") == 0) {
+    if (check_one_key_source (k) == -1)
+      return -1;
+    key_dir = value;
     return 0;
   }
   if (strcmp (k, "crypt-header") == 0) {
@@ -499,7 +537,7 @@ derive_passphrase_key (void)
     nbdkit_error ("hashing the passphrase failed: %s", gcry_strerror (err));
     return -1;
   }
-  take_key (k, len);
+  take_key (&the_key, k, len);
   return 0;
 }
 
@@ -507,14 +545,14 @@ derive_passphrase_key (void)
  * first request.
  */
 static int
-check_key (void)
+check_key (const struct volume_key *vk)
 {
   gcry_cipher_hd_t hd;
-  gcry_error_t err = xts_open (&hd, key, key_len);
+  gcry_error_t err = xts_open (&hd, vk->key, vk->key_len);
 
   if (err) {
     nbdkit_error ("the %zu-byte key cannot be used for AES-XTS: %s",
-                  key_len, gcry_strerror (err));
+                  vk->key_len, gcry_strerror (err));
     return -1;
   }
   gcry_cipher_close (hd);
@@ -532,8 +570,9 @@ check_key (void)
  * its ciphertext on disk tests guesses as well).
  */
 static int
-make_key_check (void)
+make_key_check (struct volume_key *vk)
 {
+  const struct xts_format *f = &vk->fmt;
   unsigned char mac[32];
   size_t mac_len = sizeof mac, i;
   char text[160];
@@ -542,11 +581,11 @@ make_key_check (void)
 
   snprintf (text, sizeof text, "nbdkit-cryptinline key-check 1: "
             "aes-xts-plain64 key-bits=%zu sector-size=%" PRIu32
-            " iv-offset=%" PRIu64 " iv-large-sectors=%d", key_len * 8,
-            fmt.sector_size, fmt.iv_offset, fmt.iv_large_sectors ? 1 : 0);
+            " iv-offset=%" PRIu64 " iv-large-sectors=%d", vk->key_len * 8,
+            f->sector_size, f->iv_offset, f->iv_large_sectors ? 1 : 0);
   err = gcry_mac_open (&h, GCRY_MAC_HMAC_SHA256, GCRY_MAC_FLAG_SECURE, NULL);
   if (!err)
-    err = gcry_mac_setkey (h, key, key_len);
+    err = gcry_mac_setkey (h, vk->key, vk->key_len);
   if (!err)
     err = gcry_mac_write (h, text, strlen (text));
   if (!err)
@@ -558,7 +597,7 @@ make_key_check (void)
     return -1;
   }
   for (i = 0; i < KEY_CHECK_BYTES; i++)
-    snprintf (key_check + 2 * i, 3, "%02x", mac[i]);
+    snprintf (vk->key_check + 2 * i, 3, "%02x", mac[i]);
   explicit_bzero (mac, sizeof mac);
   return 0;
 }
@@ -713,8 +752,36 @@ open_header (void)
   fmt.sector_size = vol.sector_size;
   fmt.iv_offset = vol.iv_offset;
   fmt.iv_large_sectors = false;
-  take_key (k, vol.key_len);
+  take_key (&the_key, k, vol.key_len);
   luks_volume_wipe (&vol);
+  return 0;
+}
+
+/* crypt-key-dir: raw keys, read at connection time; what can be
+ * checked now is that the directory is there, and that the parameters
+ * given fit raw keys.
+ */
+static int
+check_key_dir (void)
+{
+  struct stat st;
+
+  if (key_size_bits) {
+    nbdkit_error ("crypt-key-size cannot be used with crypt-key-dir: each "
+                  "raw key's size is its file's");
+    return -1;
+  }
+  if (check_iv_offset () == -1)
+    return -1;
+  if (stat (key_dir, &st) == 0 && !S_ISDIR (st.st_mode)) {
+    nbdkit_error ("crypt-key-dir=%s: not a directory; it holds a raw key "
+                  "file for each export, named after the export", key_dir);
+    return -1;
+  }
+  if (access (key_dir, R_OK | X_OK) == -1) {
+    nbdkit_error ("crypt-key-dir=%s: %m", key_dir);
+    return -1;
+  }
   return 0;
 }
 
@@ -728,31 +795,45 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
                   "(a key slot's key file)", header_file);
     return -1;
   }
-  if (key_file == NULL && passphrase == NULL) {
-    nbdkit_error ("no key given: use crypt-key-file=FILE (a raw 32 or "
-                  "64-byte key) or crypt-passphrase=PASSWORD|+FILE|-|-FD");
+  if (key_dir && header_file) {
+    nbdkit_error ("crypt-key-dir and crypt-header cannot be used together: "
+                  "crypt-key-dir holds raw keys, one per export");
     return -1;
   }
-  if (header_file) {
+  if (key_file == NULL && passphrase == NULL && key_dir == NULL) {
+    nbdkit_error ("no key given: use crypt-key-file=FILE (a raw 32 or "
+                  "64-byte key), crypt-passphrase=PASSWORD|+FILE|-|-FD or "
+                  "crypt-key-dir=DIR (a raw key per export)");
+    return -1;
+  }
+  if (key_dir) {
+    if (check_key_dir () == -1)
+      return -1;
+  }
+  else if (header_file) {
     if (open_header () == -1)
       return -1;
   }
   else {
     if (check_iv_offset () == -1)
       return -1;
-    if (key_file && read_key_file (key_file) == -1)
+    if (key_file && read_key_file ("crypt-key-file", key_file,
+                                   &the_key) == -1)
       return -1;
-    if (key_file && key_size_bits && key_size_bits / 8 != key_len) {
+    if (key_file && key_size_bits && key_size_bits / 8 != the_key.key_len) {
       nbdkit_error ("crypt-key-size=%u does not match crypt-key-file %s, "
                     "which holds a %zu-bit key", key_size_bits, key_file,
-                    key_len * 8);
+                    the_key.key_len * 8);
       return -1;
     }
     if (passphrase && derive_passphrase_key () == -1)
       return -1;
   }
-  if (check_key () == -1 || make_key_check () == -1)
-    return -1;
+  if (!key_dir) {
+    the_key.fmt = fmt;
+    if (check_key (&the_key) == -1 || make_key_check (&the_key) == -1)
+      return -1;
+  }
   if (crypt_threads == 0) {
     long n = sysconf (_SC_NPROCESSORS_ONLN);
     crypt_threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
@@ -767,6 +848,7 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "crypt-passphrase=PASSWORD|+FILE|-|-FD\n" \
   "                            Passphrase, hashed as cryptsetup --type plain --hash sha256;\n" \
   "                            with crypt-header: the passphrase of a key slot.\n" \
+  "crypt-key-dir=DIR           A raw key per export: DIR/EXPORTNAME.\n" \
   "crypt-header=FILE           LUKS2 or LUKS1 header made by cryptsetup luksFormat --header\n" \
   "                            (aes-xts-plain64, data from offset 0): key, sector size\n" \
   "                            and IV offset come from it.  Read only.\n" \
@@ -826,20 +908,35 @@ cryptinline_after_fork (nbdkit_backend *nxdata)
 
 /* ---- Per-thread state ----------------------------------------------- */
 
+/* This thread's cipher handle, keyed with VK: a thread serving exports
+ * with different keys (crypt-key-dir) keys its handle again when the
+ * key changes.
+ */
 static struct thread_state *
-thread_state (void)
+thread_state (const struct volume_key *vk)
 {
   struct thread_state *ts = pthread_getspecific (thread_key);
   gcry_error_t err;
 
-  if (ts)
+  if (ts && ts->serial == vk->serial)
     return ts;
-  ts = calloc (1, sizeof *ts);
   if (ts == NULL) {
-    nbdkit_error ("calloc: %m");
-    return NULL;
+    ts = calloc (1, sizeof *ts);
+    if (ts == NULL) {
+      nbdkit_error ("calloc: %m");
+      return NULL;
+    }
+    if (pthread_setspecific (thread_key, ts) != 0) {
+      nbdkit_error ("pthread_setspecific failed");
+      free (ts);
+      return NULL;
+    }
   }
-  err = xts_open (&ts->hd, key, key_len);
+  if (ts->serial) {
+    gcry_cipher_close (ts->hd);
+    ts->serial = 0;
+  }
+  err = xts_open (&ts->hd, vk->key, vk->key_len);
   if (err && keymem_lock_refused ())
     /* Key memory is locked and the lock limit is reached: a key schedule
      * in swappable memory is refused, loudly.
@@ -852,15 +949,10 @@ thread_state (void)
   else if (err)
     nbdkit_error ("cannot open the AES-XTS cipher: %s", gcry_strerror (err));
   if (err) {
-    free (ts);
     errno = ENOMEM;
     return NULL;
   }
-  if (pthread_setspecific (thread_key, ts) != 0) {
-    nbdkit_error ("pthread_setspecific failed");
-    free_thread_state (ts);
-    return NULL;
-  }
+  ts->serial = vk->serial;
   return ts;
 }
 
@@ -920,6 +1012,7 @@ bounce_free_all (void)
 /* ---- Cipher work, on this thread or shared with the pool --------------- */
 
 struct crypt_task {
+  const struct volume_key *vk;
   bool encrypt;
   unsigned char *out;
   const unsigned char *in;
@@ -930,13 +1023,14 @@ static int
 crypt_chunk (void *arg, size_t start, size_t len)
 {
   const struct crypt_task *t = arg;
-  struct thread_state *ts = thread_state ();
+  struct thread_state *ts = thread_state (t->vk);
   gcry_error_t err;
 
   if (ts == NULL)
     return -1;
   err = (t->encrypt ? xts_encrypt : xts_decrypt)
-    (ts->hd, &fmt, t->out + start, t->in + start, len, t->offset + start);
+    (ts->hd, &t->vk->fmt, t->out + start, t->in + start, len,
+     t->offset + start);
   if (err) {
     nbdkit_error ("AES-XTS %s failed at offset %" PRIu64 ": %s",
                   t->encrypt ? "encryption" : "decryption",
@@ -956,12 +1050,12 @@ use_pool (size_t len)
 
 /* Sector-aligned chunks, one per thread that can take part. */
 static size_t
-pool_chunk_size (size_t len)
+pool_chunk_size (const struct xts_format *f, size_t len)
 {
   size_t parts = pool_threads () + 1;
   size_t chunk = (len + parts - 1) / parts;
 
-  chunk = (chunk + fmt.sector_size - 1) / fmt.sector_size * fmt.sector_size;
+  chunk = (chunk + f->sector_size - 1) / f->sector_size * f->sector_size;
   return chunk < POOL_MIN_CHUNK ? POOL_MIN_CHUNK : chunk;
 }
 
@@ -969,20 +1063,132 @@ pool_chunk_size (size_t len)
  * the same buffer); -1 with *err set on failure.
  */
 static int
-crypt_range (bool encrypt, void *out, const void *in, size_t len,
-             uint64_t offset, int *err)
+crypt_range (const struct volume_key *vk, bool encrypt, void *out,
+             const void *in, size_t len, uint64_t offset, int *err)
 {
-  struct crypt_task t = { .encrypt = encrypt, .out = out, .in = in,
-                          .offset = offset };
+  struct crypt_task t = { .vk = vk, .encrypt = encrypt, .out = out,
+                          .in = in, .offset = offset };
   int r;
 
   if (use_pool (len))
-    r = pool_run (len, pool_chunk_size (len), crypt_chunk, &t);
+    r = pool_run (len, pool_chunk_size (&vk->fmt, len), crypt_chunk, &t);
   else
     r = crypt_chunk (&t, 0, len);
   if (r == -1)
     *err = EIO;
   return r;
+}
+
+/* ---- Keys per export (crypt-key-dir) ---------------------------------- */
+
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct volume_key *dir_keys;     /* in use, under keys_lock */
+
+static void
+free_key (struct volume_key *vk)
+{
+  wipe_secret (vk->key, vk->key_len);
+  free (vk->name);
+  free (vk);
+}
+
+/* The key of export NAME: KEY_DIR/NAME, read now and checked. */
+static struct volume_key *
+load_dir_key (const char *name)
+{
+  struct volume_key *vk = calloc (1, sizeof *vk);
+  char what[128], *file = NULL;
+
+  snprintf (what, sizeof what, "export \"%.64s\": crypt-key-dir key", name);
+  if (!vk || !(vk->name = strdup (name)) ||
+      asprintf (&file, "%s/%s", key_dir, name) == -1) {
+    nbdkit_error ("%s: out of memory", what);
+    if (vk)
+      free (vk->name);
+    free (vk);
+    return NULL;
+  }
+  vk->fmt = fmt;
+  if (read_key_file (what, file, vk) == -1 || check_key (vk) == -1 ||
+      make_key_check (vk) == -1) {
+    free (file);
+    free_key (vk);
+    return NULL;
+  }
+  nbdkit_debug ("%s %s: AES-%zu-XTS, key-check=%s", what, file,
+                vk->key_len * 4, vk->key_check);
+  free (file);
+  return vk;
+}
+
+/* The key for a connection to export NAME, with one more user.  A name
+ * that is not a file name in KEY_DIR (empty, with a slash, a dot file)
+ * has no key.
+ */
+static struct volume_key *
+get_dir_key (const char *name)
+{
+  struct volume_key *vk;
+
+  if (name[0] == '\0' || name[0] == '.' || strchr (name, '/')) {
+    nbdkit_error ("export \"%.64s\": no key for it in crypt-key-dir=%s "
+                  "(keys are files named after their export)", name,
+                  key_dir);
+    return NULL;
+  }
+  pthread_mutex_lock (&keys_lock);
+  for (vk = dir_keys; vk; vk = vk->next)
+    if (strcmp (vk->name, name) == 0)
+      break;
+  if (vk == NULL && (vk = load_dir_key (name)) != NULL) {
+    vk->next = dir_keys;
+    dir_keys = vk;
+  }
+  if (vk)
+    vk->users++;
+  pthread_mutex_unlock (&keys_lock);
+  return vk;
+}
+
+/* One user fewer; the last one wipes the key. */
+static void
+put_dir_key (struct volume_key *vk)
+{
+  struct volume_key **p;
+
+  if (vk == &the_key)
+    return;
+  pthread_mutex_lock (&keys_lock);
+  if (--vk->users == 0) {
+    for (p = &dir_keys; *p != vk; p = &(*p)->next)
+      ;
+    *p = vk->next;
+    free_key (vk);
+  }
+  pthread_mutex_unlock (&keys_lock);
+}
+
+/* A connection's handle is the key it uses. */
+static void *
+cryptinline_open (nbdkit_next_open *next, nbdkit_context *nxdata,
+                  int readonly, const char *exportname, int is_tls)
+{
+  struct volume_key *vk = key_dir ? get_dir_key (exportname) : &the_key;
+
+  /* No key, no drive: the layer below is not opened. */
+  if (vk == NULL)
+    return NULL;
+  if (next (nxdata, readonly, exportname) == -1) {
+    put_dir_key (vk);
+    return NULL;
+  }
+  return vk;
+}
+
+static void
+cryptinline_close (void *handle)
+{
+  put_dir_key (handle);
 }
 
 /* ---- Size and alignment --------------------------------------------- */
@@ -995,7 +1201,7 @@ cryptinline_get_size (nbdkit_next *next, void *handle)
   if (size == -1)
     return -1;
   /* Only whole crypt sectors are served. */
-  return size - size % fmt.sector_size;
+  return size - size % ((struct volume_key *) handle)->fmt.sector_size;
 }
 
 /* The description from below, with the key check value added (a
@@ -1005,6 +1211,7 @@ static const char *
 cryptinline_export_description (nbdkit_next *next, void *handle)
 {
   const char *below = next->export_description (next);
+  const char *key_check = ((struct volume_key *) handle)->key_check;
 
   if (below == NULL || below[0] == '\0')
     return nbdkit_printf_intern ("key-check=%s", key_check);
@@ -1018,8 +1225,10 @@ cryptinline_block_size (nbdkit_next *next, void *handle,
 {
   if (next->block_size (next, minimum, preferred, maximum) == -1)
     return -1;
-  if (*minimum < fmt.sector_size)
-    *minimum = fmt.sector_size;
+  const uint32_t ss = ((struct volume_key *) handle)->fmt.sector_size;
+
+  if (*minimum < ss)
+    *minimum = ss;
   if (*preferred < *minimum)
     *preferred = *minimum;
   if (*maximum == 0)
@@ -1032,13 +1241,16 @@ cryptinline_block_size (nbdkit_next *next, void *handle,
 }
 
 static bool
-aligned (const char *what, uint32_t count, uint64_t offset, int *err)
+aligned (const struct volume_key *vk, const char *what, uint32_t count,
+         uint64_t offset, int *err)
 {
-  if (count % fmt.sector_size == 0 && offset % fmt.sector_size == 0)
+  const uint32_t ss = vk->fmt.sector_size;
+
+  if (count % ss == 0 && offset % ss == 0)
     return true;
   nbdkit_error ("misaligned %s rejected: offset %" PRIu64 " length %" PRIu32
                 " must both be multiples of the crypt sector size %" PRIu32,
-                what, offset, count, fmt.sector_size);
+                what, offset, count, ss);
   *err = EINVAL;
   return false;
 }
@@ -1049,6 +1261,7 @@ aligned (const char *what, uint32_t count, uint64_t offset, int *err)
  * wholly inside extents the layer below flags as reading as zero.
  */
 struct read_fixup {
+  const struct volume_key *vk;
   unsigned char *buf;
   uint64_t offset, end;         /* disk range of buf */
   uint64_t done;                /* everything before this is final */
@@ -1058,7 +1271,7 @@ struct read_fixup {
 static int
 fixup_zero_run (struct read_fixup *f, uint64_t from, uint64_t to)
 {
-  uint64_t ss = fmt.sector_size;
+  uint64_t ss = f->vk->fmt.sector_size;
   uint64_t a = (from + ss - 1) / ss * ss;
   uint64_t b = to / ss * ss;
 
@@ -1067,7 +1280,7 @@ fixup_zero_run (struct read_fixup *f, uint64_t from, uint64_t to)
   if (a >= b)
     return 0;
   if (a > f->done &&
-      crypt_range (false, f->buf + (f->done - f->offset),
+      crypt_range (f->vk, false, f->buf + (f->done - f->offset),
                    f->buf + (f->done - f->offset), a - f->done, f->done,
                    f->err) == -1)
     return -1;
@@ -1077,10 +1290,11 @@ fixup_zero_run (struct read_fixup *f, uint64_t from, uint64_t to)
 }
 
 static int
-decrypt_read (nbdkit_next *next, void *buf, uint32_t count, uint64_t offset,
-              const struct nbdkit_extents *extents, int *err)
+decrypt_read (const struct volume_key *vk, void *buf, uint32_t count,
+              uint64_t offset, const struct nbdkit_extents *extents,
+              int *err)
 {
-  struct read_fixup f = { .buf = buf, .offset = offset,
+  struct read_fixup f = { .vk = vk, .buf = buf, .offset = offset,
                           .end = offset + count, .done = offset, .err = err };
   uint64_t run_start = 0, run_end = 0;
   bool in_run = false;
@@ -1108,7 +1322,7 @@ decrypt_read (nbdkit_next *next, void *buf, uint32_t count, uint64_t offset,
   if (in_run && fixup_zero_run (&f, run_start, run_end) == -1)
     return -1;
   if (f.done < f.end)
-    return crypt_range (false, f.buf + (f.done - offset),
+    return crypt_range (vk, false, f.buf + (f.done - offset),
                         f.buf + (f.done - offset), f.end - f.done, f.done,
                         err);
   return 0;
@@ -1118,18 +1332,18 @@ decrypt_read (nbdkit_next *next, void *buf, uint32_t count, uint64_t offset,
  * is (odds 2^-4096 and less); unwritten space below usually is.
  */
 static bool
-zero_ciphertext (const unsigned char *sector)
+zero_ciphertext (const unsigned char *sector, uint32_t ss)
 {
-  return sector[0] == 0 && memcmp (sector, sector + 1, fmt.sector_size - 1) == 0;
+  return sector[0] == 0 && memcmp (sector, sector + 1, ss - 1) == 0;
 }
 
 static bool
-any_zero_ciphertext (const unsigned char *buf, uint32_t count)
+any_zero_ciphertext (const unsigned char *buf, uint32_t count, uint32_t ss)
 {
   uint32_t i;
 
-  for (i = 0; i < count; i += fmt.sector_size)
-    if (zero_ciphertext (buf + i))
+  for (i = 0; i < count; i += ss)
+    if (zero_ciphertext (buf + i, ss))
       return true;
   return false;
 }
@@ -1138,16 +1352,16 @@ any_zero_ciphertext (const unsigned char *buf, uint32_t count)
  * extents flagged zero: the layer below says it holds data.
  */
 static bool
-zeros_not_explained (const unsigned char *buf, uint32_t count,
+zeros_not_explained (const unsigned char *buf, uint32_t count, uint32_t ss,
                      uint64_t offset, const struct nbdkit_extents *extents)
 {
   size_t n = nbdkit_extents_count (extents), e = 0;
   uint64_t run_start = 0, run_end = 0;   /* current run of zero extents */
   uint32_t i;
 
-  for (i = 0; i < count; i += fmt.sector_size) {
-    uint64_t s = offset + i, t = s + fmt.sector_size;
-    if (!zero_ciphertext (buf + i))
+  for (i = 0; i < count; i += ss) {
+    uint64_t s = offset + i, t = s + ss;
+    if (!zero_ciphertext (buf + i, ss))
       continue;
     /* Extend the zero run past s, walking extents in order. */
     while (run_end < t && e < n) {
@@ -1191,10 +1405,10 @@ get_extents (nbdkit_next *next, uint32_t count, uint64_t offset, int *err)
  * decrypt_read.  The run [from, to) of extents first..last-1 of below.
  */
 static int
-add_zero_run (const struct nbdkit_extents *below, size_t first, size_t last,
-              uint64_t from, uint64_t to, struct nbdkit_extents *extents)
+add_zero_run (uint64_t ss, const struct nbdkit_extents *below, size_t first,
+              size_t last, uint64_t from, uint64_t to,
+              struct nbdkit_extents *extents)
 {
-  uint64_t ss = fmt.sector_size;
   uint64_t a = (from + ss - 1) / ss * ss, b = to / ss * ss;
   size_t i;
 
@@ -1219,7 +1433,7 @@ cryptinline_extents (nbdkit_next *next, void *handle,
                      uint32_t count, uint64_t offset, uint32_t flags,
                      struct nbdkit_extents *extents, int *err)
 {
-  uint64_t ss = fmt.sector_size;
+  uint64_t ss = ((struct volume_key *) handle)->fmt.sector_size;
   uint64_t a = offset / ss * ss;
   uint64_t b = (offset + count + ss - 1) / ss * ss;
   struct nbdkit_extents *below;
@@ -1241,7 +1455,8 @@ cryptinline_extents (nbdkit_next *next, void *handle,
     if (e.type & NBDKIT_EXTENT_ZERO) {
       if (!in_run || e.offset != run_end) {
         if (in_run)
-          r = add_zero_run (below, run_first, i, run_start, run_end, extents);
+          r = add_zero_run (ss, below, run_first, i, run_start, run_end,
+                            extents);
         run_first = i;
         run_start = e.offset;
         in_run = true;
@@ -1250,14 +1465,14 @@ cryptinline_extents (nbdkit_next *next, void *handle,
       continue;
     }
     if (in_run) {
-      r = add_zero_run (below, run_first, i, run_start, run_end, extents);
+      r = add_zero_run (ss, below, run_first, i, run_start, run_end, extents);
       in_run = false;
     }
     if (r == 0)
       r = nbdkit_add_extent (extents, e.offset, e.length, e.type);
   }
   if (r == 0 && in_run)
-    r = add_zero_run (below, run_first, n, run_start, run_end, extents);
+    r = add_zero_run (ss, below, run_first, n, run_start, run_end, extents);
   nbdkit_extents_free (below);
   /* nbdkit_add_extent failed (out of memory): it logged why. */
   if (r == -1)
@@ -1270,15 +1485,17 @@ cryptinline_pread (nbdkit_next *next, void *handle,
                    void *buf, uint32_t count, uint64_t offset,
                    uint32_t flags, int *err)
 {
+  const struct volume_key *vk = handle;
+  const uint32_t ss = vk->fmt.sector_size;
   struct nbdkit_extents *extents;
   int r;
 
-  if (!aligned ("read", count, offset, err))
+  if (!aligned (vk, "read", count, offset, err))
     return -1;
   /* This thread's cipher handle first: without one, fail with ENOMEM
    * before any I/O.
    */
-  if (thread_state () == NULL) {
+  if (thread_state (vk) == NULL) {
     *err = ENOMEM;
     return -1;
   }
@@ -1287,12 +1504,12 @@ cryptinline_pread (nbdkit_next *next, void *handle,
   /* Only a sector whose ciphertext is all zeros can be unwritten space;
    * only then is the layer below asked, so most reads cost one call.
    */
-  if (!any_zero_ciphertext (buf, count) || next->can_extents (next) != 1)
-    return decrypt_read (next, buf, count, offset, NULL, err);
+  if (!any_zero_ciphertext (buf, count, ss) || next->can_extents (next) != 1)
+    return decrypt_read (vk, buf, count, offset, NULL, err);
 
   if ((extents = get_extents (next, count, offset, err)) == NULL)
     return -1;
-  if (zeros_not_explained (buf, count, offset, extents)) {
+  if (zeros_not_explained (buf, count, ss, offset, extents)) {
     /* Zeros where the layer below now reports data: a write raced with
      * this read (or the disk really holds zeros there).  Ask first and
      * read after, so that a sector reported unwritten reads as zeros and
@@ -1307,7 +1524,7 @@ cryptinline_pread (nbdkit_next *next, void *handle,
       return -1;
     }
   }
-  r = decrypt_read (next, buf, count, offset, extents, err);
+  r = decrypt_read (vk, buf, count, offset, extents, err);
   nbdkit_extents_free (extents);
   return r;
 }
@@ -1317,19 +1534,20 @@ cryptinline_pwrite (nbdkit_next *next, void *handle,
                     const void *buf, uint32_t count, uint64_t offset,
                     uint32_t flags, int *err)
 {
+  const struct volume_key *vk = handle;
   struct bounce *b;
   int r;
 
-  if (!aligned ("write", count, offset, err))
+  if (!aligned (vk, "write", count, offset, err))
     return -1;
-  if (thread_state () == NULL || (b = bounce_get (count)) == NULL) {
+  if (thread_state (vk) == NULL || (b = bounce_get (count)) == NULL) {
     *err = ENOMEM;
     return -1;
   }
   /* One write below, same offset, length and flags, after all the
    * encryption: the order the client (and the zone gate) sees is kept.
    */
-  r = crypt_range (true, b->buf, buf, count, offset, err);
+  r = crypt_range (vk, true, b->buf, buf, count, offset, err);
   if (r == 0)
     r = next->pwrite (next, b->buf, count, offset, flags, err);
   bounce_put (b);
@@ -1354,6 +1572,7 @@ static int
 cryptinline_zero (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  const struct volume_key *vk = handle;
   struct bounce *b;
   uint32_t n;
   bool fua_each;
@@ -1363,10 +1582,10 @@ cryptinline_zero (nbdkit_next *next, void *handle,
     *err = ENOTSUP;
     return -1;
   }
-  if (!aligned ("zero", count, offset, err))
+  if (!aligned (vk, "zero", count, offset, err))
     return -1;
   n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
-  if (thread_state () == NULL || (b = bounce_get (n)) == NULL) {
+  if (thread_state (vk) == NULL || (b = bounce_get (n)) == NULL) {
     *err = ENOMEM;
     return -1;
   }
@@ -1381,7 +1600,7 @@ cryptinline_zero (nbdkit_next *next, void *handle,
   fua_each = (flags & NBDKIT_FLAG_FUA) && next->can_flush (next) != 1;
   while (count > 0 && r == 0) {
     n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
-    r = crypt_range (true, b->buf, zeros, n, offset, err);
+    r = crypt_range (vk, true, b->buf, zeros, n, offset, err);
     if (r == 0)
       r = next->pwrite (next, b->buf, n, offset,
                         fua_each ? NBDKIT_FLAG_FUA : 0, err);
@@ -1398,7 +1617,7 @@ static int
 cryptinline_trim (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (!aligned ("trim", count, offset, err))
+  if (!aligned (handle, "trim", count, offset, err))
     return -1;
   return next->trim (next, count, offset, flags, err);
 }
@@ -1412,6 +1631,8 @@ static struct nbdkit_filter filter = {
   .config_complete   = cryptinline_config_complete,
   .config_help       = cryptinline_config_help,
   .after_fork        = cryptinline_after_fork,
+  .open              = cryptinline_open,
+  .close             = cryptinline_close,
   .get_size          = cryptinline_get_size,
   .block_size        = cryptinline_block_size,
   .export_description = cryptinline_export_description,

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# crypt-key-dir=KEYDIR with the zbd plugin's dir=: each export is
+# encrypted with its own raw key, KEYDIR/NAME (dm-crypt's format, each
+# checked here against its own key and no other); its key-check is the
+# one a single-drive server with that key shows; an export whose key is
+# missing or has the wrong size is refused with a line naming the export
+# and the file, while the others go on; a key is read by the first
+# connection to its export and dropped after the last.
+source "$srcdir/cryptinline-lib.sh"
+
+d="$tmp/drives" k="$tmp/keys"
+mkdir "$d" "$k"
+for n in a b c d; do
+    nbdkit -U - zbd emulate="$d/$n" size=8M zone-size=1M \
+        --run 'nbdinfo "$uri" >/dev/null'
+done
+make_key "$k/a" 64
+make_key "$k/b" 32
+head -c 10 /dev/urandom > "$k/d"
+serve ()
+{
+    crypt_nbdkit -U - -v --filter=cryptinline zbd dir="$d" crypt-key-dir="$k" \
+        "$@"
+}
+
+serve --run "\"$PYTHON3\" \"$srcdir/cryptinline-key-dir.py\" write \"\$unixsocket\"" \
+    >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err"; fail "crypt-key-dir: serving"; }
+cat "$tmp/out"
+grep -q "export \"c\": crypt-key-dir key $k/c cannot be read: No such file or directory" "$tmp/err" ||
+    { cat "$tmp/err"; fail "no line naming c's missing key"; }
+grep -q "export \"d\": crypt-key-dir key $k/d is 10 bytes: a raw key must be exactly 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS)" "$tmp/err" ||
+    { cat "$tmp/err"; fail "no line naming d's short key"; }
+# Neither c nor d was opened below: no key, no drive.
+if grep -q 'zbd: [cd]: file backend' "$tmp/err"; then
+    fail "a drive without a key was opened"
+fi
+# The key-checks are those of the keys: a single-drive server with the
+# same key shows the same one.
+for n in a b; do
+    want="$(sed -n "s/^key-check .*\b$n=\([0-9a-f]*\).*/\1/p" "$tmp/out")"
+    one="$(crypt_nbdkit -U - --filter=cryptinline zbd emulate="$d/$n" \
+        crypt-key-file="$k/$n" --run 'nbdinfo --json "$uri"' |
+        "$PYTHON3" -c 'import json, sys
+d = json.load(sys.stdin)["exports"][0]["description"]
+print([w for w in d.split() if w.startswith("key-check=")][0][10:])')"
+    [ -n "$want" ] && [ "$want" = "$one" ] ||
+        fail "export $n's key-check \"$want\" is not the one of crypt-key-file=$k/$n ($one)"
+done
+# Two connections to a at once read its key once; a connection after
+# both closed reads it again (it was dropped).
+loads="$(grep -c "export \"a\": crypt-key-dir key $k/a: AES-256-XTS" "$tmp/err")"
+[ "$loads" -eq 1 ] || { cat "$tmp/err"; fail "a's key read $loads times by connections open together"; }
+serve --run 'nbdinfo "nbd+unix:///a?socket=$unixsocket" >/dev/null &&
+             nbdinfo "nbd+unix:///a?socket=$unixsocket" >/dev/null' 2>"$tmp/err" ||
+    { cat "$tmp/err"; fail "crypt-key-dir: two connections in turn"; }
+loads="$(grep -c "export \"a\": crypt-key-dir key $k/a: AES-256-XTS" "$tmp/err")"
+[ "$loads" -ge 2 ] || { cat "$tmp/err"; fail "a's key kept after its last connection closed ($loads reads)"; }
+
+# What is on the drives: each decrypts with its own key only.
+nbdkit -U - zbd dir="$d" --run "\"$PYTHON3\" \"$srcdir/cryptinline-key-dir.py\" raw \"\$unixsocket\" \"$k\"" ||
+    fail "crypt-key-dir: the ciphertext"
+
+# Refusals at start.
+refused ()
+{
+    local want="$1"; shift
+    if crypt_nbdkit -U - --filter=cryptinline zbd dir="$d" "$@" --run true 2>"$tmp/err"; then
+        fail "started with $*"
+    fi
+    grep -qF "$want" "$tmp/err" || { cat "$tmp/err"; fail "no line \"$want\" for $*"; }
+}
+refused "crypt-key-file given, but a key was already given by crypt-key-dir" \
+    crypt-key-dir="$k" crypt-key-file="$k/a"
+refused "crypt-key-size cannot be used with crypt-key-dir" \
+    crypt-key-dir="$k" crypt-key-size=256
+refused "crypt-key-dir=$k/a: not a directory" crypt-key-dir="$k/a"
+refused "crypt-key-dir=$tmp/none: No such file or directory" crypt-key-dir="$tmp/none"
+echo "crypt-key-dir: ok"
