@@ -1354,6 +1354,93 @@ case_one_server ()
     dmsetup remove zt-hold || die "dmsetup remove"
 }
 
+# dir_uri NAME EXPORT: the export EXPORT of nbdkit NAME.
+dir_uri () { echo "nbd+unix:///$2?socket=$W/$1.sock"; }
+
+# One server for a shelf of drives (dir=): null_blk, the ZNS namespace
+# and a null_blk drive that fails, each a link in the drives directory,
+# each with its own raw key (crypt-key-dir).  Pipelined streams into all
+# three at once: the failing drive's stream gets EIO at its bad blocks,
+# the others land whole; each drive then decrypts with its own key alone
+# (a single-drive server with that key file reads it back); a drive
+# removed while the server runs is no longer offered, and the others go
+# on.
+case_dir_drives ()
+{
+    local d=$W/drives k=$W/keys n dev z start rc_a rc_b rc_c bad
+    fault_nullb nullbbad
+    mkdir -p $d $k
+    ln -s /dev/nullb0 $d/nullb0
+    ln -s /dev/$NVME_DEV $d/zns
+    ln -s /dev/nullbbad $d/bad
+    for n in nullb0 zns bad; do head -c 64 /dev/urandom > $k/$n; done
+    # bad blocks 256 KiB into bad's first sequential zone.
+    z=$(( $(first_seq_zone nullbbad) * $(zone_bytes nullbbad) ))
+    bad=$((z + 262144))
+    echo "+$((bad / 512))-$((bad / 512 + 7))" > /sys/kernel/config/nullb/nullbbad/badblocks ||
+        die "badblocks"
+    need_product
+    start_nbdkit dir -v --threads 16 --filter=$FILTER $PLUGIN dir=$d crypt-key-dir=$k
+    nbdinfo --list "$(uri dir)" > $W/list || die "nbdinfo --list"
+    for n in bad nullb0 zns; do
+        grep -q "^export=\"$n\":" $W/list || { cat $W/list; die "export $n not listed"; }
+    done
+    [ "$(grep -c '^export=' $W/list)" = 3 ] || { cat $W/list; die "not three exports"; }
+    say "listed: $(grep '^export=' $W/list | tr '\n' ' ')"
+    grep -q 'description: zoned=host-managed zone-size=16777216 zone-capacity=12582912' $W/list ||
+        { cat $W/list; die "zns is not described with its own geometry"; }
+    start_of () { echo $(( $(first_seq_zone $1) * $(zone_bytes $1) )); }
+    timeout 180 $CLIENT shuffle "$(dir_uri dir nullb0)" $(start_of nullb0) 1048576 61 16384 2 8 1 \
+        > $W/a.out 2>&1 &
+    pa=$!
+    timeout 180 $CLIENT shuffle "$(dir_uri dir zns)" $(start_of $NVME_DEV) 1048576 62 16384 2 8 2 \
+        > $W/b.out 2>&1 &
+    pb=$!
+    timeout 180 $CLIENT shuffle "$(dir_uri dir bad)" $z 524288 63 16384 2 8 3 \
+        > $W/c.out 2>&1 &
+    pc=$!
+    rc_a=0; wait $pa || rc_a=$?
+    rc_b=0; wait $pb || rc_b=$?
+    rc_c=0; wait $pc || rc_c=$?
+    [ $rc_a = 0 ] || { cat $W/a.out; die "the stream into nullb0 failed ($rc_a)"; }
+    [ $rc_b = 0 ] || { cat $W/b.out; die "the stream into zns failed ($rc_b)"; }
+    [ $rc_c = 1 ] || { cat $W/c.out; die "the stream through bad blocks ended with $rc_c, not 1 (failed writes)"; }
+    grep -q "errno=EIO" $W/c.out || die "no EIO reached bad's client"
+    say "bad's stream: $(grep -m1 errno=EIO $W/c.out)"
+    grep -q "device=$d/bad: write of 16384 bytes at $bad (zone 1) failed: Input/output error (EIO)" $W/dir.log ||
+        die "no log line naming bad's failing write"
+    assert_zone nullb0 $(first_seq_zone nullb0) 1048576
+    assert_zone $NVME_DEV $(first_seq_zone $NVME_DEV) 1048576
+    assert_zone nullbbad 1 262144
+    $CLIENT verify "$(dir_uri dir nullb0)" $(start_of nullb0) 1048576 61 || die "nullb0 reads back"
+    $CLIENT verify "$(dir_uri dir zns)" $(start_of $NVME_DEV) 1048576 62 || die "zns reads back"
+
+    # bad gone while serving: unlisted, refused, the others go on.
+    echo 0 > /sys/kernel/config/nullb/nullbbad/power
+    rmdir /sys/kernel/config/nullb/nullbbad
+    nbdinfo --list "$(uri dir)" > $W/list || die "nbdinfo --list after bad was removed"
+    grep -q '^export="bad":' $W/list && die "a removed drive is still listed"
+    if nbdinfo "$(dir_uri dir bad)" > /dev/null 2>&1; then die "a removed drive was served"; fi
+    grep -q 'no export "bad" (No such file or directory); the exports are: nullb0, zns' $W/dir.log ||
+        die "no log line naming the exports left"
+    say "bad removed: $(grep -m1 'no export "bad"' $W/dir.log)"
+    $CLIENT verify "$(dir_uri dir zns)" $(start_of $NVME_DEV) 1048576 62 ||
+        die "zns stopped working after bad was removed"
+    stop_nbdkit dir
+
+    # Each drive holds what dm-crypt's format makes with its own key: a
+    # server of that drive alone with that key reads it back, with the
+    # other drive's key it does not.
+    start_nbdkit one --filter=$FILTER $PLUGIN device=/dev/$NVME_DEV crypt-key-file=$k/zns
+    $CLIENT verify "$(uri one)" $(start_of $NVME_DEV) 1048576 62 || die "zns with its own key"
+    stop_nbdkit one
+    start_nbdkit other --filter=$FILTER $PLUGIN device=/dev/$NVME_DEV crypt-key-file=$k/nullb0
+    if $CLIENT verify "$(uri other)" $(start_of $NVME_DEV) 1048576 62 > /dev/null 2>&1; then
+        die "zns reads back with nullb0's key"
+    fi
+    stop_nbdkit other
+}
+
 # swap_table NAME TABLE: replace a device-mapper table under an open
 # device, without freezing the filesystem on it (that would write its
 # dirty pages first).
@@ -1652,6 +1739,8 @@ for dev in nullb0 $(scsi_debug_disk); do
         case_one_server $dev
 done
 run 120 "a failed sync under the image latches EIO (dm-error)" case_sync_fail
+run 300 "dir=: null_blk, ZNS and a failing drive served by one server, a key each" \
+    case_dir_drives
 run 180 "SCSI ZBC: a medium error on read: EIO to the client, ENODATA in the log" \
     case_scsi_read_medium_error
 if kernel_at_least 6 7; then
