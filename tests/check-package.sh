@@ -77,7 +77,8 @@ for f in "$filterdir/nbdkit-cryptinline-filter.so" "$plugindir/nbdkit-zbd-plugin
          /lib/systemd/system/nbdkit-zoned.service /lib/systemd/system/nbdkit-zoned.socket \
          /etc/default/nbdkit-zoned /usr/share/doc/nbdkit-zoned/copyright \
          /usr/share/doc/nbdkit-zoned/examples/encrypted-key.conf \
-         /usr/share/doc/nbdkit-zoned/examples/tls.conf; do
+         /usr/share/doc/nbdkit-zoned/examples/tls.conf \
+         /usr/share/doc/nbdkit-zoned/examples/shelf.conf; do
     grep -qxF "$f" "$work/contents" || fail "the package does not hold $f"
 done
 grep -E '\.la$|\.a$' "$work/contents" && fail "libtool archives or static libraries in the package"

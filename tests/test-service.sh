@@ -49,6 +49,9 @@ verify "(the units)"
 mkdir "$tmp/units/nbdkit-zoned.service.d"
 cp "$units/encrypted-key.conf" "$units/tls.conf" "$tmp/units/nbdkit-zoned.service.d/"
 verify "(with the example drop-ins)"
+rm "$tmp/units/nbdkit-zoned.service.d/"*
+cp "$units/shelf.conf" "$tmp/units/nbdkit-zoned.service.d/"
+verify "(with the shelf drop-in)"
 echo "systemd-analyze verify: clean"
 
 # ---- The unit's settings the test must honour ----------------------------
