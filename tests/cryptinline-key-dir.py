@@ -3,8 +3,10 @@
 #   cryptinline-key-dir.py write SOCKET   through the filter: a and b
 #       written, read back, their key-checks printed; c and d refused
 #       while a goes on
-#   cryptinline-key-dir.py raw SOCKET KEYDIR   without the filter: the
-#       ciphertext on a and b decrypts with their own key only
+#   cryptinline-key-dir.py raw SOCKET KEYDIR [SECTOR-A SECTOR-B]
+#       without the filter: the ciphertext on a and b decrypts with their
+#       own key (KEYDIR/a, KEYDIR/b) only, in crypt sectors of SECTOR-A
+#       and SECTOR-B bytes (4096)
 import os
 import sys
 
@@ -51,6 +53,7 @@ if cmd == "write":
     print("key-check a=%s b=%s" % (key_check(ha), key_check(hb)))
 elif cmd == "raw":
     keydir = sys.argv[3]
+    sector = dict(zip(("a", "b"), map(int, sys.argv[4:6] or (4096, 4096))))
     keys = {}
     for n in ("a", "b"):
         with open(os.path.join(keydir, n), "rb") as f:
@@ -60,11 +63,12 @@ elif cmd == "raw":
         raw = h.pread(LEN, MiB)
         check(raw != pattern(MiB, LEN, seed), "%s holds plaintext" % n)
         other = "b" if n == "a" else "a"
-        check(xts(keys[n], 4096, 0, False, MiB, False, raw) ==
+        check(xts(keys[n], sector[n], 0, False, MiB, False, raw) ==
               pattern(MiB, LEN, seed),
               "%s does not decrypt with its own key" % n)
         check(xts(keys[other][:len(keys[n])] if len(keys[other]) >= len(keys[n])
-                  else keys[other] * 2, 4096, 0, False, MiB, False, raw) !=
+                  else keys[other] * 2, sector[n], 0, False, MiB, False,
+                  raw) !=
               pattern(MiB, LEN, seed), "%s decrypts with %s's key" % (n, other))
 else:
     fail("unknown command " + cmd)

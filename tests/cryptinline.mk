@@ -36,6 +36,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-extents.sh \
 	test-cryptinline-handles.sh \
 	test-cryptinline-luks.sh \
+	test-cryptinline-header-dir.sh \
 	test-cryptinline-luks-refuse.sh \
 	test-cryptinline-luks-validate.sh \
 	$(NULL)

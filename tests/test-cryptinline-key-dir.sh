@@ -48,12 +48,12 @@ print([w for w in d.split() if w.startswith("key-check=")][0][10:])')"
 done
 # Two connections to a at once read its key once; a connection after
 # both closed reads it again (it was dropped).
-loads="$(grep -c "export \"a\": crypt-key-dir key $k/a: AES-256-XTS" "$tmp/err")"
+loads="$(grep -c "export \"a\": key from $k/a: AES-256-XTS" "$tmp/err")"
 [ "$loads" -eq 1 ] || { cat "$tmp/err"; fail "a's key read $loads times by connections open together"; }
 serve --run 'nbdinfo "nbd+unix:///a?socket=$unixsocket" >/dev/null &&
              nbdinfo "nbd+unix:///a?socket=$unixsocket" >/dev/null' 2>"$tmp/err" ||
     { cat "$tmp/err"; fail "crypt-key-dir: two connections in turn"; }
-loads="$(grep -c "export \"a\": crypt-key-dir key $k/a: AES-256-XTS" "$tmp/err")"
+loads="$(grep -c "export \"a\": key from $k/a: AES-256-XTS" "$tmp/err")"
 [ "$loads" -ge 2 ] || { cat "$tmp/err"; fail "a's key kept after its last connection closed ($loads reads)"; }
 
 # What is on the drives: each decrypts with its own key only.

@@ -100,8 +100,12 @@ struct volume_key {
    * at the same address is never mistaken for it.
    */
   uint64_t serial;
-  unsigned users;               /* crypt-key-dir, under keys_lock */
+  /* Keys per export: the connections using it, and the list of keys in
+   * use (under keys_lock); LOCK is held while the key is read.
+   */
+  unsigned users;
   struct volume_key *next;
+  pthread_mutex_t lock;
 };
 
 /* Configuration: written by .config/.config_complete, read-only after. */
@@ -113,11 +117,18 @@ static size_t passphrase_len;
 static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
 static const char *key_file;
 static const char *header_file;         /* crypt-header */
+static const char *header_dir;          /* crypt-header-dir */
+/* crypt-header-dir: the passphrase or key file that opens the key slots
+ * of every export's header, kept (keymem) until unload, since headers
+ * are opened when their export's first connection opens.
+ */
+static char *slot_secret;
+static size_t slot_secret_len;
 static enum crypt_mode mode = MODE_AUTO;
 static unsigned crypt_threads;          /* 0 = online CPUs */
 static uint64_t pool_threshold = DEFAULT_POOL_THRESHOLD;
 static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
-  seen_mode, seen_threads, seen_threshold, seen_header;
+  seen_mode, seen_threads, seen_threshold, seen_header, seen_header_dir;
 
 /* Per-thread cipher handle, keyed with the key of serial number
  * SERIAL (0: none yet).
@@ -209,8 +220,9 @@ cryptinline_unload (void)
   bounce_free_all ();
   wipe_secret (the_key.key, the_key.key_len);
   wipe_secret (passphrase, passphrase_len);
+  wipe_secret (slot_secret, slot_secret_len);
   the_key.key = NULL;
-  passphrase = NULL;
+  passphrase = slot_secret = NULL;
 }
 
 /* ---- Parsing parameters ------------------------------------------------ */
@@ -477,6 +489,12 @@ cryptinline_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     header_file = value;
     return 0;
   }
+  if (strcmp (k, "crypt-header-dir") == 0) {
+    if (once (&seen_header_dir, k) == -1)
+      return -1;
+    header_dir = value;
+    return 0;
+  }
   if (strcmp (k, "crypt-passphrase") == 0)
     return check_one_key_source (k) == -1 ? -1 : read_passphrase (value);
   if (strcmp (k, "crypt-key-size") == 0) {
@@ -693,11 +711,12 @@ read_keyslot_file (const char *file, char **out, size_t *out_len)
   return -1;
 }
 
-/* crypt-header: the key, sector size and IV offset come from the header,
- * so the parameters that set them are refused with it.
+/* crypt-header, crypt-header-dir: the key, sector size and IV offset
+ * come from the header, so the parameters that set them are refused
+ * with it.
  */
 static int
-open_header (void)
+check_header_clash (const char *with)
 {
   const char *clash =
     key_size_bits ? "crypt-key-size" :
@@ -705,38 +724,49 @@ open_header (void)
     seen_sector_size ? "crypt-sector-size" :
     seen_iv_offset ? "crypt-iv-offset" :
     seen_iv_large ? "crypt-iv-large-sectors" : NULL;
+
+  if (clash) {
+    nbdkit_error ("%s cannot be used with %s: the LUKS header sets it",
+                  clash, with);
+    return -1;
+  }
+  return 0;
+}
+
+/* The secret that opens a key slot: the key file's bytes, or the
+ * passphrase (taken over), in keymem.
+ */
+static int
+take_slot_secret (char **secret, size_t *len)
+{
+  if (key_file)
+    return read_keyslot_file (key_file, secret, len);
+  *secret = passphrase;
+  *len = passphrase_len;
+  passphrase = NULL;
+  return 0;
+}
+
+/* Open HEADER's key slot with SECRET into VK: the volume key, the
+ * sector size and the IV offset.  WHAT prefixes the debug lines.
+ */
+static int
+open_header_key (const char *what, const char *header, const char *secret,
+                 size_t secret_len, struct volume_key *vk)
+{
   struct luks_volume vol;
   char why[LUKS_WHY_LEN];
   unsigned char *k;
-  char *secret;
-  size_t secret_len;
-  int r;
 
-  if (clash) {
-    nbdkit_error ("%s cannot be used with crypt-header: the LUKS header "
-                  "sets it", clash);
-    return -1;
-  }
-  if (key_file) {
-    if (read_keyslot_file (key_file, &secret, &secret_len) == -1)
-      return -1;
-  }
-  else {
-    secret = passphrase;
-    secret_len = passphrase_len;
-    passphrase = NULL;
-  }
-  r = luks_open (header_file, secret, secret_len, &vol, why);
-  wipe_secret (secret, secret_len);
-  if (r == -1) {
-    nbdkit_error ("%s", why);
+  if (luks_open (header, secret, secret_len, &vol, why) == -1) {
+    nbdkit_error ("%s%s", what, why);
     return -1;
   }
   if (vol.note[0])
-    nbdkit_debug ("%s", vol.note);
-  nbdkit_debug ("crypt-header %s: LUKS%u%s%s, key slot %d opened: "
+    nbdkit_debug ("%s%s", what, vol.note);
+  nbdkit_debug ("%scrypt-header %s: LUKS%u%s%s, key slot %d opened: "
                 "AES-%zu-XTS, sector size %" PRIu32 ", IV offset %" PRIu64,
-                header_file, vol.version, vol.copy ? ", " : "",
+                what, header, vol.version, vol.copy ? ", " : "",
                 vol.copy ? vol.copy : "", vol.keyslot, vol.key_len * 4,
                 vol.sector_size, vol.iv_offset);
   /* luks.c keeps the key in libgcrypt's secure memory (which is keymem
@@ -744,17 +774,57 @@ open_header (void)
    */
   k = keymem_alloc (vol.key_len);
   if (k == NULL) {
-    nbdkit_error ("no locked memory for the key: %m");
+    nbdkit_error ("%sno locked memory for the key: %m", what);
     luks_volume_wipe (&vol);
     return -1;
   }
   memcpy (k, vol.key, vol.key_len);
-  fmt.sector_size = vol.sector_size;
-  fmt.iv_offset = vol.iv_offset;
-  fmt.iv_large_sectors = false;
-  take_key (&the_key, k, vol.key_len);
+  vk->fmt.sector_size = vol.sector_size;
+  vk->fmt.iv_offset = vol.iv_offset;
+  vk->fmt.iv_large_sectors = false;
+  take_key (vk, k, vol.key_len);
   luks_volume_wipe (&vol);
   return 0;
+}
+
+static int
+open_header (void)
+{
+  char *secret;
+  size_t secret_len;
+  int r;
+
+  if (check_header_clash ("crypt-header") == -1 ||
+      take_slot_secret (&secret, &secret_len) == -1)
+    return -1;
+  r = open_header_key ("", header_file, secret, secret_len, &the_key);
+  wipe_secret (secret, secret_len);
+  if (r == 0)
+    fmt = the_key.fmt;
+  return r;
+}
+
+/* crypt-header-dir: the headers are opened at connection time; now the
+ * directory must be there, and the secret is kept for them.
+ */
+static int
+check_header_dir (void)
+{
+  struct stat st;
+
+  if (check_header_clash ("crypt-header-dir") == -1)
+    return -1;
+  if (stat (header_dir, &st) == 0 && !S_ISDIR (st.st_mode)) {
+    nbdkit_error ("crypt-header-dir=%s: not a directory; it holds a "
+                  "detached LUKS header for each export, named after the "
+                  "export", header_dir);
+    return -1;
+  }
+  if (access (header_dir, R_OK | X_OK) == -1) {
+    nbdkit_error ("crypt-header-dir=%s: %m", header_dir);
+    return -1;
+  }
+  return take_slot_secret (&slot_secret, &slot_secret_len);
 }
 
 /* crypt-key-dir: raw keys, read at connection time; what can be
@@ -789,15 +859,24 @@ static int
 cryptinline_config_complete (nbdkit_next_config_complete *next,
                              nbdkit_backend *nxdata)
 {
-  if (key_file == NULL && passphrase == NULL && header_file) {
-    nbdkit_error ("no key given to open crypt-header %s: use "
-                  "crypt-passphrase=PASSWORD|+FILE|-|-FD or crypt-key-file=FILE "
-                  "(a key slot's key file)", header_file);
+  const char *header_param = header_file ? "crypt-header" : "crypt-header-dir";
+
+  if (header_file && header_dir) {
+    nbdkit_error ("crypt-header and crypt-header-dir cannot be used "
+                  "together: give one header, or a directory of them");
     return -1;
   }
-  if (key_dir && header_file) {
-    nbdkit_error ("crypt-key-dir and crypt-header cannot be used together: "
-                  "crypt-key-dir holds raw keys, one per export");
+  if (key_dir && (header_file || header_dir)) {
+    nbdkit_error ("crypt-key-dir and %s cannot be used together: "
+                  "crypt-key-dir holds raw keys, one per export",
+                  header_param);
+    return -1;
+  }
+  if (key_file == NULL && passphrase == NULL && (header_file || header_dir)) {
+    nbdkit_error ("no key given to open %s %s: use "
+                  "crypt-passphrase=PASSWORD|+FILE|-|-FD or "
+                  "crypt-key-file=FILE (a key slot's key file)", header_param,
+                  header_file ? header_file : header_dir);
     return -1;
   }
   if (key_file == NULL && passphrase == NULL && key_dir == NULL) {
@@ -808,6 +887,10 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   }
   if (key_dir) {
     if (check_key_dir () == -1)
+      return -1;
+  }
+  else if (header_dir) {
+    if (check_header_dir () == -1)
       return -1;
   }
   else if (header_file) {
@@ -829,7 +912,7 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
     if (passphrase && derive_passphrase_key () == -1)
       return -1;
   }
-  if (!key_dir) {
+  if (!key_dir && !header_dir) {
     the_key.fmt = fmt;
     if (check_key (&the_key) == -1 || make_key_check (&the_key) == -1)
       return -1;
@@ -849,6 +932,8 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "                            Passphrase, hashed as cryptsetup --type plain --hash sha256;\n" \
   "                            with crypt-header: the passphrase of a key slot.\n" \
   "crypt-key-dir=DIR           A raw key per export: DIR/EXPORTNAME.\n" \
+  "crypt-header-dir=DIR        A LUKS header per export: DIR/EXPORTNAME, opened\n" \
+  "                            with crypt-passphrase or crypt-key-file.\n" \
   "crypt-header=FILE           LUKS2 or LUKS1 header made by cryptsetup luksFormat --header\n" \
   "                            (aes-xts-plain64, data from offset 0): key, sector size\n" \
   "                            and IV offset come from it.  Read only.\n" \
@@ -1079,93 +1164,129 @@ crypt_range (const struct volume_key *vk, bool encrypt, void *out,
   return r;
 }
 
-/* ---- Keys per export (crypt-key-dir) ---------------------------------- */
+/* ---- Keys per export (crypt-key-dir, crypt-header-dir) ---------------- */
+
+/* Is each export's key its own (crypt-key-dir, crypt-header-dir)? */
+static bool
+keys_per_export (void)
+{
+  return key_dir || header_dir;
+}
 
 static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct volume_key *dir_keys;     /* in use, under keys_lock */
+static struct volume_key *export_keys;  /* in use, under keys_lock */
 
 static void
 free_key (struct volume_key *vk)
 {
   wipe_secret (vk->key, vk->key_len);
+  pthread_mutex_destroy (&vk->lock);
   free (vk->name);
   free (vk);
 }
 
-/* The key of export NAME: KEY_DIR/NAME, read now and checked. */
-static struct volume_key *
-load_dir_key (const char *name)
+/* Read VK's key: KEY_DIR/NAME, or the key slot of HEADER_DIR/NAME. */
+static int
+load_export_key (struct volume_key *vk)
 {
-  struct volume_key *vk = calloc (1, sizeof *vk);
   char what[128], *file = NULL;
+  const char *dir = key_dir ? key_dir : header_dir;
+  int r;
 
-  snprintf (what, sizeof what, "export \"%.64s\": crypt-key-dir key", name);
-  if (!vk || !(vk->name = strdup (name)) ||
-      asprintf (&file, "%s/%s", key_dir, name) == -1) {
-    nbdkit_error ("%s: out of memory", what);
-    if (vk)
-      free (vk->name);
-    free (vk);
-    return NULL;
+  if (asprintf (&file, "%s/%s", dir, vk->name) == -1) {
+    nbdkit_error ("asprintf: %m");
+    return -1;
   }
   vk->fmt = fmt;
-  if (read_key_file (what, file, vk) == -1 || check_key (vk) == -1 ||
-      make_key_check (vk) == -1) {
-    free (file);
-    free_key (vk);
-    return NULL;
+  if (key_dir) {
+    snprintf (what, sizeof what, "export \"%.64s\": crypt-key-dir key",
+              vk->name);
+    r = read_key_file (what, file, vk);
   }
-  nbdkit_debug ("%s %s: AES-%zu-XTS, key-check=%s", what, file,
-                vk->key_len * 4, vk->key_check);
+  else {
+    snprintf (what, sizeof what, "export \"%.64s\": ", vk->name);
+    r = open_header_key (what, file, slot_secret, slot_secret_len, vk);
+  }
+  if (r == 0 && (check_key (vk) == -1 || make_key_check (vk) == -1))
+    r = -1;
+  if (r == 0)
+    nbdkit_debug ("export \"%.64s\": key from %s: AES-%zu-XTS, "
+                  "key-check=%s", vk->name, file, vk->key_len * 4,
+                  vk->key_check);
   free (file);
-  return vk;
-}
-
-/* The key for a connection to export NAME, with one more user.  A name
- * that is not a file name in KEY_DIR (empty, with a slash, a dot file)
- * has no key.
- */
-static struct volume_key *
-get_dir_key (const char *name)
-{
-  struct volume_key *vk;
-
-  if (name[0] == '\0' || name[0] == '.' || strchr (name, '/')) {
-    nbdkit_error ("export \"%.64s\": no key for it in crypt-key-dir=%s "
-                  "(keys are files named after their export)", name,
-                  key_dir);
-    return NULL;
-  }
-  pthread_mutex_lock (&keys_lock);
-  for (vk = dir_keys; vk; vk = vk->next)
-    if (strcmp (vk->name, name) == 0)
-      break;
-  if (vk == NULL && (vk = load_dir_key (name)) != NULL) {
-    vk->next = dir_keys;
-    dir_keys = vk;
-  }
-  if (vk)
-    vk->users++;
-  pthread_mutex_unlock (&keys_lock);
-  return vk;
+  return r;
 }
 
 /* One user fewer; the last one wipes the key. */
 static void
-put_dir_key (struct volume_key *vk)
+put_export_key (struct volume_key *vk)
 {
   struct volume_key **p;
+  bool last;
 
   if (vk == &the_key)
     return;
   pthread_mutex_lock (&keys_lock);
-  if (--vk->users == 0) {
-    for (p = &dir_keys; *p != vk; p = &(*p)->next)
+  last = --vk->users == 0;
+  if (last) {
+    for (p = &export_keys; *p != vk; p = &(*p)->next)
       ;
     *p = vk->next;
-    free_key (vk);
   }
   pthread_mutex_unlock (&keys_lock);
+  if (last)
+    free_key (vk);
+}
+
+/* The key for a connection to export NAME, with one more user.  A name
+ * that is not a file name in the directory (empty, with a slash, a dot
+ * file) has no key.  The key is read by its first user, under its own
+ * lock: opening a LUKS key slot takes its KDF's time (about a second
+ * with cryptsetup's defaults), and delays only connections to that
+ * export.
+ */
+static struct volume_key *
+get_export_key (const char *name)
+{
+  struct volume_key *vk;
+
+  if (name[0] == '\0' || name[0] == '.' || strchr (name, '/')) {
+    nbdkit_error ("export \"%.64s\": no key for it in %s=%s (keys are "
+                  "files named after their export)", name,
+                  key_dir ? "crypt-key-dir" : "crypt-header-dir",
+                  key_dir ? key_dir : header_dir);
+    return NULL;
+  }
+  pthread_mutex_lock (&keys_lock);
+  for (vk = export_keys; vk; vk = vk->next)
+    if (strcmp (vk->name, name) == 0)
+      break;
+  if (vk == NULL && (vk = calloc (1, sizeof *vk)) != NULL) {
+    if ((vk->name = strdup (name)) == NULL) {
+      free (vk);
+      vk = NULL;
+    }
+    else {
+      pthread_mutex_init (&vk->lock, NULL);
+      vk->next = export_keys;
+      export_keys = vk;
+    }
+  }
+  if (vk)
+    vk->users++;
+  pthread_mutex_unlock (&keys_lock);
+  if (vk == NULL) {
+    nbdkit_error ("export \"%.64s\": out of memory", name);
+    return NULL;
+  }
+  pthread_mutex_lock (&vk->lock);
+  if (vk->key == NULL && load_export_key (vk) == -1) {
+    pthread_mutex_unlock (&vk->lock);
+    put_export_key (vk);
+    return NULL;
+  }
+  pthread_mutex_unlock (&vk->lock);
+  return vk;
 }
 
 /* A connection's handle is the key it uses. */
@@ -1173,13 +1294,14 @@ static void *
 cryptinline_open (nbdkit_next_open *next, nbdkit_context *nxdata,
                   int readonly, const char *exportname, int is_tls)
 {
-  struct volume_key *vk = key_dir ? get_dir_key (exportname) : &the_key;
+  struct volume_key *vk = keys_per_export () ? get_export_key (exportname)
+    : &the_key;
 
   /* No key, no drive: the layer below is not opened. */
   if (vk == NULL)
     return NULL;
   if (next (nxdata, readonly, exportname) == -1) {
-    put_dir_key (vk);
+    put_export_key (vk);
     return NULL;
   }
   return vk;
@@ -1188,7 +1310,7 @@ cryptinline_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 static void
 cryptinline_close (void *handle)
 {
-  put_dir_key (handle);
+  put_export_key (handle);
 }
 
 /* ---- Size and alignment --------------------------------------------- */
