@@ -76,6 +76,7 @@ for f in "$filterdir/nbdkit-cryptinline-filter.so" "$plugindir/nbdkit-zbd-plugin
          /usr/share/man/man1/nbdkit-zbd-plugin.1.gz /usr/share/man/man1/nbdzone.1.gz \
          /lib/systemd/system/nbdkit-zoned.service /lib/systemd/system/nbdkit-zoned.socket \
          /etc/default/nbdkit-zoned /usr/share/doc/nbdkit-zoned/copyright \
+         /usr/share/doc/nbdkit-zoned/zoned-nbd-profile.md.gz \
          /usr/share/doc/nbdkit-zoned/examples/encrypted-key.conf \
          /usr/share/doc/nbdkit-zoned/examples/tls.conf \
          /usr/share/doc/nbdkit-zoned/examples/shelf.conf; do
@@ -83,7 +84,7 @@ for f in "$filterdir/nbdkit-cryptinline-filter.so" "$plugindir/nbdkit-zbd-plugin
 done
 grep -E '\.la$|\.a$' "$work/contents" && fail "libtool archives or static libraries in the package"
 dpkg-deb -f "$deb" Depends | grep -qE '(^|, )nbdkit(,|$| )' || fail "the package does not depend on nbdkit"
-ok "the package holds the modules in nbdkit's directories, nbdzone, 3 manual pages, the units and the configuration"
+ok "the package holds the modules in nbdkit's directories, nbdzone, 3 manual pages, the zoned NBD profile, the units and the configuration"
 
 # ---- Installed
 dpkg -i "$deb" > "$work/install.log" 2>&1 || { cat "$work/install.log"; fail "dpkg -i"; }
