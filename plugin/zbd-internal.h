@@ -42,7 +42,9 @@ struct zbd_disk {
   char disk_id[128];
 };
 
-/* A nonzero random number (for identities, not for keys). */
+/* A nonzero random number (for identities, not for keys);
+ * backend-util.c.
+ */
 extern uint64_t zbd_random_id (void);
 /* Copy S into the identity DST (LEN bytes) after PREFIX, every byte
  * outside [A-Za-z0-9._:-] as '_', runs of them as one.
@@ -136,6 +138,8 @@ struct backend {
 
 /* zbd.c */
 extern bool nbdkit_readonly_in (const char *cmdline, size_t len);
+
+/* backend-util.c (and zbd_random_id, zbd_set_disk_id above) */
 /* fdatasync FD of DR, latching the first failure (then EIO until
  * restart); KEY=PATH names the image or device in the one log line.
  */
@@ -143,7 +147,7 @@ extern int durable_sync (struct drive *dr, int fd, const char *key,
                          const char *path);
 extern bool sync_latched (const struct drive *dr);
 /* The errno to send for a backend error E: E itself where the client
- * can act on it (NBD carries it), else EIO; see zbd.c.
+ * can act on it (NBD carries it), else EIO; see backend-util.c.
  */
 extern int client_errno (int e);
 /* E's symbolic name ("ENODATA"), for logs. */
