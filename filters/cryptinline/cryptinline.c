@@ -1125,12 +1125,23 @@ crypt_chunk (void *arg, size_t start, size_t len)
   return 0;
 }
 
+/* Requests whose cipher work is running now (crypt_range). */
+static unsigned crypt_busy;
+
+/* Share a request's cipher work of LEN bytes with the pool, BUSY
+ * requests' work (this one's included) running?  In auto mode only when
+ * a CPU is left idle: with as many requests encrypting as there are
+ * CPUs (crypt-threads), handing chunks to the pool gains nothing and
+ * costs the hand-over and the cache misses of another CPU.
+ */
 static bool
-use_pool (size_t len)
+use_pool (size_t len, unsigned busy)
 {
   if (pool_threads () == 0 || len < 2 * POOL_MIN_CHUNK)
     return false;
-  return mode == MODE_POOL || (mode == MODE_AUTO && len >= pool_threshold);
+  if (mode == MODE_POOL)
+    return true;
+  return mode == MODE_AUTO && len >= pool_threshold && busy < crypt_threads;
 }
 
 /* Sector-aligned chunks, one per thread that can take part. */
@@ -1153,12 +1164,14 @@ crypt_range (const struct volume_key *vk, bool encrypt, void *out,
 {
   struct crypt_task t = { .vk = vk, .encrypt = encrypt, .out = out,
                           .in = in, .offset = offset };
+  unsigned busy = __atomic_add_fetch (&crypt_busy, 1, __ATOMIC_RELAXED);
   int r;
 
-  if (use_pool (len))
+  if (use_pool (len, busy))
     r = pool_run (len, pool_chunk_size (&vk->fmt, len), crypt_chunk, &t);
   else
     r = crypt_chunk (&t, 0, len);
+  __atomic_sub_fetch (&crypt_busy, 1, __ATOMIC_RELAXED);
   if (r == -1)
     *err = EIO;
   return r;
