@@ -107,6 +107,7 @@ struct fake_server {
   size_t nr_faults;
   struct fake_cmd *log;
   size_t nr_log, log_cap;
+  struct request *late;         /* FAKE_LATE: a write still to do */
 };
 
 /* ---- Bytes on the socket -------------------------------------------- */
@@ -451,7 +452,7 @@ carry_out (struct fake_server *s, struct conn *c, const struct request *r,
       err = do_write (s, c, r->offset, r->length, NULL);
       break;
     case FAKE_TRIM:
-      err = do_trim (s, r->offset, r->length);
+      err = do_trim (s, r->offset, partial ? partial : r->length);
       break;
     case FAKE_FLUSH:
     case FAKE_DISC:
@@ -476,6 +477,40 @@ carry_out (struct fake_server *s, struct conn *c, const struct request *r,
   return err;
 }
 
+static struct request *
+copy_request (const struct request *r)
+{
+  struct request *late = malloc (sizeof *late);
+
+  if (!late)
+    abort ();
+  *late = *r;
+  late->next = NULL;
+  late->payload = NULL;
+  if (r->payload) {
+    late->payload = malloc (r->length);
+    if (!late->payload)
+      abort ();
+    memcpy (late->payload, r->payload, r->length);
+  }
+  return late;
+}
+
+/* The late write lands now, as the old server finally does it (on a
+ * connection that is gone: its answer goes nowhere).  Locked.
+ */
+static void
+do_late (struct fake_server *s)
+{
+  struct request *r = s->late;
+  struct conn gone = { .s = s };
+
+  s->late = NULL;
+  do_write (s, &gone, r->offset, r->length, r->payload);
+  free (r->payload);
+  free (r);
+}
+
 /* One command: its fault, if any, decides.  0 to go on, -1 when the
  * connection ends.
  */
@@ -495,6 +530,14 @@ process (struct conn *c, const struct request *r)
   }
   action = match_fault (s, r, &partial);
   log_cmd (s, c, r, action);
+  if (s->late && s->late->offset == r->offset)
+    do_late (s);
+  if (action == FAKE_LATE && r->type == FAKE_WRITE && !s->late) {
+    s->late = copy_request (r);
+    cut_locked (s, c);
+    pthread_mutex_unlock (&s->lock);
+    return -1;
+  }
   if (action == FAKE_DIE_BEFORE) {
     die_locked (s);
     pthread_mutex_unlock (&s->lock);
@@ -934,6 +977,10 @@ fake_server_stop (struct fake_server *s)
     next = c->next;
     pthread_join (c->thread, NULL);
     free (c);
+  }
+  if (s->late) {
+    free (s->late->payload);
+    free (s->late);
   }
   free (s->data);
   free (s->wp);

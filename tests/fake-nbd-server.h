@@ -38,13 +38,17 @@ enum fake_action {
   FAKE_SERVE,           /* done and answered (no fault) */
   FAKE_DIE_BEFORE,      /* the server dies with it: nothing done */
   FAKE_DIE_AFTER,       /* done, then the server dies before answering */
-  FAKE_DIE_PARTIAL,     /* the first PARTIAL bytes of a write land, then
-                         * the server dies */
+  FAKE_DIE_PARTIAL,     /* the first PARTIAL bytes of a write (or trim)
+                         * land, then the server dies */
   FAKE_CUT_REPLY,       /* done and answered, but the answer is lost with
                          * the connection (the network); the server lives */
   FAKE_HALF_REPLY,      /* done, half of the answer sent, then the
                          * connection breaks; the server lives */
   FAKE_SWALLOW,         /* done, never answered, the connection stays */
+  FAKE_LATE,            /* a write: the connection breaks with it not yet
+                         * done; the server does it later, just before
+                         * the next command at its offset (a server that
+                         * was stopped, not killed, and continues) */
 };
 
 struct fake_shape {

@@ -535,29 +535,63 @@ run_write_case (const void *arg)
   finish ();
 }
 
+/* A write the old server read before the break and still did after it
+ * (it was stopped, not killed), just before the copy sent again: the
+ * copy falls below the WP and is refused, and the WP past it says the
+ * write landed.
+ */
+static void
+test_late_write (const void *unused)
+{
+  start ("a write the old server did late: its copy refused, it landed",
+         1, 30, 10);
+  CHECK (io (0, 0, WRITE, 0, Z (1), W) == (int) W, "the first write failed");
+  fake_server_fault (run.srv, FAKE_WRITE, Z (1) + W, FAKE_LATE, 0);
+  submit (0, 1, WRITE, 0, Z (1) + W, W);
+  EXPECT_RESULT (0, 1, W);
+  CHECK (sent_again (FAKE_WRITE, Z (1) + W, W) == 1, "it was not sent again");
+  CHECK (log_count ("failed:") == 0, "attach logged a failure");
+  expect_holds (Z (1), 2 * W);
+  expect_wp (1, Z (1) + 2 * W);
+  expect_summary (1, 1);
+  finish ();
+}
+
 /* ---- Reads, flushes, zone commands ---------------------------------- */
 
 struct op_case {
   const char *name;
   enum fake_action action;
   bool landed;                  /* a reset or finish: done, not resent */
+  uint32_t partial;             /* what lands of a reset-all's trim */
 };
 
 static const struct op_case read_cases[] = {
-  { "read, the server dies before it: sent again", FAKE_DIE_BEFORE, false },
-  { "read, half its reply arrives: sent again", FAKE_HALF_REPLY, false },
+  { "read, the server dies before it: sent again", FAKE_DIE_BEFORE, false,
+    0 },
+  { "read, half its reply arrives: sent again", FAKE_HALF_REPLY, false, 0 },
 };
 static const struct op_case flush_cases[] = {
-  { "flush, the server dies before it: sent again", FAKE_DIE_BEFORE, false },
-  { "flush, the server dies after it: sent again", FAKE_DIE_AFTER, false },
+  { "flush, the server dies before it: sent again", FAKE_DIE_BEFORE, false,
+    0 },
+  { "flush, the server dies after it: sent again", FAKE_DIE_AFTER, false,
+    0 },
 };
 static const struct op_case reset_cases[] = {
-  { "zone reset that landed: done", FAKE_DIE_AFTER, true },
-  { "zone reset that never arrived: sent again", FAKE_DIE_BEFORE, false },
+  { "zone reset that landed: done", FAKE_DIE_AFTER, true, 0 },
+  { "zone reset that never arrived: sent again", FAKE_DIE_BEFORE, false, 0 },
+};
+static const struct op_case reset_all_cases[] = {
+  { "zone reset-all that landed: done", FAKE_DIE_AFTER, true, 0 },
+  { "zone reset-all half landed: sent again", FAKE_DIE_PARTIAL, false,
+    2 * MiB },
+  { "zone reset-all that never arrived: sent again", FAKE_DIE_BEFORE, false,
+    0 },
 };
 static const struct op_case finish_cases[] = {
-  { "zone finish that landed: done", FAKE_DIE_AFTER, true },
-  { "zone finish that never arrived: sent again", FAKE_DIE_BEFORE, false },
+  { "zone finish that landed: done", FAKE_DIE_AFTER, true, 0 },
+  { "zone finish that never arrived: sent again", FAKE_DIE_BEFORE, false,
+    0 },
 };
 
 static void
@@ -609,6 +643,29 @@ test_reset (const void *arg)
   expect_summary (1, !landed);
   /* The zone is writable from its start again. */
   CHECK (io (0, 2, WRITE, 0, Z (3), W) == (int) W, "no write after the reset");
+  finish ();
+}
+
+/* A reset of all zones (zones 1 to 4 hold a write each; one trim for
+ * all): done once every sequential zone is empty.
+ */
+static void
+test_reset_all (const void *arg)
+{
+  const struct op_case *c = arg;
+  int z;
+
+  start (c->name, 1, 30, 10);
+  for (z = 1; z <= 4; z++)
+    CHECK (io (0, 0, WRITE, 0, Z (z), W) == (int) W, "a write failed");
+  fake_server_fault (run.srv, FAKE_TRIM, Z (1), c->action, c->partial);
+  submit (0, 1, UBLK_IO_OP_ZONE_RESET_ALL, 0, 0, 0);
+  EXPECT_RESULT (0, 1, 0);
+  CHECK (sent_again (FAKE_TRIM, Z (1), 0) == !c->landed,
+         "the reset-all was %s sent again", c->landed ? "" : "not");
+  for (z = 1; z < NZ; z++)
+    expect_wp (z, Z (z));
+  expect_summary (1, !c->landed);
   finish ();
 }
 
@@ -1075,9 +1132,11 @@ main (void)
   add_case (test_swallowed_reply, NULL);
   add_case (test_time_up, NULL);
   ADD_EACH (run_write_case, write_cases);
+  add_case (test_late_write, NULL);
   ADD_EACH (test_read, read_cases);
   ADD_EACH (test_flush, flush_cases);
   ADD_EACH (test_reset, reset_cases);
+  ADD_EACH (test_reset_all, reset_all_cases);
   ADD_EACH (test_finish, finish_cases);
   add_case (test_report, NULL);
   add_case (test_prefix_landed, NULL);
