@@ -85,8 +85,11 @@ fake_ublk_reset (void)
 {
   pthread_mutex_lock (&k.lock);
   if (!k.ring_ready) {
-    if (io_uring_queue_init (8, &k.ring, 0) < 0) {
-      fprintf (stderr, "fake ublk: no io_uring\n");
+    int r = io_uring_queue_init (8, &k.ring, 0);
+
+    if (r < 0) {
+      fprintf (stderr, "fake ublk: cannot set up an io_uring (%s), which "
+               "nbdzone attach needs as much as this test\n", strerror (-r));
       abort ();
     }
     k.ring_ready = true;
