@@ -161,6 +161,59 @@ mutant attach-zone-size-check tools/attach.c 1 \
     "nbdzone attach refuses, in one line, a zone size a zoned ublk device cannot have" \
     test-nbdzone-attach.sh
 
+# ---- nbdzone attach --reconnect (tools/resend.c, reconnect.c, target-io.c)
+# The decisions alone (test-nbdzone-resend), then attach as it runs
+# against a fake server that breaks where it is told
+# (test-nbdzone-reconnect).
+mutant resend-landed-resent tools/resend.c 1 \
+    's/^  if (wp >= e)$/  if (wp > e)/' \
+    "a write whose zone's WP reached its end landed: it completes, nothing is sent again" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant resend-tail-whole tools/resend.c 1 \
+    's/^  else if (wp > s) {$/  else if (0) {/' \
+    "of a write that landed in part only the tail from the WP on is sent again" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant resend-fua-no-flush tools/resend.c 1 \
+    's/v.flush_first = fua \&\& v.kind != V_RESEND;/v.flush_first = false;/' \
+    "a FUA write that landed before the break completes only after a flush" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant resend-lost-acked-resumed tools/resend.c 1 \
+    's/^  if (zv->wp_now < low) {$/  if (0) {/' \
+    "a zone whose WP is behind what the server acknowledged is never resumed" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant resend-other-writer-resumed tools/resend.c 1 \
+    's/^  if (zv->wp_now > high) {$/  if (0) {/' \
+    "a zone whose WP is beyond what this client wrote is never resumed" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant resend-order-by-tag tools/resend.c 1 \
+    's/^    if (resent_from (rqs, v, a) != resent_from (rqs, v, b))$/    if (0)/' \
+    "the writes of a zone are sent again in WP order" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant resend-reset-all-partial tools/resend.c 1 \
+    's/^    if (!zones\[z\].conventional \&\& !zones\[z\].unwritable \&\&$/    if (0 \&\&/' \
+    "a reset of all zones is done only once every sequential zone is empty" \
+    test-nbdzone-resend test-nbdzone-reconnect
+mutant reconnect-other-disk-resumed tools/reconnect.c 1 \
+    's/^  if (!same_disk (\&d->ctl, \&now, why, whylen)) {$/  if (0) {/' \
+    "nothing is resumed on another disk, another key or another geometry" \
+    test-nbdzone-reconnect
+mutant reconnect-refused-connected tools/reconnect.c 1 \
+    's/^      drop_new_connections (d);$/      (void) drop_new_connections;/' \
+    "once attach refused to resume, no request reaches the server: each fails with EIO" \
+    test-nbdzone-reconnect
+mutant reconnect-queue-decided-alone tools/reconnect.c 1 \
+    's/^  for (qi = 0; qi < d->nr_queues; qi++)$/  for (qi = 0; qi < 1; qi++)/' \
+    "one decision covers the held requests of every queue" \
+    test-nbdzone-reconnect
+mutant resend-tail-wrong-bytes tools/target-io.c 1 \
+    's/(char \*) io->buf + (io->v.from - off),/io->buf,/' \
+    "a tail sent again carries the request's own bytes from the WP on" \
+    test-nbdzone-reconnect
+mutant resend-late-copy-fails tools/target-io.c 1 \
+    's/^    if (io->err \&\& io->resent \&\& !zone_is_conv (\&d->ctl.l, z) \&\&$/    if (0 \&\& io->resent \&\& !zone_is_conv (\&d->ctl.l, z) \&\&/' \
+    "a resent write refused because the old server finished the first copy counts as landed" \
+    test-nbdzone-reconnect
+
 # ---- The demo (make serve) ---------------------------------------------
 mutant demo-plaintext serve-demo 2 \
     's/--filter=cryptinline //; s/ *crypt-key-file="\$key"//' \

@@ -213,6 +213,10 @@ queue_thread (void *arg)
     if (q->waiting && link_state (d) != LINK_BROKEN)
       retry_held_appends (q);
     park_if_broken (q);
+    /* Requests the reconnect found landed are ready as it resumes:
+     * committed now, not after the next wait (up to a second).
+     */
+    finish_ready (q);
     if (q->id < 64 && dump_wanted[q->id]) {
       dump_wanted[q->id] = 0;
       dump_queue (q);

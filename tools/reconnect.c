@@ -449,6 +449,23 @@ abort_broken_connections (struct dev *d)
   }
 }
 
+/* The server is the same disk but nothing may be resumed on it (a WP
+ * that lost acknowledged writes, or another writer's): the connections
+ * just made end before anything goes out on them, as the broken ones
+ * did.  Without this, the requests the kernel hands over from now on
+ * would reach that server (a write to a conventional zone would land)
+ * where the log promises EIO.  The queues are still parked.
+ */
+static void
+drop_new_connections (struct dev *d)
+{
+  abort_broken_connections (d);
+  pthread_mutex_lock (&d->ctl_lock);
+  if (d->ctl_fd >= 0)
+    shutdown (d->ctl_fd, SHUT_RDWR);
+  pthread_mutex_unlock (&d->ctl_lock);
+}
+
 static void
 reconnect_once (struct dev *d, uint64_t *wps)
 {
@@ -461,8 +478,10 @@ reconnect_once (struct dev *d, uint64_t *wps)
   while (!time_up (d)) {
     tries++;
     r = try_reconnect (d, wps, why, sizeof why);
-    if (r == 0 && decide_held (d, wps, &held, &resent, why, sizeof why) == -1)
+    if (r == 0 && decide_held (d, wps, &held, &resent, why, sizeof why) == -1) {
+      drop_new_connections (d);
       r = -1;
+    }
     if (r == 0) {
       fprintf (stderr, "%s: /dev/ublkb%d: reconnected to %s after %" PRIu64
                " ms (%u attempts): %zu requests were held, %zu sent again, "
