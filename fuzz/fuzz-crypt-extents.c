@@ -74,6 +74,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (size < 3)
     return 0;
   fmt.sector_size = sizes[data[0] % 4];
+  the_key.fmt = fmt;             /* the handle of every connection */
   ss = fmt.sector_size;
   /* Extents below: 2 bytes each, a length of 1 to 2048 bytes in steps
    * of 2 (so any alignment) and a type.
@@ -98,7 +99,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   add_extent_fail_on = out;
   add_extent_fail_after = data[0] & 0x80 ? (data[0] >> 2) & 0x1f : -1;
   add_extent_failed = 0;
-  r = cryptinline_extents (&next, NULL, count, offset, 0, out, &err);
+  r = cryptinline_extents (&next, &the_key, count, offset, 0, out, &err);
   add_extent_fail_on = NULL;
   if (add_extent_failed) {
     check (r == -1 && err != 0,

@@ -43,8 +43,10 @@ static void
 reset_config (void)
 {
   fmt = (struct xts_format) { .sector_size = 4096 };
-  key = NULL;
-  key_len = 0;
+  the_key = (struct volume_key) { .name = NULL };
+  key_dir = header_dir = NULL;
+  slot_secret = NULL;
+  slot_secret_len = 0;
   passphrase = NULL;
   passphrase_len = 0;
   key_size_bits = 0;
@@ -54,7 +56,8 @@ reset_config (void)
   crypt_threads = 0;
   pool_threshold = DEFAULT_POOL_THRESHOLD;
   seen_sector_size = seen_iv_large = seen_iv_offset = seen_cipher =
-    seen_mode = seen_threads = seen_threshold = seen_header = false;
+    seen_mode = seen_threads = seen_threshold = seen_header =
+    seen_header_dir = false;
 }
 
 static void
@@ -177,8 +180,21 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       check (memmem (last_error, strlen (last_error), keydata, 16) == NULL,
              "key bytes in a message");
   }
+  else if (key_dir || header_dir) {
+    /* Keys per export are read at connection time, not now; the secret
+     * that opens the headers is kept, in key memory.
+     */
+    check (errors == 0, "accepted with an error message");
+    check (the_key.key == NULL, "a key read at start for keys per export");
+    if (header_dir)
+      check (slot_secret != NULL && keymem_contains (slot_secret),
+             "the key slots' secret outside key memory");
+  }
   else {
     uint32_t per = fmt.sector_size / 512;
+    const unsigned char *key = the_key.key;
+    size_t key_len = the_key.key_len;
+
     check (errors == 0, "accepted with an error message");
     check (key != NULL && (key_len == 32 || key_len == 64), "key size");
     check (keymem_contains (key), "key outside key memory");
@@ -201,8 +217,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
              "pool threshold");
   }
   /* What .unload does, without deleting the thread key. */
-  wipe_secret (key, key_len);
+  wipe_secret (the_key.key, the_key.key_len);
   wipe_secret (passphrase, passphrase_len);
+  wipe_secret (slot_secret, slot_secret_len);
   close (fd);
   free (text);
   return 0;
