@@ -6,7 +6,7 @@
  * export unit (zone-export.c) reads the geometry from the export
  * description and each write pointer from block status (the first hole
  * in a sequential zone); this file resets zones with trim and finishes
- * them with write-zeroes from the write pointer to the zone end.
+ * them with write-zeroes from the write pointer to the capacity end.
  * "nbdzone attach" serves the export as a zoned block device of the
  * kernel (attach.c), "detach" and "list" manage such devices
  * (ublk-dev.c).
