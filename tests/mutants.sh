@@ -59,7 +59,7 @@ mutant gate-no-requery plugin/gate.c 1 \
 
 # ---- The plugin (plugin/zbd.c) and the image backend ------------------
 mutant plugin-no-align-check plugin/zbd.c 1 \
-    's/if ((offset | count) & (disk.block_size - 1)) {/if (0) {/' \
+    's/if ((offset | count) & (bs - 1)) {/if (0) {/' \
     "a misaligned request gets EINVAL and a log line, never a read-modify-write" \
     test-zbd-profile-memory.sh
 mutant plugin-fua-ignored plugin/zbd.c 1 \
@@ -71,13 +71,17 @@ mutant plugin-partial-trim-resets plugin/zbd.c 1 \
     "only a trim of a whole zone resets it; a partial trim is a no-op" \
     test-zbd-profile-memory.sh
 mutant image-no-data-sync plugin/emulate.c 1 \
-    '/zt_copy_wps (ZT, w);/,/durable_sync/s/if (durable_sync (image_fd (), "emulate", params->emulate) == -1) {/if (0) {/' \
+    '/^persist_locked (struct emu/,/^}/s/if (image_sync (e) == -1) {/if (0) {/' \
     "the image's data is durable before the zone table that covers it" \
     test-zbd-flush-order.sh test-zbd-powercut.sh
 mutant image-reset-table-late plugin/emulate.c 1 \
-    's/if (persist_zone_wp (z, z->start) == -1)/if (0)/' \
+    's/if (persist_zone_wp (dr->state, z, z->start) == -1)/if (0)/' \
     "a reset is durable in the zone table before the zone's data is discarded" \
     test-zbd-flush-order.sh test-zbd-powercut.sh
+mutant plugin-dir-one-drive plugin/zbd.c 1 \
+    '/^get_drive (/,/^}/s/if (strcmp (dr->name, name) == 0)/if (1)/' \
+    "dir=: every export is a drive of its own, its data and WPs its own" \
+    test-zbd-dir.sh
 
 # ---- AES-XTS (common/xts.c) -------------------------------------------
 mutant xts-tweak-crypt-sectors common/xts.c 1 \
@@ -99,7 +103,7 @@ mutant xts-iv-big-endian common/xts.c 1 \
 
 # ---- The filter (filters/cryptinline) ----------------------------------
 mutant filter-chunk-tweak filters/cryptinline/cryptinline.c 1 \
-    's/len, t->offset + start);/len, t->offset);/' \
+    's/^     t->offset + start);/     t->offset);/' \
     "the pool encrypts each chunk at its own sector numbers: pool and inline write the same bytes" \
     test-cryptinline-order.sh test-cryptinline-roundtrip.sh
 mutant filter-fua-dropped filters/cryptinline/cryptinline.c 1 \
@@ -111,9 +115,13 @@ mutant filter-zero-chunks-no-fua filters/cryptinline/cryptinline.c 1 \
     "write-zeroes with FUA is durable: one flush after its chunks" \
     test-cryptinline-zero-fua.sh test-cryptinline-order.sh
 mutant filter-no-align-check filters/cryptinline/cryptinline.c 1 \
-    's/if (count % fmt.sector_size == 0 && offset % fmt.sector_size == 0)/if (1)/' \
+    's/if (count % ss == 0 && offset % ss == 0)/if (1)/' \
     "a request not aligned to the crypt sector gets EINVAL, never a read-modify-write" \
     test-cryptinline-zero.sh test-cryptinline-roundtrip.sh
+mutant filter-key-dir-one-key filters/cryptinline/cryptinline.c 1 \
+    '/^get_export_key (/,/^}/s/if (strcmp (vk->name, name) == 0)/if (1)/' \
+    "crypt-key-dir: every export is encrypted with its own key" \
+    test-cryptinline-key-dir.sh
 mutant filter-unwritten-decrypted filters/cryptinline/cryptinline.c 1 \
     '/^decrypt_read (/,/^}/s/if (e.type & NBDKIT_EXTENT_ZERO) {/if (0) {/' \
     "what the layer below reports unwritten reads as zeros, not decrypted garbage" \
