@@ -99,3 +99,25 @@ expect_refused_start ()
     [ "$(sha256sum < "$disk")" = "$before" ] ||
         fail "the disk changed although the configuration was refused: $*"
 }
+
+# make_zone_images DIR NAME...: an emulated zone image DIR/NAME of 8
+# zones of 1 MiB for each NAME, as a drives directory for dir=.
+make_zone_images ()
+{
+    local dir="$1" n; shift
+    for n in "$@"; do
+        nbdkit -U - zbd emulate="$dir/$n" size=8M zone-size=1M \
+            --run 'nbdinfo "$uri" >/dev/null' || fail "cannot make image $dir/$n"
+    done
+}
+
+# refused_dir DRIVES "expected message" PARAMS...: the filter on the zbd
+# plugin's dir=DRIVES, given PARAMS, must not start, and must say so.
+refused_dir ()
+{
+    local drives="$1" want="$2"; shift 2
+    if crypt_nbdkit -U - --filter=cryptinline zbd dir="$drives" "$@" --run true 2>"$tmp/err"; then
+        fail "started with $*"
+    fi
+    grep -qF "$want" "$tmp/err" || { cat "$tmp/err"; fail "no line \"$want\" for $*"; }
+}

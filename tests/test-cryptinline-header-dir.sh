@@ -10,10 +10,7 @@ source "$srcdir/luks-lib.sh"
 
 d="$tmp/drives" h="$tmp/headers" v="$tmp/volume-keys"
 mkdir "$d" "$h" "$v"
-for n in a b c d; do
-    nbdkit -U - zbd emulate="$d/$n" size=8M zone-size=1M \
-        --run 'nbdinfo "$uri" >/dev/null'
-done
+make_zone_images "$d" a b c d
 printf 'shelf passphrase' > "$tmp/pass"
 printf 'another one' > "$tmp/other"
 luks_format "$h/a" "$d/a" "$tmp/pass" --type luks2 --sector-size 4096 $LUKS_ARGON2
@@ -40,25 +37,18 @@ grep -q "export \"d\": crypt-header $h/d.*No such file or directory" "$tmp/err" 
 if grep -q 'zbd: [cd]: file backend' "$tmp/err"; then
     fail "a drive whose header did not open was opened"
 fi
-# Each header was only read.
+# What is on the drives: each decrypts with its own header's volume key,
+# in that header's sector size.
 nbdkit -U - zbd dir="$d" --run "\"$PYTHON3\" \"$srcdir/cryptinline-key-dir.py\" raw \"\$unixsocket\" \"$v\" 4096 512" ||
     fail "crypt-header-dir: the ciphertext against cryptsetup's volume keys"
 
-refused ()
-{
-    local want="$1"; shift
-    if crypt_nbdkit -U - --filter=cryptinline zbd dir="$d" "$@" --run true 2>"$tmp/err"; then
-        fail "started with $*"
-    fi
-    grep -qF "$want" "$tmp/err" || { cat "$tmp/err"; fail "no line \"$want\" for $*"; }
-}
-refused "crypt-sector-size cannot be used with crypt-header-dir: the LUKS header sets it" \
+refused_dir "$d" "crypt-sector-size cannot be used with crypt-header-dir: the LUKS header sets it" \
     crypt-header-dir="$h" crypt-passphrase=+"$tmp/pass" crypt-sector-size=512
-refused "no key given to open crypt-header-dir $h" crypt-header-dir="$h"
-refused "crypt-header and crypt-header-dir cannot be used together" \
+refused_dir "$d" "no key given to open crypt-header-dir $h" crypt-header-dir="$h"
+refused_dir "$d" "crypt-header and crypt-header-dir cannot be used together" \
     crypt-header-dir="$h" crypt-header="$h/a" crypt-passphrase=+"$tmp/pass"
-refused "crypt-key-dir and crypt-header-dir cannot be used together" \
+refused_dir "$d" "crypt-key-dir and crypt-header-dir cannot be used together" \
     crypt-header-dir="$h" crypt-key-dir="$h"
-refused "crypt-header-dir=$h/a: not a directory" \
+refused_dir "$d" "crypt-header-dir=$h/a: not a directory" \
     crypt-header-dir="$h/a" crypt-passphrase=+"$tmp/pass"
 echo "crypt-header-dir: ok"

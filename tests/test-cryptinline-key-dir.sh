@@ -10,10 +10,7 @@ source "$srcdir/cryptinline-lib.sh"
 
 d="$tmp/drives" k="$tmp/keys"
 mkdir "$d" "$k"
-for n in a b c d; do
-    nbdkit -U - zbd emulate="$d/$n" size=8M zone-size=1M \
-        --run 'nbdinfo "$uri" >/dev/null'
-done
+make_zone_images "$d" a b c d
 make_key "$k/a" 64
 make_key "$k/b" 32
 head -c 10 /dev/urandom > "$k/d"
@@ -61,18 +58,10 @@ nbdkit -U - zbd dir="$d" --run "\"$PYTHON3\" \"$srcdir/cryptinline-key-dir.py\" 
     fail "crypt-key-dir: the ciphertext"
 
 # Refusals at start.
-refused ()
-{
-    local want="$1"; shift
-    if crypt_nbdkit -U - --filter=cryptinline zbd dir="$d" "$@" --run true 2>"$tmp/err"; then
-        fail "started with $*"
-    fi
-    grep -qF "$want" "$tmp/err" || { cat "$tmp/err"; fail "no line \"$want\" for $*"; }
-}
-refused "crypt-key-file given, but a key was already given by crypt-key-dir" \
+refused_dir "$d" "crypt-key-file given, but a key was already given by crypt-key-dir" \
     crypt-key-dir="$k" crypt-key-file="$k/a"
-refused "crypt-key-size cannot be used with crypt-key-dir" \
+refused_dir "$d" "crypt-key-size cannot be used with crypt-key-dir" \
     crypt-key-dir="$k" crypt-key-size=256
-refused "crypt-key-dir=$k/a: not a directory" crypt-key-dir="$k/a"
-refused "crypt-key-dir=$tmp/none: No such file or directory" crypt-key-dir="$tmp/none"
+refused_dir "$d" "crypt-key-dir=$k/a: not a directory" crypt-key-dir="$k/a"
+refused_dir "$d" "crypt-key-dir=$tmp/none: No such file or directory" crypt-key-dir="$tmp/none"
 echo "crypt-key-dir: ok"
