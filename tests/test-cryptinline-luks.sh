@@ -13,8 +13,12 @@ disk="$tmp/disk.img"
 hdr="$tmp/disk.hdr"
 printf 'first passphrase' > "$tmp/pass0"
 printf 'second-passphrase' > "$tmp/pass1"
-# A key file is used whole: newlines and NUL bytes are part of it.
-{ head -c 100 /dev/urandom; printf '\n\0tail\n'; } > "$tmp/keyfile"
+# A key file is used whole: newlines and NUL bytes are part of it.  Its
+# first 100 bytes hold neither, so that read as a passphrase (+FILE,
+# which ends at the first NUL or newline) it is never empty: an empty
+# passphrase is refused with another message, 1 run in 128 before.
+{ head -c 400 /dev/urandom | tr -d '\0\n' | head -c 100
+  printf '\n\0tail\n'; } > "$tmp/keyfile"
 
 # name | cryptsetup options | crypt sector size
 configs=(
