@@ -5,7 +5,8 @@
 # one a single-drive server with that key shows; an export whose key is
 # missing or has the wrong size is refused with a line naming the export
 # and the file, while the others go on; a key is read by the first
-# connection to its export and dropped after the last.
+# connection to its export and dropped after the last; with
+# crypt-file-prefix=P the key of NAME is KEYDIR/PNAME.
 source "$srcdir/cryptinline-lib.sh"
 
 d="$tmp/drives" k="$tmp/keys"
@@ -53,6 +54,31 @@ serve --run 'nbdinfo "nbd+unix:///a?socket=$unixsocket" >/dev/null &&
 loads="$(grep -c "export \"a\": key from $k/a: AES-256-XTS" "$tmp/err")"
 [ "$loads" -ge 2 ] || { cat "$tmp/err"; fail "a's key kept after its last connection closed ($loads reads)"; }
 
+# crypt-file-prefix: the same keys under the names systemd gives the
+# credentials of a directory (LoadCredential=key:DIR gives key_NAME).
+kp="$tmp/prefixed"
+mkdir "$kp"
+cp "$k/a" "$kp/key_a"
+cp "$k/b" "$kp/key_b"
+cp "$k/a" "$kp/b"       # an unprefixed file is not b's key
+for n in a b; do
+    want="$(sed -n "s/^key-check .*\b$n=\([0-9a-f]*\).*/\1/p" "$tmp/out")"
+    got="$(crypt_nbdkit -U - --filter=cryptinline zbd dir="$d" \
+        crypt-key-dir="$kp" crypt-file-prefix=key_ \
+        --run "nbdinfo --json \"nbd+unix:///$n?socket=\$unixsocket\"" |
+        "$PYTHON3" -c 'import json, sys
+d = json.load(sys.stdin)["exports"][0]["description"]
+print([w for w in d.split() if w.startswith("key-check=")][0][10:])')"
+    [ -n "$want" ] && [ "$want" = "$got" ] ||
+        fail "crypt-file-prefix=key_: export $n's key-check \"$got\" is not that of $kp/key_$n ($want)"
+done
+crypt_nbdkit -U - --filter=cryptinline zbd dir="$d" crypt-key-dir="$kp" \
+    crypt-file-prefix=key_ \
+    --run 'nbdinfo "nbd+unix:///c?socket=$unixsocket"' 2>"$tmp/err" &&
+    fail "crypt-file-prefix=key_: c served with no key_c"
+grep -q "export \"c\": crypt-key-dir key $kp/key_c cannot be read: No such file or directory" "$tmp/err" ||
+    { cat "$tmp/err"; fail "crypt-file-prefix: no line naming key_c"; }
+
 # What is on the drives: each decrypts with its own key only.
 nbdkit -U - zbd dir="$d" --run "\"$PYTHON3\" \"$srcdir/cryptinline-key-dir.py\" raw \"\$unixsocket\" \"$k\"" ||
     fail "crypt-key-dir: the ciphertext"
@@ -64,4 +90,8 @@ refused_dir "$d" "crypt-key-size cannot be used with crypt-key-dir" \
     crypt-key-dir="$k" crypt-key-size=256
 refused_dir "$d" "crypt-key-dir=$k/a: not a directory" crypt-key-dir="$k/a"
 refused_dir "$d" "crypt-key-dir=$tmp/none: No such file or directory" crypt-key-dir="$tmp/none"
+refused_dir "$d" "crypt-file-prefix=x/: a prefix of file names in crypt-key-dir or crypt-header-dir cannot hold a slash" \
+    crypt-key-dir="$k" crypt-file-prefix=x/
+refused_dir "$d" "crypt-file-prefix=key_ names files in crypt-key-dir or crypt-header-dir, and neither is given" \
+    crypt-key-file="$k/a" crypt-file-prefix=key_
 echo "crypt-key-dir: ok"

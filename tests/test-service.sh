@@ -9,7 +9,8 @@
 # and UMask.  What a client writes reads back, the key is locked in RAM,
 # and the image holds the AES-XTS ciphertext of what was written; and
 # every system call the server makes meanwhile (strace) is one the
-# unit's SystemCallFilter= lets through.
+# unit's SystemCallFilter= lets through.  The shelf drop-in's ExecStart=
+# serves two drives with the keys of its one credentials directory.
 source "$srcdir/functions.sh"
 # Missing tools fail the test (requires): a package whose units were
 # never verified must not pass.
@@ -109,25 +110,31 @@ done < "$defaults"
 # $NAME alone is the value split at spaces (zero words if empty), %d the
 # credentials directory; anything else that systemd would expand is
 # refused, so the test cannot run a command other than the unit's.
+# expand_exec_start LINE CREDS: LINE expanded into cmd, with CREDS as
+# %d.  This tree's wrapper stands in for the system nbdkit, with this
+# build's filter and plugin.
+expand_exec_start ()
+{
+    local w name vals words
+    cmd=()
+    read -r -a words <<<"$1"
+    for w in "${words[@]}"; do
+        if [[ "$w" =~ ^\$([A-Z_][A-Z0-9_]*)$ ]]; then
+            name="${BASH_REMATCH[1]}"
+            [ -n "${env[$name]+set}" ] || fail "ExecStart uses \$$name, which $defaults does not set"
+            read -r -a vals <<<"${env[$name]}"
+            cmd+=("${vals[@]}")
+            continue
+        fi
+        case "$w" in *'$'*|*'%'[!d]*|*'%') fail "ExecStart word the test cannot expand: $w" ;; esac
+        cmd+=("${w//%d/$2}")
+    done
+    [ "${cmd[0]}" = /usr/bin/nbdkit ] || fail "ExecStart does not run /usr/bin/nbdkit: ${cmd[0]}"
+    cmd[0]="$top_builddir/nbdkit"
+    echo "ExecStart: ${cmd[*]}"
+}
 creds="$tmp/creds"
-cmd=()
-read -r -a words <<<"$exec_start"
-for w in "${words[@]}"; do
-    if [[ "$w" =~ ^\$([A-Z_][A-Z0-9_]*)$ ]]; then
-        name="${BASH_REMATCH[1]}"
-        [ -n "${env[$name]+set}" ] || fail "ExecStart uses \$$name, which $defaults does not set"
-        read -r -a vals <<<"${env[$name]}"
-        cmd+=("${vals[@]}")
-        continue
-    fi
-    case "$w" in *'$'*|*'%'[!d]*|*'%') fail "ExecStart word the test cannot expand: $w" ;; esac
-    cmd+=("${w//%d/$creds}")
-done
-[ "${cmd[0]}" = /usr/bin/nbdkit ] || fail "ExecStart does not run /usr/bin/nbdkit: ${cmd[0]}"
-# This tree's wrapper stands in for the system nbdkit, with this build's
-# filter and plugin.
-cmd[0]="$top_builddir/nbdkit"
-echo "ExecStart: ${cmd[*]}"
+expand_exec_start "$exec_start" "$creds"
 
 # ---- Start it as systemd would --------------------------------------------
 # The credentials directory holds a copy of the key, readable by the
@@ -268,18 +275,19 @@ if bad:
     sys.exit("refused by SystemCallFilter=: " + " ".join(bad))
 EOS
 
-img="${env[ZBD_ARGS]#emulate=}"
-img="${img%% *}"
-[ -f "$img" ] || fail "no image at $img"
-[ "$(stat -c %a "$img")" = 600 ] || fail "the image is not private to the service's user: $(stat -c %a "$img")"
-"$PYTHON3" - "$img" "$key" "$srcdir" <<'EOS' || fail "the image does not hold the ciphertext"
+# check_ciphertext IMAGE KEY SEED:OFFSET...: the emulated image holds,
+# at each OFFSET of its data, the aes-xts-plain64 ciphertext (KEY, 4096
+# byte sectors) of the 64 KiB of plaintext(SEED) a client wrote there.
+check_ciphertext ()
+{
+    "$PYTHON3" - "$@" <<'EOS'
 import struct, sys
-sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, __import__("os").environ["srcdir"])
 from cryptinline_check import plaintext, xts, fail
 key = open(sys.argv[2], "rb").read()
 with open(sys.argv[1], "rb") as f:
     data_offset = struct.unpack("<Q", f.read(88)[80:88])[0]
-    for seed, off in ((1, 0), (2, 128 << 20)):
+    for seed, off in (map(int, a.split(":")) for a in sys.argv[3:]):
         f.seek(data_offset + off)
         raw = f.read(65536)
         plain = plaintext(seed, 65536)
@@ -288,6 +296,13 @@ with open(sys.argv[1], "rb") as f:
         if raw != xts(key, 4096, 0, False, off, True, plain):
             fail("offset %d of the image is not aes-xts-plain64 of the data" % off)
 EOS
+}
+img="${env[ZBD_ARGS]#emulate=}"
+img="${img%% *}"
+[ -f "$img" ] || fail "no image at $img"
+[ "$(stat -c %a "$img")" = 600 ] || fail "the image is not private to the service's user: $(stat -c %a "$img")"
+check_ciphertext "$img" "$key" 1:0 2:$((128 << 20)) ||
+    fail "the image does not hold the ciphertext"
 
 # Restarted (as Restart= or a reboot would), it serves the same data.
 start
@@ -296,3 +311,64 @@ nbdsh -u "$uri" -c "import sys; sys.path.insert(0, '$srcdir'); from cryptinline_
     { cat "$tmp/server.log"; fail "the restarted service"; }
 stop
 echo "the service's ExecStart serves an encrypted zoned image"
+
+# ---- The shelf drop-in's ExecStart= -----------------------------------------
+# Its one LoadCredential=ID:DIR line loaded as systemd loads a directory
+# (each file F of DIR becomes the credential ID_F), two zone images in
+# place of the drive links of /etc/nbdkit-zoned/drives: each export is
+# served, reads back, and holds the ciphertext of its own key.
+shelf="$units/shelf.conf"
+shelf_setting ()
+{
+    local v
+    v="$(sed -n "s/^$1=\(..*\)$/\1/p" "$shelf")"
+    [ -n "$v" ] && [ "$(wc -l <<<"$v")" = 1 ] ||
+        fail "$shelf: expected one non-empty $1= line, found: ${v:-none}"
+    echo "$v"
+}
+shelf_cred="$(shelf_setting LoadCredential)"
+[ "${shelf_cred#*:}" = /etc/nbdkit-zoned/keys ] ||
+    fail "$shelf: the keys are not loaded from /etc/nbdkit-zoned/keys: $shelf_cred"
+shelf_exec="$(shelf_setting ExecStart)"
+case "$shelf_exec" in
+    *" dir=/etc/nbdkit-zoned/drives "*) ;;
+    *) fail "$shelf: ExecStart does not serve /etc/nbdkit-zoned/drives: $shelf_exec" ;;
+esac
+drives="$tmp/drives" keys="$tmp/keys" creds="$tmp/shelf-creds"
+mkdir "$drives" "$keys" "$creds"
+for n in smr0 smr1; do
+    "$top_builddir/nbdkit" -U - zbd emulate="$drives/$n" size=8M zone-size=1M \
+        --run 'nbdinfo "$uri" >/dev/null' || fail "cannot make image $n"
+    (umask 077; head -c 64 /dev/urandom > "$keys/$n")
+done
+for f in "$keys"/*; do
+    cp "$f" "$creds/${shelf_cred%%:*}_${f##*/}"
+done
+chmod 0400 "$creds"/*
+chmod 0500 "$creds"
+expand_exec_start "${shelf_exec// dir=\/etc\/nbdkit-zoned\/drives / dir=$drives }" "$creds"
+if [ "$(id -u)" = 0 ]; then
+    chown -R nobody:nogroup "$creds" "$drives"
+fi
+start
+"$PYTHON3" - "nbd+unix:///{}?socket=$sock" "$srcdir" <<'EOS' || { cat "$tmp/server.log"; fail "write and read back through the shelf"; }
+import sys
+sys.path.insert(0, sys.argv[2])
+from cryptinline_check import plaintext, fail
+from zbd_helpers import connect
+for seed, name in ((3, "smr0"), (4, "smr1")):
+    h = connect(sys.argv[1].format(name))
+    if "zoned=host-managed" not in h.get_export_description():
+        fail("%s: not a host-managed zoned export" % name)
+    h.pwrite(plaintext(seed, 65536), 1 << 20)
+    h.flush()
+    if h.pread(65536, 1 << 20) != plaintext(seed, 65536):
+        fail("%s does not read back what was written" % name)
+    h.shutdown()
+EOS
+stop
+grep -E 'error|cannot' "$tmp/server.log" && fail "the shelf logged an error"
+check_ciphertext "$drives/smr0" "$keys/smr0" 3:$((1 << 20)) &&
+    check_ciphertext "$drives/smr1" "$keys/smr1" 4:$((1 << 20)) ||
+    fail "a drive of the shelf does not hold the ciphertext of its own key"
+echo "the shelf drop-in's ExecStart serves each drive with its own key"

@@ -118,6 +118,12 @@ static unsigned key_size_bits;          /* crypt-key-size, 0 = not given */
 static const char *key_file;
 static const char *header_file;         /* crypt-header */
 static const char *header_dir;          /* crypt-header-dir */
+/* crypt-file-prefix: the file of export NAME in either directory is
+ * PREFIX NAME, as systemd names the credentials of a directory given
+ * to LoadCredential=ID:DIR (ID_NAME).
+ */
+static const char *file_prefix = "";
+static bool seen_file_prefix;
 /* crypt-header-dir: the passphrase or key file that opens the key slots
  * of every export's header, kept (keymem) until unload, since headers
  * are opened when their export's first connection opens.
@@ -493,6 +499,18 @@ cryptinline_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     if (once (&seen_header_dir, k) == -1)
       return -1;
     header_dir = value;
+    return 0;
+  }
+  if (strcmp (k, "crypt-file-prefix") == 0) {
+    if (once (&seen_file_prefix, k) == -1)
+      return -1;
+    if (strchr (value, '/')) {
+      nbdkit_error ("crypt-file-prefix=%s: a prefix of file names in "
+                    "crypt-key-dir or crypt-header-dir cannot hold a "
+                    "slash", value);
+      return -1;
+    }
+    file_prefix = value;
     return 0;
   }
   if (strcmp (k, "crypt-passphrase") == 0)
@@ -885,6 +903,11 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
                   "crypt-key-dir=DIR (a raw key per export)");
     return -1;
   }
+  if (seen_file_prefix && !key_dir && !header_dir) {
+    nbdkit_error ("crypt-file-prefix=%s names files in crypt-key-dir or "
+                  "crypt-header-dir, and neither is given", file_prefix);
+    return -1;
+  }
   if (key_dir) {
     if (check_key_dir () == -1)
       return -1;
@@ -934,6 +957,9 @@ cryptinline_config_complete (nbdkit_next_config_complete *next,
   "crypt-key-dir=DIR           A raw key per export: DIR/EXPORTNAME.\n" \
   "crypt-header-dir=DIR        A LUKS header per export: DIR/EXPORTNAME, opened\n" \
   "                            with crypt-passphrase or crypt-key-file.\n" \
+  "crypt-file-prefix=PREFIX    The file of an export in either directory is\n" \
+  "                            DIR/PREFIXEXPORTNAME (systemd: LoadCredential=ID:DIR\n" \
+  "                            gives ID_NAME; use crypt-file-prefix=ID_).\n" \
   "crypt-header=FILE           LUKS2 or LUKS1 header made by cryptsetup luksFormat --header\n" \
   "                            (aes-xts-plain64, data from offset 0): key, sector size\n" \
   "                            and IV offset come from it.  Read only.\n" \
@@ -1198,7 +1224,9 @@ free_key (struct volume_key *vk)
   free (vk);
 }
 
-/* Read VK's key: KEY_DIR/NAME, or the key slot of HEADER_DIR/NAME. */
+/* Read VK's key: KEY_DIR/PREFIX NAME, or the key slot of
+ * HEADER_DIR/PREFIX NAME.
+ */
 static int
 load_export_key (struct volume_key *vk)
 {
@@ -1206,7 +1234,7 @@ load_export_key (struct volume_key *vk)
   const char *dir = key_dir ? key_dir : header_dir;
   int r;
 
-  if (asprintf (&file, "%s/%s", dir, vk->name) == -1) {
+  if (asprintf (&file, "%s/%s%s", dir, file_prefix, vk->name) == -1) {
     nbdkit_error ("asprintf: %m");
     return -1;
   }
