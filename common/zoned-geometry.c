@@ -110,6 +110,11 @@ parse_word (const char *key, const char *val, struct zoned_geometry *g)
   size_t i;
 
   if (strcmp (key, "zoned") == 0) {
+    /* Version 1 of the profile has these two; a server that sends
+     * another does not follow it, and a guess would misread its zones.
+     */
+    if (strcmp (val, "host-managed") != 0 && strcmp (val, "host-aware") != 0)
+      return -1;
     snprintf (g->model, sizeof g->model, "%s", val);
     return 0;
   }

@@ -160,6 +160,14 @@ for desc in 'zoned=host-managed zone-size=1\033]0;owned\007 zones=4' \
         fail "a control character from the server reached the terminal"
     grep -qF '\x1b' "$tmp/err" || fail "the escape character is not shown escaped"
 done
+# A zoned= model the profile does not define is refused, not guessed at.
+nbdkit -U - eval get_size='echo 4194304' pread='head -c $3 /dev/zero' \
+    export_description="echo zoned=host-magic zone-size=1048576 zones=4" \
+    --run 'nbdzone report "$uri"' > "$tmp/out" 2> "$tmp/err" &&
+    fail "nbdzone accepted zoned=host-magic"
+cat "$tmp/err"
+grep -qF 'is not a zoned export: bad value for zoned in the export description: "host-magic"' "$tmp/err" ||
+    fail "no message for an unknown zoned= model"
 # Zones too large for one NBD request (8 GiB): reset and finish refuse
 # with a line saying so, and send no trim or write-zeroes at all.
 big=(eval get_size='echo 17179869184' pread='head -c $3 /dev/zero'
