@@ -2,10 +2,11 @@
  *
  * nbdzone (and any client) parses the description a server sends; the
  * server may be hostile.  Beyond memory errors (ASan, UBSan), every
- * accepted geometry must be one a client can use: a model, zones of a
- * non-zero size whose total fits 64 bits, a capacity within the zone,
- * a block size dividing the zone size, conventional ranges inside the
- * zone count; the conventional ranges, formatted and parsed again,
+ * accepted geometry must be one a client can use: one of the two
+ * models, zones of a non-zero size whose total fits 64 bits, a
+ * capacity within the zone, a block size dividing the zone size,
+ * conventional ranges inside the zone count; the ranges, formatted and
+ * parsed again,
  * name the same zones, and cut to a small buffer they name a prefix of
  * them and count the rest.  A refusal's reason is one line of printable
  * ASCII, whatever the server sent.
@@ -121,7 +122,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (zoned_geometry_parse (desc, &g, err, sizeof err) == 0) {
     uint64_t total;
 
-    check (g.model[0] != '\0', "no model", desc);
+    check (strcmp (g.model, "host-managed") == 0 ||
+           strcmp (g.model, "host-aware") == 0,
+           "a model the profile does not define", desc);
     check (g.zone_size > 0 && g.nr_zones > 0, "no zones", desc);
     check (!__builtin_mul_overflow (g.zone_size, g.nr_zones, &total),
            "zone size x zones overflows 64 bits", desc);
