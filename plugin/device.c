@@ -632,6 +632,28 @@ dev_close (struct drive *dr)
   dr->state = NULL;
 }
 
+/* The zoned NBD profile gives one capacity for every sequential zone
+ * (a short last zone aside).  A device whose zones differ would be
+ * described wrongly to every client, which would then write past the
+ * capacity of some zones and never fill others: refuse it.
+ */
+static int
+check_one_capacity (struct dev *e)
+{
+  const struct zone_table *t = &e->disk->table;
+  uint64_t differs, cap = zt_capacity (t, &differs);
+
+  if (differs == UINT64_MAX)
+    return 0;
+  nbdkit_error ("device=%s: zone %" PRIu64 " has a capacity of %" PRIu64
+                " bytes, the first sequential zone %" PRIu64 ": zones of "
+                "different capacities cannot be described to NBD "
+                "clients (one zone-capacity for all), so this device "
+                "cannot be served", e->params->device_path, differs,
+                t->zones[differs].cap, cap);
+  return -1;
+}
+
 /* The device's zones and limits into the drive's disk. */
 static int
 read_zones (struct dev *e)
@@ -665,6 +687,8 @@ read_zones (struct dev *e)
   for (i = 0; i < n; i++)
     zone_from_zbd (&e->disk->table.zones[i], &zz[i]);
   free (zz);
+  if (check_one_capacity (e) == -1)
+    return -1;
   e->disk->disk_size = e->disk->table.zones[n - 1].start +
     e->disk->table.zones[n - 1].len;
   e->disk->block_size = info.lblock_size;

@@ -116,6 +116,16 @@ zone_cap_end (const struct zone *z)
   return z->start + z->cap;
 }
 
+/* The one capacity the sequential zones are described with
+ * (zone-capacity=): the first sequential zone's that is not a short
+ * last zone (a device whose size is not a multiple of its zone size),
+ * else the last zone's, else (no sequential zone) the zone size.
+ * *DIFFERS is the first sequential zone whose capacity is not that
+ * one (for a short last zone: not the smaller of it and its length),
+ * or UINT64_MAX if none does.
+ */
+extern uint64_t zt_capacity (const struct zone_table *t, uint64_t *differs);
+
 /* A consistent copy of zone Z's state (geometry, condition, WP). */
 extern struct zone zt_snapshot (struct zone_table *t, const struct zone *z);
 /* Every zone's WP at one moment, into WPS[nr_zones]. */

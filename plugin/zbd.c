@@ -314,7 +314,7 @@ build_description (struct drive *dr)
   bool *conv = calloc (nr_zones, sizeof *conv);
   size_t rlen = 24 * nr_zones + 8;      /* worst case: "n," per zone */
   char *ranges = malloc (rlen);
-  uint64_t i, cap = zone_size;
+  uint64_t i, differs, cap = zt_capacity (table, &differs);
   int r;
 
   if (!conv || !ranges) {
@@ -323,11 +323,8 @@ build_description (struct drive *dr)
     free (ranges);
     return -1;
   }
-  for (i = 0; i < nr_zones; i++) {
+  for (i = 0; i < nr_zones; i++)
     conv[i] = zones[i].conventional;
-    if (!zones[i].conventional && cap == zone_size)
-      cap = zones[i].cap;
-  }
   r = zoned_format_ranges (conv, nr_zones, ranges, rlen);
   free (conv);
   if (r == 0 &&

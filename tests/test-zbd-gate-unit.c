@@ -756,6 +756,51 @@ test_readable (void)
          "conventional zone");
 }
 
+/* zone-capacity=: one capacity for the sequential zones.  A short last
+ * zone (a device whose size is not a multiple of its zone size) is not
+ * a capacity of its own; a zone with a capacity of its own is found.
+ */
+static void
+test_capacity (void)
+{
+  struct zone_table c;
+  uint64_t cap, differs;
+
+  if (zt_init (&c, 4, ZS) == -1) {
+    perror ("zt_init");
+    exit (1);
+  }
+  c.zones[0].conventional = true;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS && differs == UINT64_MAX, "full zones: %" PRIu64, cap);
+  c.zones[3].len = c.zones[3].cap = ZS / 4;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS && differs == UINT64_MAX,
+         "a short last zone gave the capacity %" PRIu64, cap);
+  c.zones[1].cap = c.zones[2].cap = ZS / 2;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS / 2 && differs == UINT64_MAX,
+         "zones of half capacity and a shorter last one: %" PRIu64, cap);
+  c.zones[2].cap = ZS / 2 - B;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS / 2 && differs == 2,
+         "zone 2's own capacity: %" PRIu64 ", differs %" PRIu64, cap, differs);
+  c.zones[2].cap = ZS / 2;
+  c.zones[3].cap = ZS / 8;
+  zt_capacity (&c, &differs);
+  CHECK (differs == 3, "a short last zone below the capacity: differs %"
+         PRIu64, differs);
+  c.zones[1].conventional = c.zones[2].conventional = true;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS / 8 && differs == UINT64_MAX,
+         "the last zone alone is sequential: %" PRIu64, cap);
+  c.zones[3].conventional = true;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS && differs == UINT64_MAX,
+         "no sequential zone: %" PRIu64, cap);
+  zt_free (&c);
+}
+
 int
 main (int argc, char *argv[])
 {
@@ -775,6 +820,7 @@ main (int argc, char *argv[])
   test_emulated_limits ();
   test_finish_by_write_zeroes ();
   test_readable ();
+  test_capacity ();
   zt_free (&t);
   if (failures) {
     fprintf (stderr, "%d check(s) failed\n", failures);

@@ -910,6 +910,35 @@ extent_type_at () { awk -v x=$2 '$1 <= x && x < $1 + $2 { print $3 }' $1; }
 # Milliseconds since boot.
 now_ms () { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 
+# A device whose size is not a multiple of its zone size ends in a short
+# zone (null_blk: 60 MiB in zones of 8 MiB, the last 4 MiB long).  Its
+# length is not the zones' capacity: the description gives the full
+# zones' capacity (it gave the short zone's, and every client then
+# used half of every zone), nbdzone report equals blkzone, and the
+# short zone takes writes to its end, full, and reads them back.
+case_short_last_zone ()
+{
+    local dev=nullbshort desc
+    make_nullb $dev blocksize=4096 memory_backed=1 size=60 zoned=1 \
+        zone_size=8 zone_nr_conv=1
+    [ -b /dev/$dev ] || die "no /dev/$dev"
+    [ "$(zone_field $dev 7 len)" = $((4 << 20)) ] ||
+        die "null_blk's last zone is $(zone_field $dev 7 len) bytes, not 4 MiB"
+    start_nbdkit srv $PLUGIN device=/dev/$dev
+    nbdinfo --no-content "$(uri srv)" > $W/info || die "nbdinfo"
+    desc=$(sed -n 's/^[[:space:]]*description: //p' $W/info)
+    say "description: $desc"
+    echo "$desc" | grep -q ' zone-size=8388608 zone-capacity=8388608 zones=8 ' ||
+        die "the description does not give the full zones' capacity"
+    compare_reports $dev "$(uri srv)"
+    $CLIENT write "$(uri srv)" $((56 << 20)) $((4 << 20)) 12 ||
+        die "write the short zone to its end"
+    assert_zone $dev 7 $((4 << 20)) 14
+    $CLIENT verify "$(uri srv)" $((56 << 20)) $((4 << 20)) 12 ||
+        die "the short zone does not read back"
+    compare_reports $dev "$(uri srv)"
+}
+
 # A failing drive with read-only and offline zones all over it: 4096
 # zones of 1 MiB, every other zone of the first half offline and of the
 # second half read-only.  Listed one by one they need about 10 KB, and
@@ -1733,6 +1762,8 @@ run 120 "read-only and offline zones" case_zone_states
 run 180 "2048 scattered read-only and offline zones: the description fits in 4096 bytes" \
     case_many_zone_states
 run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
+run 120 "a short last zone: full zones' capacity described, written to its end" \
+    case_short_last_zone
 run 60 "reopening for writing keeps the device" case_reopen_device
 for dev in nullb0 $(scsi_debug_disk); do
     run 120 "$dev: one server per drive: lock, O_EXCL, a held drive refused" \
