@@ -70,17 +70,18 @@ zt_init (struct zone_table *t, uint64_t nr_zones, uint64_t zone_size)
 uint64_t
 zt_capacity (const struct zone_table *t, uint64_t *differs)
 {
-  const struct zone *last = &t->zones[t->nr_zones - 1];
-  uint64_t i, first = t->nr_zones, cap;
+  uint64_t i, cap;
 
   *differs = UINT64_MAX;
-  for (i = 0; i < t->nr_zones && first == t->nr_zones; i++)
-    if (!t->zones[i].conventional && t->zones[i].len == t->zone_size)
-      first = i;
-  if (first == t->nr_zones)
-    return last->conventional ? t->zone_size : last->cap;
-  cap = t->zones[first].cap;
-  for (i = first + 1; i < t->nr_zones; i++) {
+  for (i = 0; i < t->nr_zones && t->zones[i].conventional; i++)
+    ;
+  if (i == t->nr_zones)
+    return t->zone_size;
+  /* Only the last zone can be short, so this is a full zone's capacity
+   * unless the last zone is the only sequential one.
+   */
+  cap = t->zones[i].cap;
+  for (i++; i < t->nr_zones; i++) {
     const struct zone *z = &t->zones[i];
 
     if (!z->conventional && z->cap != (z->len < cap ? z->len : cap)) {

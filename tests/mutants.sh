@@ -40,6 +40,10 @@ mutant gate-no-wake plugin/gate.c 1 \
     's/if (all || w->offset <= z->wp)/if (all)/' \
     "a write waiting for its turn is woken as soon as the WP reaches it" \
     test-zbd-gate-unit test-zbd-ordering.sh
+mutant gate-capacity-short-last-zone plugin/gate.c 1 \
+    's/z->cap != (z->len < cap ? z->len : cap)/z->cap != cap/' \
+    "a short last zone does not give every zone its length as capacity" \
+    test-zbd-gate-unit
 mutant gate-reset-no-wait plugin/gate.c 1 \
     's/^  claim (t, z);$/  z->busy = true; (void) claim;/' \
     "a reset (or finish) waits for the zone's write in flight" \

@@ -776,7 +776,8 @@ test_capacity (void)
   c.zones[3].len = c.zones[3].cap = ZS / 4;
   cap = zt_capacity (&c, &differs);
   CHECK (cap == ZS && differs == UINT64_MAX,
-         "a short last zone gave the capacity %" PRIu64, cap);
+         "a short last zone: capacity %" PRIu64 ", differs %" PRIu64,
+         cap, differs);
   c.zones[1].cap = c.zones[2].cap = ZS / 2;
   cap = zt_capacity (&c, &differs);
   CHECK (cap == ZS / 2 && differs == UINT64_MAX,
