@@ -292,31 +292,6 @@ server_running (pid_t pid)
   return false;
 }
 
-const char *
-identity_dir (void)
-{
-  const char *dir = getenv ("NBDZONE_RUN_DIR");
-
-  return dir && *dir ? dir : "/nonexistent";
-}
-
-void
-identity_path (int id, char *buf, size_t len)
-{
-  snprintf (buf, len, "%s/ublkb%d", identity_dir (), id);
-}
-
-void
-identity_forget (int id)
-{
-  char path[512];
-
-  identity_path (id, path, sizeof path);
-  unlink (path);
-  strncat (path, ".appends", sizeof path - strlen (path) - 1);
-  unlink (path);
-}
-
 void
 fake_ublk_submit (int q, int tag, uint8_t op, uint32_t flags, uint64_t off,
                   uint32_t len, const void *data)

@@ -47,6 +47,31 @@
 #include "attach.h"
 #include "nbdzone.h"
 
+const char *
+identity_dir (void)
+{
+  const char *dir = getenv ("NBDZONE_RUN_DIR");
+
+  return dir && *dir ? dir : "/run/nbdzone";
+}
+
+void
+identity_path (int id, char *buf, size_t len)
+{
+  snprintf (buf, len, "%s/ublkb%d", identity_dir (), id);
+}
+
+void
+identity_forget (int id)
+{
+  char path[512];
+
+  identity_path (id, path, sizeof path);
+  unlink (path);
+  strncat (path, ".appends", sizeof path - strlen (path) - 1);
+  unlink (path);
+}
+
 /* What a device serves, for a later --recover: the export's identity
  * and key check value.  Written once the device exists.
  */

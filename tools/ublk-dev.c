@@ -256,31 +256,6 @@ parse_device (const char *s)
   return id;
 }
 
-const char *
-identity_dir (void)
-{
-  const char *dir = getenv ("NBDZONE_RUN_DIR");
-
-  return dir && *dir ? dir : "/run/nbdzone";
-}
-
-void
-identity_path (int id, char *buf, size_t len)
-{
-  snprintf (buf, len, "%s/ublkb%d", identity_dir (), id);
-}
-
-void
-identity_forget (int id)
-{
-  char path[512];
-
-  identity_path (id, path, sizeof path);
-  unlink (path);
-  strncat (path, ".appends", sizeof path - strlen (path) - 1);
-  unlink (path);
-}
-
 int
 nbdzone_detach (int argc, char **argv)
 {

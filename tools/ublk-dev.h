@@ -40,14 +40,6 @@ extern int parse_device (const char *s);
 /* Is process PID there to serve (not gone, not a zombie)? */
 extern bool server_running (pid_t pid);
 
-/* Which disk device ID serves, recorded for attach --recover: the
- * folder (NBDZONE_RUN_DIR, or /run/nbdzone), the record's path, and
- * its removal when the device goes.
- */
-extern const char *identity_dir (void);
-extern void identity_path (int id, char *buf, size_t len);
-extern void identity_forget (int id);
-
 /* The queues. */
 extern const struct ublksrv_io_desc *ublk_map_iods (int cdev, int q_id,
                                                    int depth, size_t *len);
