@@ -69,11 +69,13 @@ struct drive {
   char *description;            /* the geometry as key=value words */
   bool sync_failed;             /* durable_sync's latch */
   /* zbd.c's.  Under its drives lock: the users (connections, and a
-   * listing describing it) and the list of drives in use.  Under LOCK,
-   * which is held while the drive is opened: whether it opened, the
-   * writable connections open now and whether there ever was one.
+   * listing describing it), whether it is closing, and the list of
+   * drives in use.  Under LOCK, which is held while the drive is
+   * opened: whether it opened, the writable connections open now and
+   * whether there ever was one.
    */
   unsigned users;
+  bool closing;                 /* its last user is closing it */
   struct drive *next;
   pthread_mutex_t lock;
   bool ready;

@@ -77,6 +77,11 @@ NBDKIT_DLL_PUBLIC int zbd_debug_gate = 0;
  */
 NBDKIT_DLL_PUBLIC int zbd_debug_write_delay_ms = 0;
 
+/* -D zbd.close_delay_ms=N: closing a drive takes N ms more (a drive
+ * slow to flush its cache), for tests of what arrives meanwhile.
+ */
+NBDKIT_DLL_PUBLIC int zbd_debug_close_delay_ms = 0;
+
 /* device= or emulate=: the one drive, opened at start. */
 static struct drive *single;
 
@@ -229,18 +234,22 @@ check_latch (const struct drive *dr, const char *what)
 /* ---------------------------------------------------------------- */
 /* The device, as the zone table sees it */
 
+static void
+debug_delay (int ms)
+{
+  struct timespec ts = { .tv_sec = ms / 1000,
+                         .tv_nsec = (ms % 1000) * 1000000L };
+
+  while (ms > 0 && nanosleep (&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
 /* The backend's write, slowed down by -D zbd.write_delay_ms. */
 static int
 device_write (struct drive *dr, const void *buf, uint32_t n, uint64_t offset)
 {
-  if (zbd_debug_write_delay_ms > 0 && dr->backend->emulated) {
-    struct timespec ts = {
-      .tv_sec = zbd_debug_write_delay_ms / 1000,
-      .tv_nsec = (zbd_debug_write_delay_ms % 1000) * 1000000L,
-    };
-    while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
-      ;
-  }
+  if (dr->backend->emulated)
+    debug_delay (zbd_debug_write_delay_ms);
   return dr->backend->pwrite (dr, buf, n, offset);
 }
 
@@ -406,6 +415,8 @@ open_drive (struct drive *dr)
   }
   start_table (dr);
   if (build_description (dr) == -1) {
+    free (dr->description);
+    dr->description = NULL;
     dr->backend->close (dr);
     zt_free (&dr->disk.table);
     return -1;
@@ -416,15 +427,24 @@ open_drive (struct drive *dr)
   return 0;
 }
 
-/* Save and release DR, and free it; nobody uses it any more. */
+/* Save and release DR's backend; nobody uses it any more. */
 static void
-free_drive (struct drive *dr, const char *when)
+close_drive (struct drive *dr, const char *when)
 {
   if (dr->ready) {
+    debug_delay (zbd_debug_close_delay_ms);
     save_on_stop (dr, when);
     dr->backend->close (dr);
     zt_free (&dr->disk.table);
+    dr->ready = false;
   }
+}
+
+/* Close DR and free it. */
+static void
+free_drive (struct drive *dr, const char *when)
+{
+  close_drive (dr, when);
   free (dr->description);
   free ((char *) dr->params.device_path);
   free ((char *) dr->params.emulate);
@@ -449,7 +469,52 @@ free_drive (struct drive *dr, const char *when)
  */
 
 static pthread_mutex_t drives_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct drive *drives;    /* in use, under drives_lock */
+/* Under drives_lock: the drives in use, and those closing, which stay
+ * listed until their backend is closed (a new user waits for that:
+ * the medium is still locked by the one closing); drives_closed is
+ * signalled when one goes.
+ */
+static struct drive *drives;
+static pthread_cond_t drives_closed = PTHREAD_COND_INITIALIZER;
+/* Under drives_lock: the exports whose sync failed.  durable_sync's
+ * latch lasts until nbdkit restarts, not until the drive is closed: a
+ * drive opened again would read back write pointers the failed sync
+ * may have lost, and its next flush would call them durable.
+ */
+static char **latched;
+static size_t nr_latched;
+
+static bool
+is_latched (const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < nr_latched; i++)
+    if (strcmp (latched[i], name) == 0)
+      return true;
+  return false;
+}
+
+static void
+remember_latch (const char *name)
+{
+  char **l, *copy;
+
+  if (is_latched (name))
+    return;
+  l = realloc (latched, (nr_latched + 1) * sizeof *latched);
+  copy = strdup (name);
+  if (l)
+    latched = l;
+  if (!l || !copy) {
+    /* The one case it is forgotten: logged, as it matters. */
+    nbdkit_error ("export %s: out of memory: its failed sync will be "
+                  "forgotten when it is opened again", name);
+    free (copy);
+    return;
+  }
+  latched[nr_latched++] = copy;
+}
 
 /* Can NAME be the name of an export in DIR (an entry, not a path)? */
 static bool
@@ -592,14 +657,20 @@ get_drive (const char *name)
     return NULL;
   }
   pthread_mutex_lock (&drives_lock);
-  for (dr = drives; dr; dr = dr->next)
-    if (strcmp (dr->name, name) == 0)
+  for (;;) {
+    for (dr = drives; dr; dr = dr->next)
+      if (strcmp (dr->name, name) == 0)
+        break;
+    if (!dr || !dr->closing)
       break;
+    pthread_cond_wait (&drives_closed, &drives_lock);
+  }
   if (dr) {
     free ((char *) p.device_path);
     free ((char *) p.emulate);
   }
   else if ((dr = new_drive (name, &p)) != NULL) {
+    dr->sync_failed = is_latched (name);
     dr->next = drives;
     drives = dr;
   }
@@ -616,7 +687,9 @@ get_drive (const char *name)
   return dr;
 }
 
-/* One user fewer; the last one closes the drive. */
+/* One user fewer; the last one closes the drive, which stays listed
+ * (closing) until it is closed, then remembers a failed sync.
+ */
 static void
 put_drive (struct drive *dr)
 {
@@ -627,15 +700,22 @@ put_drive (struct drive *dr)
     return;
   pthread_mutex_lock (&drives_lock);
   last = --dr->users == 0;
-  if (last)
-    for (pp = &drives; *pp; pp = &(*pp)->next)
-      if (*pp == dr) {
-        *pp = dr->next;
-        break;
-      }
+  dr->closing = last;
   pthread_mutex_unlock (&drives_lock);
-  if (last)
-    free_drive (dr, "when its last connection closed");
+  if (!last)
+    return;
+  close_drive (dr, "when its last connection closed");
+  pthread_mutex_lock (&drives_lock);
+  for (pp = &drives; *pp; pp = &(*pp)->next)
+    if (*pp == dr) {
+      *pp = dr->next;
+      break;
+    }
+  if (dr->sync_failed)
+    remember_latch (dr->name);
+  pthread_cond_broadcast (&drives_closed);
+  pthread_mutex_unlock (&drives_lock);
+  free_drive (dr, "");
 }
 
 static int
@@ -643,12 +723,18 @@ list_one (const char *name, void *opaque)
 {
   struct nbdkit_exports *exports = opaque;
   struct drive *dr = get_drive (name);
+  bool ready = false;
   int r;
 
+  if (dr) {
+    pthread_mutex_lock (&dr->lock);
+    ready = dr->ready;
+    pthread_mutex_unlock (&dr->lock);
+  }
   /* A drive that cannot be opened is listed, saying why not: the
-   * error is in the log.
+   * error is in the log.  Its description stays while it is in use.
    */
-  r = nbdkit_add_export (exports, name, dr && dr->ready ? dr->description
+  r = nbdkit_add_export (exports, name, ready ? dr->description
                          : "unavailable: see the server's log");
   if (dr)
     put_drive (dr);
@@ -674,6 +760,9 @@ zbd_unload (void)
   /* dir=: nbdkit closes every connection before unloading, and the
    * last connection of each drive closed it.
    */
+  while (nr_latched)
+    free (latched[--nr_latched]);
+  free (latched);
 }
 
 static int

@@ -86,6 +86,14 @@ mutant plugin-dir-one-drive plugin/zbd.c 1 \
     '/^get_drive (/,/^}/s/if (strcmp (dr->name, name) == 0)/if (1)/' \
     "dir=: every export is a drive of its own, its data and WPs its own" \
     test-zbd-dir.sh
+mutant plugin-dir-latch-forgotten plugin/zbd.c 1 \
+    's/dr->sync_failed = is_latched (name);/dr->sync_failed = false;/' \
+    "dir=: a failed sync refuses that drive's writes until restart, even once reopened" \
+    test-zbd-dir.sh
+mutant plugin-dir-closing-not-waited plugin/zbd.c 1 \
+    '/^get_drive (/,/^}/s/if (strcmp (dr->name, name) == 0)$/if (strcmp (dr->name, name) == 0 \&\& !dr->closing)/' \
+    "dir=: a connection that meets its drive closing waits for the close, not refused" \
+    test-zbd-dir.sh
 
 # ---- AES-XTS (common/xts.c) -------------------------------------------
 mutant xts-tweak-crypt-sectors common/xts.c 1 \

@@ -61,6 +61,10 @@ serve -D zbd.fail_sync=1 2>"$tmp/err" || { cat "$tmp/err"; fail "dir=: $phase"; 
 [ "$(grep -c 'fdatasync failed' "$tmp/err")" -eq 1 ] ||
     { cat "$tmp/err"; fail "not one line for the failed sync"; }
 
+phase=closing
+serve -D zbd.close_delay_ms=1500 2>"$tmp/err" || { cat "$tmp/err"; fail "dir=: $phase"; }
+grep 'in use by another server' "$tmp/err" && fail "dir=: a drive closing refused its next connection"
+
 # Refusals at start.
 if nbdkit -U - zbd dir="$d" size=8M --run true 2>"$tmp/err"; then
     fail "dir= with size= started"

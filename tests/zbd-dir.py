@@ -6,6 +6,7 @@
 import errno
 import os
 import sys
+import time
 
 import nbd
 
@@ -134,6 +135,34 @@ elif phase == "sync-fail":
           "c stopped working after a's sync failed")
     check(ha.pread(4096, 3 * MiB) == pattern(3 * MiB, 4096, 6),
           "a's reads stopped after its sync failed")
+    # The latch lasts until nbdkit restarts, not until a's last
+    # connection closes: a reopened drive would read back WPs the failed
+    # sync may have lost, and a later flush would call them durable.
+    # The reconnection comes at once, while the drive may still be
+    # closing, and is served (not refused as held by another server).
+    ha.shutdown()
+    ha = connect(uri("a"))
+    expect_error(lambda: ha.pwrite(b"\0" * 4096, 3 * MiB + 4096), errno.EIO,
+                 "a write to a reopened after its sync failed")
+    expect_error(ha.flush, errno.EIO, "a flush of a reopened after its sync failed")
+
+elif phase == "closing":
+    # Closing a takes 1.5 s more (-D zbd.close_delay_ms): a connection
+    # that arrives meanwhile waits for the close and is served the
+    # drive as saved; it was refused, the image still locked by the
+    # drive closing, as if another server held it.
+    ha = write_zone("a", 4, 8, 4096)
+    ha.flush()
+    ha.shutdown()
+    began = time.monotonic()
+    ha = connect(uri("a"))
+    waited = time.monotonic() - began
+    check(waited > 1.0, "the connection did not meet the drive closing "
+          "(it took %.2f s)" % waited)
+    check(wp(ha, 4 * MiB, MiB) == 4 * MiB + 4096,
+          "a's WP after it was closed and opened again")
+    check(ha.pread(4096, 4 * MiB) == pattern(4 * MiB, 4096, 8),
+          "a's data after it was closed and opened again")
 
 else:
     fail("unknown phase " + phase)
