@@ -646,9 +646,9 @@ check_one_capacity (struct dev *e)
   if (differs == UINT64_MAX)
     return 0;
   nbdkit_error ("device=%s: zone %" PRIu64 " has a capacity of %" PRIu64
-                " bytes, the first sequential zone %" PRIu64 ": zones of "
-                "different capacities cannot be described to NBD "
-                "clients (one zone-capacity for all), so this device "
+                " bytes, the first writable sequential zone %" PRIu64
+                ": zones of different capacities cannot be described to "
+                "NBD clients (one zone-capacity for all), so this device "
                 "cannot be served", e->params->device_path, differs,
                 t->zones[differs].cap, cap);
   return -1;

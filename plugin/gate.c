@@ -67,13 +67,25 @@ zt_init (struct zone_table *t, uint64_t nr_zones, uint64_t zone_size)
   return 0;
 }
 
+/* Does Z's capacity say how far clients may write?  Not for a
+ * conventional zone, nor for a read-only or offline one: nothing is
+ * written there, and a device may report any capacity for them (NVMe
+ * leaves an offline zone's undefined).
+ */
+static bool
+capacity_counts (const struct zone *z)
+{
+  return !z->conventional && z->cond != COND_READONLY &&
+    z->cond != COND_OFFLINE;
+}
+
 uint64_t
 zt_capacity (const struct zone_table *t, uint64_t *differs)
 {
   uint64_t i, cap;
 
   *differs = UINT64_MAX;
-  for (i = 0; i < t->nr_zones && t->zones[i].conventional; i++)
+  for (i = 0; i < t->nr_zones && !capacity_counts (&t->zones[i]); i++)
     ;
   if (i == t->nr_zones)
     return t->zone_size;
@@ -84,7 +96,7 @@ zt_capacity (const struct zone_table *t, uint64_t *differs)
   for (i++; i < t->nr_zones; i++) {
     const struct zone *z = &t->zones[i];
 
-    if (!z->conventional && z->cap != (z->len < cap ? z->len : cap)) {
+    if (capacity_counts (z) && z->cap != (z->len < cap ? z->len : cap)) {
       *differs = i;
       break;
     }

@@ -117,10 +117,11 @@ zone_cap_end (const struct zone *z)
 }
 
 /* The one capacity the sequential zones are described with
- * (zone-capacity=): the first sequential zone's, or the zone size if
- * there is none.  *DIFFERS is the first sequential zone whose capacity
- * is not that one, or UINT64_MAX if none is; for a short last zone (a
- * device whose size is not a multiple of its zone size) that one is the
+ * (zone-capacity=): the first writable sequential zone's (not
+ * read-only or offline), or the zone size if there is none.  *DIFFERS
+ * is the first other writable sequential zone whose capacity is not
+ * that one, or UINT64_MAX if none is; for a short last zone (a device
+ * whose size is not a multiple of its zone size) that one is the
  * smaller of it and the zone's length.
  */
 extern uint64_t zt_capacity (const struct zone_table *t, uint64_t *differs);

@@ -791,6 +791,20 @@ test_capacity (void)
   zt_capacity (&c, &differs);
   CHECK (differs == 3, "a short last zone below the capacity: differs %"
          PRIu64, differs);
+  /* Zones nothing is written to: their capacity says nothing. */
+  c.zones[3].cap = ZS / 4;
+  c.zones[2].cap = ZS;
+  c.zones[2].cond = COND_OFFLINE;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS / 2 && differs == UINT64_MAX,
+         "an offline zone's capacity: differs %" PRIu64, differs);
+  c.zones[1].cond = COND_READONLY;
+  cap = zt_capacity (&c, &differs);
+  CHECK (cap == ZS / 4 && differs == UINT64_MAX,
+         "read-only and offline zones first: %" PRIu64, cap);
+  c.zones[1].cond = c.zones[2].cond = COND_EMPTY;
+  c.zones[2].cap = ZS / 2;
+  c.zones[3].cap = ZS / 8;
   c.zones[1].conventional = c.zones[2].conventional = true;
   cap = zt_capacity (&c, &differs);
   CHECK (cap == ZS / 8 && differs == UINT64_MAX,

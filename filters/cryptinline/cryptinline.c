@@ -1254,6 +1254,14 @@ load_export_key (struct volume_key *vk)
     nbdkit_debug ("export \"%.64s\": key from %s: AES-%zu-XTS, "
                   "key-check=%s", vk->name, file, vk->key_len * 4,
                   vk->key_check);
+  else {
+    /* A key read but not usable must not be there for the connections
+     * waiting for it: each tries again, and is refused on its own.
+     */
+    wipe_secret (vk->key, vk->key_len);
+    vk->key = NULL;
+    vk->key_len = 0;
+  }
   free (file);
   return r;
 }
