@@ -32,6 +32,7 @@ CRYPTINLINE_SH_TESTS = \
 	test-cryptinline-concurrency.sh \
 	test-cryptinline-tls.sh \
 	test-cryptinline-key-dir.sh \
+	test-cryptinline-key-wipe.sh \
 	test-cryptinline-keymem.sh \
 	test-cryptinline-extents.sh \
 	test-cryptinline-handles.sh \

@@ -137,12 +137,20 @@ static bool seen_sector_size, seen_iv_large, seen_iv_offset, seen_cipher,
   seen_mode, seen_threads, seen_threshold, seen_header, seen_header_dir;
 
 /* Per-thread cipher handle, keyed with the key of serial number
- * SERIAL (0: none yet).
+ * SERIAL (0: none).  Every thread's state is in all_states, so that
+ * the key schedules of an export's key can be wiped with the key: a
+ * pool thread lives until unload, and would keep them.  SERIAL is
+ * read by its thread without the lock (atomically), and changed under
+ * states_lock: by its thread, or by forget_key_schedules for a key no
+ * request uses any more.
  */
 struct thread_state {
   gcry_cipher_hd_t hd;
   uint64_t serial;
+  struct thread_state *next;
 };
+static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct thread_state *all_states;
 
 /* A bounce buffer, on the free stack or in use by one request. */
 struct bounce {
@@ -159,14 +167,47 @@ static bool thread_key_created;
 /* Encrypted write-zeroes encrypts this. */
 static unsigned char zeros[ZERO_CHUNK];
 
+/* Close TS's handle, which wipes its key schedule.  Caller holds
+ * states_lock.
+ */
+static void
+close_thread_handle (struct thread_state *ts)
+{
+  if (ts->serial) {
+    gcry_cipher_close (ts->hd);
+    __atomic_store_n (&ts->serial, 0, __ATOMIC_RELEASE);
+  }
+}
+
 static void
 free_thread_state (void *p)
 {
-  struct thread_state *ts = p;
+  struct thread_state *ts = p, **pp;
 
-  if (ts->serial)
-    gcry_cipher_close (ts->hd); /* wipes the key schedule */
+  pthread_mutex_lock (&states_lock);
+  for (pp = &all_states; *pp; pp = &(*pp)->next)
+    if (*pp == ts) {
+      *pp = ts->next;
+      break;
+    }
+  close_thread_handle (ts);
+  pthread_mutex_unlock (&states_lock);
   free (ts);
+}
+
+/* Wipe every thread's key schedule made from the key of SERIAL, which
+ * no request uses any more (its export's last connection closed).
+ */
+static void
+forget_key_schedules (uint64_t serial)
+{
+  struct thread_state *ts;
+
+  pthread_mutex_lock (&states_lock);
+  for (ts = all_states; ts; ts = ts->next)
+    if (ts->serial == serial)
+      close_thread_handle (ts);
+  pthread_mutex_unlock (&states_lock);
 }
 
 static void
@@ -1029,7 +1070,7 @@ thread_state (const struct volume_key *vk)
   struct thread_state *ts = pthread_getspecific (thread_key);
   gcry_error_t err;
 
-  if (ts && ts->serial == vk->serial)
+  if (ts && __atomic_load_n (&ts->serial, __ATOMIC_ACQUIRE) == vk->serial)
     return ts;
   if (ts == NULL) {
     ts = calloc (1, sizeof *ts);
@@ -1042,12 +1083,17 @@ thread_state (const struct volume_key *vk)
       free (ts);
       return NULL;
     }
+    pthread_mutex_lock (&states_lock);
+    ts->next = all_states;
+    all_states = ts;
+    pthread_mutex_unlock (&states_lock);
   }
-  if (ts->serial) {
-    gcry_cipher_close (ts->hd);
-    ts->serial = 0;
-  }
+  pthread_mutex_lock (&states_lock);
+  close_thread_handle (ts);
   err = xts_open (&ts->hd, vk->key, vk->key_len);
+  if (!err)
+    __atomic_store_n (&ts->serial, vk->serial, __ATOMIC_RELEASE);
+  pthread_mutex_unlock (&states_lock);
   if (err && keymem_lock_refused ())
     /* Key memory is locked and the lock limit is reached: a key schedule
      * in swappable memory is refused, loudly.
@@ -1063,7 +1109,6 @@ thread_state (const struct volume_key *vk)
     errno = ENOMEM;
     return NULL;
   }
-  ts->serial = vk->serial;
   return ts;
 }
 
@@ -1283,8 +1328,10 @@ put_export_key (struct volume_key *vk)
     *p = vk->next;
   }
   pthread_mutex_unlock (&keys_lock);
-  if (last)
+  if (last) {
+    forget_key_schedules (vk->serial);
     free_key (vk);
+  }
 }
 
 /* The key for a connection to export NAME, with one more user.  A name
