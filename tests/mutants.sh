@@ -134,6 +134,10 @@ mutant filter-key-dir-one-key filters/cryptinline/cryptinline.c 1 \
     '/^get_export_key (/,/^}/s/if (strcmp (vk->name, name) == 0)/if (1)/' \
     "crypt-key-dir: every export is encrypted with its own key" \
     test-cryptinline-key-dir.sh
+mutant filter-key-schedules-kept filters/cryptinline/cryptinline.c 1 \
+    's/^    forget_key_schedules (vk->serial);$/    (void) forget_key_schedules;/' \
+    "crypt-key-dir: the key schedules made from an export's key go with it" \
+    test-cryptinline-key-wipe.sh
 mutant filter-unwritten-decrypted filters/cryptinline/cryptinline.c 1 \
     '/^decrypt_read (/,/^}/s/if (e.type & NBDKIT_EXTENT_ZERO) {/if (0) {/' \
     "what the layer below reports unwritten reads as zeros, not decrypted garbage" \
