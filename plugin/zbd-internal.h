@@ -59,8 +59,20 @@ extern void zbd_set_disk_id (char *dst, size_t len, const char *prefix,
  * to it and closed after the last (see zbd.c).
  */
 struct backend;
+/* dir=: what an entry names, a block device (its device number) or a
+ * file, whatever link led to it; several names of one medium (as
+ * /dev/disk/by-id gives every disk) are one drive.
+ */
+struct medium {
+  bool blk;
+  dev_t dev;
+  ino_t ino;
+};
+
 struct drive {
-  char *name;                   /* the export name; "" for device=/emulate= */
+  char *name;                   /* the export name; "" for device=/emulate=;
+                                 * dir=: the name it was opened by */
+  struct medium medium;         /* dir= */
   struct zbd_params params;     /* device_path or emulate: this drive's */
   struct zbd_disk disk;
   const struct backend *backend;

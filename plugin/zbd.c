@@ -476,44 +476,43 @@ static pthread_mutex_t drives_lock = PTHREAD_MUTEX_INITIALIZER;
  */
 static struct drive *drives;
 static pthread_cond_t drives_closed = PTHREAD_COND_INITIALIZER;
-/* Under drives_lock: the exports whose sync failed.  durable_sync's
+/* Under drives_lock: the drives whose sync failed.  durable_sync's
  * latch lasts until nbdkit restarts, not until the drive is closed: a
  * drive opened again would read back write pointers the failed sync
  * may have lost, and its next flush would call them durable.
  */
-static char **latched;
+static struct medium *latched;
 static size_t nr_latched;
 
+static bool same_medium (const struct medium *a, const struct medium *b);
+
 static bool
-is_latched (const char *name)
+is_latched (const struct medium *m)
 {
   size_t i;
 
   for (i = 0; i < nr_latched; i++)
-    if (strcmp (latched[i], name) == 0)
+    if (same_medium (&latched[i], m))
       return true;
   return false;
 }
 
 static void
-remember_latch (const char *name)
+remember_latch (const struct drive *dr)
 {
-  char **l, *copy;
+  struct medium *l;
 
-  if (is_latched (name))
+  if (is_latched (&dr->medium))
     return;
   l = realloc (latched, (nr_latched + 1) * sizeof *latched);
-  copy = strdup (name);
-  if (l)
-    latched = l;
-  if (!l || !copy) {
+  if (!l) {
     /* The one case it is forgotten: logged, as it matters. */
     nbdkit_error ("export %s: out of memory: its failed sync will be "
-                  "forgotten when it is opened again", name);
-    free (copy);
+                  "forgotten when it is opened again", dr->name);
     return;
   }
-  latched[nr_latched++] = copy;
+  latched = l;
+  latched[nr_latched++] = dr->medium;
 }
 
 /* Can NAME be the name of an export in DIR (an entry, not a path)? */
@@ -525,11 +524,11 @@ valid_export_name (const char *name)
 }
 
 /* What DIR/NAME is: an export's parameters into *P (the path a new
- * string), or a reason in WHY and -1.
+ * string) and the medium it names into *M, or a reason in WHY and -1.
  */
 static int
-classify_entry (const char *name, struct zbd_params *p, char *why,
-                size_t len)
+classify_entry (const char *name, struct zbd_params *p,
+                struct medium *m, char *why, size_t len)
 {
   struct stat st;
   char *path;
@@ -569,7 +568,16 @@ classify_entry (const char *name, struct zbd_params *p, char *why,
     p->device_path = p->emulate = NULL;
     return -1;
   }
+  m->blk = S_ISBLK (st.st_mode);
+  m->dev = m->blk ? st.st_rdev : st.st_dev;
+  m->ino = m->blk ? 0 : st.st_ino;
   return 0;
+}
+
+static bool
+same_medium (const struct medium *a, const struct medium *b)
+{
+  return a->blk == b->blk && a->dev == b->dev && a->ino == b->ino;
 }
 
 /* Call FN for every export in DIR (sorted by name); stops at FN's
@@ -587,10 +595,11 @@ for_each_export (int (*fn) (const char *name, void *opaque), void *opaque)
   }
   for (i = 0; i < n; i++) {
     struct zbd_params p = params;
+    struct medium m;
     char why[128];
 
     if (r == 0 && valid_export_name (ents[i]->d_name) &&
-        classify_entry (ents[i]->d_name, &p, why, sizeof why) == 0) {
+        classify_entry (ents[i]->d_name, &p, &m, why, sizeof why) == 0) {
       free ((char *) p.device_path);
       free ((char *) p.emulate);
       r = fn (ents[i]->d_name, opaque);
@@ -640,11 +649,12 @@ static struct drive *
 get_drive (const char *name)
 {
   struct zbd_params p = params;
+  struct medium m;
   struct drive *dr;
   char why[128], names[512];
 
   if (!valid_export_name (name) ||
-      classify_entry (name, &p, why, sizeof why) == -1) {
+      classify_entry (name, &p, &m, why, sizeof why) == -1) {
     export_names (names, sizeof names);
     if (!valid_export_name (name))
       nbdkit_error ("dir=%s: export \"%.64s\"%s is not a drive name; the "
@@ -659,18 +669,22 @@ get_drive (const char *name)
   pthread_mutex_lock (&drives_lock);
   for (;;) {
     for (dr = drives; dr; dr = dr->next)
-      if (strcmp (dr->name, name) == 0)
+      if (same_medium (&dr->medium, &m))
         break;
     if (!dr || !dr->closing)
       break;
     pthread_cond_wait (&drives_closed, &drives_lock);
   }
   if (dr) {
+    if (strcmp (dr->name, name) != 0)
+      nbdkit_debug ("dir=%s: export \"%s\" is the drive in use as \"%s\"",
+                    drives_dir, name, dr->name);
     free ((char *) p.device_path);
     free ((char *) p.emulate);
   }
   else if ((dr = new_drive (name, &p)) != NULL) {
-    dr->sync_failed = is_latched (name);
+    dr->medium = m;
+    dr->sync_failed = is_latched (&m);
     dr->next = drives;
     drives = dr;
   }
@@ -712,7 +726,7 @@ put_drive (struct drive *dr)
       break;
     }
   if (dr->sync_failed)
-    remember_latch (dr->name);
+    remember_latch (dr);
   pthread_cond_broadcast (&drives_closed);
   pthread_mutex_unlock (&drives_lock);
   free_drive (dr, "");
@@ -760,8 +774,6 @@ zbd_unload (void)
   /* dir=: nbdkit closes every connection before unloading, and the
    * last connection of each drive closed it.
    */
-  while (nr_latched)
-    free (latched[--nr_latched]);
   free (latched);
 }
 

@@ -83,15 +83,15 @@ mutant image-reset-table-late plugin/emulate.c 1 \
     "a reset is durable in the zone table before the zone's data is discarded" \
     test-zbd-flush-order.sh test-zbd-powercut.sh
 mutant plugin-dir-one-drive plugin/zbd.c 1 \
-    '/^get_drive (/,/^}/s/if (strcmp (dr->name, name) == 0)/if (1)/' \
+    '/^get_drive (/,/^}/s/if (same_medium (\&dr->medium, \&m))/if (1)/' \
     "dir=: every export is a drive of its own, its data and WPs its own" \
     test-zbd-dir.sh
 mutant plugin-dir-latch-forgotten plugin/zbd.c 1 \
-    's/dr->sync_failed = is_latched (name);/dr->sync_failed = false;/' \
+    's/dr->sync_failed = is_latched (\&m);/dr->sync_failed = false;/' \
     "dir=: a failed sync refuses that drive's writes until restart, even once reopened" \
     test-zbd-dir.sh
 mutant plugin-dir-closing-not-waited plugin/zbd.c 1 \
-    '/^get_drive (/,/^}/s/if (strcmp (dr->name, name) == 0)$/if (strcmp (dr->name, name) == 0 \&\& !dr->closing)/' \
+    '/^get_drive (/,/^}/s/if (same_medium (\&dr->medium, \&m))$/if (same_medium (\&dr->medium, \&m) \&\& !dr->closing)/' \
     "dir=: a connection that meets its drive closing waits for the close, not refused" \
     test-zbd-dir.sh
 

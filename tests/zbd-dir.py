@@ -77,7 +77,23 @@ if phase == "serve":
     ha.flush()
     c = connect(uri("c"))
     check(wp(c, 1 * MiB, MiB) == 1 * MiB, "c was written to")
-    for h in (ha, hb, ha2, c):
+    # Two names of one medium (as /dev/disk/by-id gives every disk
+    # several) are one drive, served under both at once: one zone
+    # table, one gate.  It was refused, as if another server held it.
+    hl = connect(uri("link-to-a"))
+    check(wp(hl, 1 * MiB, MiB) == MiB + 68 * 1024,
+          "link-to-a does not see a's WP while a is connected")
+    expect_error(lambda: hl.pwrite(b"\1" * 4096, MiB), errno.EIO,
+                 "write below a's WP through link-to-a")
+    hl.pwrite(pattern(MiB + 68 * 1024, 4096, 1), MiB + 68 * 1024)
+    check(wp(ha, 1 * MiB, MiB) == MiB + 72 * 1024,
+          "a does not see the write through link-to-a")
+    got = listing()
+    check(got["a"] == got["link-to-a"] and
+          not got["a"].startswith("unavailable"),
+          "while both are in use, a and link-to-a are listed as %r, %r"
+          % (got["a"], got["link-to-a"]))
+    for h in (ha, hb, ha2, c, hl):
         h.shutdown()
 
     # A name that is not an export: refused, the log names the exports.
@@ -101,9 +117,9 @@ elif phase == "restart":
     # After a restart: what each export was acknowledged is there.
     ha = connect(uri("a"))
     hb = connect(uri("b"))
-    check(wp(ha, MiB, MiB) == MiB + 68 * 1024, "a's WP after a restart")
+    check(wp(ha, MiB, MiB) == MiB + 72 * 1024, "a's WP after a restart")
     check(wp(hb, MiB, MiB) == MiB + 192 * 1024, "b's WP after a restart")
-    check(ha.pread(68 * 1024, MiB) == pattern(MiB, 68 * 1024, 1),
+    check(ha.pread(72 * 1024, MiB) == pattern(MiB, 72 * 1024, 1),
           "a's data after a restart")
 
 elif phase == "held":
