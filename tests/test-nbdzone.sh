@@ -160,6 +160,25 @@ for desc in 'zoned=host-managed zone-size=1\033]0;owned\007 zones=4' \
         fail "a control character from the server reached the terminal"
     grep -qF '\x1b' "$tmp/err" || fail "the escape character is not shown escaped"
 done
+# A device whose size is not a multiple of its zone size ends in a short
+# zone (60 MiB in zones of 8 MiB): the report ends with it, its length
+# and capacity 4 MiB, empty and then full.  The scan of write pointers
+# looped for ever at the export's end.
+short=(eval get_size='echo 62914560' pread='head -c $3 /dev/zero'
+       export_description="echo zoned=host-managed zone-size=8388608 zone-capacity=8388608 zones=8 conventional=0 block-size=4096"
+       can_extents='exit 0')
+nbdkit -U - "${short[@]}" extents='echo 0 62914560 hole,zero' \
+    --run 'timeout 20 nbdzone report "$uri"' > "$tmp/out" ||
+    fail "nbdzone report of a device with a short last zone"
+[ "$(wc -l < "$tmp/out")" = 8 ] || { cat "$tmp/out"; fail "not 8 zones"; }
+tail -n 1 "$tmp/out" | grep -qF 'start: 0x00001c000, len 0x002000, cap 0x002000, wptr 0x000000 reset:0 non-seq:0, zcond: 1(em)' ||
+    { cat "$tmp/out"; fail "the short last zone is not reported empty, 4 MiB long"; }
+nbdkit -U - "${short[@]}" extents='echo 0 58720256 hole,zero; echo 58720256 4194304 0' \
+    --run 'timeout 20 nbdzone report "$uri" 56M' > "$tmp/out" ||
+    fail "nbdzone report of a full short last zone"
+grep -qF 'len 0x002000, cap 0x002000, wptr 0x002000 reset:0 non-seq:0, zcond:14(fu)' "$tmp/out" ||
+    { cat "$tmp/out"; fail "the short last zone, written to its end, is not full"; }
+
 # A zoned= model the profile does not define is refused, not guessed at.
 nbdkit -U - eval get_size='echo 4194304' pread='head -c $3 /dev/zero' \
     export_description="echo zoned=host-magic zone-size=1048576 zones=4" \

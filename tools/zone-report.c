@@ -84,18 +84,25 @@ zone_trim_next (const struct zone_layout *l, uint64_t *z, uint64_t end,
   return true;
 }
 
+/* Has the scan passed its last zone?  Past the end of the export, too:
+ * a short last zone ends there, before the next zone would start.
+ */
+static bool
+scan_done (const struct wp_scan *s)
+{
+  return s->pos >= s->l->size || s->pos / s->l->g.zone_size >= s->end;
+}
+
 /* Move past zones whose WP needs no block status: conventional ones,
  * and sequential ones scanned up to their capacity (full).
  */
 static void
 skip_known (struct wp_scan *s)
 {
-  for (;;) {
+  while (!scan_done (s)) {
     uint64_t z = s->pos / s->l->g.zone_size;
     uint64_t start, capend;
 
-    if (z >= s->end)
-      return;
     start = zone_start (s->l, z);
     capend = start + zone_cap (s->l, z);
     if (zone_is_conv (s->l, z))
@@ -163,7 +170,7 @@ wp_scan_next (const struct wp_scan *s, uint64_t *offset, uint64_t *length)
 {
   uint64_t last, end;
 
-  if (s->pos / s->l->g.zone_size >= s->end)
+  if (scan_done (s))
     return false;
   last = s->end - 1;
   end = zone_start (s->l, last) + zone_cap (s->l, last);
@@ -186,7 +193,7 @@ wp_scan_extents (struct wp_scan *s, uint64_t offset,
     if (offset > s->pos)
       return;                   /* a gap: ask again from s->pos */
     /* One extent may cover the rest of a zone and further zones. */
-    while (s->pos < e_end && s->pos / s->l->g.zone_size < s->end) {
+    while (s->pos < e_end && !scan_done (s)) {
       uint64_t z = s->pos / s->l->g.zone_size;
       uint64_t start = zone_start (s->l, z);
       uint64_t capend = start + zone_cap (s->l, z);
