@@ -34,13 +34,22 @@ if grep -q 'zbd: [cd]: file backend' "$tmp/err"; then
 fi
 # The key-checks are those of the keys: a single-drive server with the
 # same key shows the same one.
-for n in a b; do
-    want="$(sed -n "s/^key-check .*\b$n=\([0-9a-f]*\).*/\1/p" "$tmp/out")"
-    one="$(crypt_nbdkit -U - --filter=cryptinline zbd emulate="$d/$n" \
-        crypt-key-file="$k/$n" --run 'nbdinfo --json "$uri"' |
+# key_check_of N: export N's key-check= as the write phase printed it.
+key_check_of () { sed -n "s/^key-check .*\b$1=\([0-9a-f]*\).*/\1/p" "$tmp/out"; }
+# served_key_check EXPORT PARAMS...: the key-check= the filter serves
+# EXPORT with (the default export for ""), given PARAMS.
+served_key_check ()
+{
+    local name="$1"; shift
+    crypt_nbdkit -U - --filter=cryptinline zbd "$@" \
+        --run "nbdinfo --json \"nbd+unix:///$name?socket=\$unixsocket\"" |
         "$PYTHON3" -c 'import json, sys
 d = json.load(sys.stdin)["exports"][0]["description"]
-print([w for w in d.split() if w.startswith("key-check=")][0][10:])')"
+print([w for w in d.split() if w.startswith("key-check=")][0][10:])'
+}
+for n in a b; do
+    want="$(key_check_of $n)"
+    one="$(served_key_check "" emulate="$d/$n" crypt-key-file="$k/$n")"
     [ -n "$want" ] && [ "$want" = "$one" ] ||
         fail "export $n's key-check \"$want\" is not the one of crypt-key-file=$k/$n ($one)"
 done
@@ -62,13 +71,8 @@ cp "$k/a" "$kp/key_a"
 cp "$k/b" "$kp/key_b"
 cp "$k/a" "$kp/b"       # an unprefixed file is not b's key
 for n in a b; do
-    want="$(sed -n "s/^key-check .*\b$n=\([0-9a-f]*\).*/\1/p" "$tmp/out")"
-    got="$(crypt_nbdkit -U - --filter=cryptinline zbd dir="$d" \
-        crypt-key-dir="$kp" crypt-file-prefix=key_ \
-        --run "nbdinfo --json \"nbd+unix:///$n?socket=\$unixsocket\"" |
-        "$PYTHON3" -c 'import json, sys
-d = json.load(sys.stdin)["exports"][0]["description"]
-print([w for w in d.split() if w.startswith("key-check=")][0][10:])')"
+    want="$(key_check_of $n)"
+    got="$(served_key_check $n dir="$d" crypt-key-dir="$kp" crypt-file-prefix=key_)"
     [ -n "$want" ] && [ "$want" = "$got" ] ||
         fail "crypt-file-prefix=key_: export $n's key-check \"$got\" is not that of $kp/key_$n ($want)"
 done
