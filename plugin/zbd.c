@@ -432,6 +432,8 @@ static void
 close_drive (struct drive *dr, const char *when)
 {
   if (dr->ready) {
+    nbdkit_debug ("zbd: %s%sclosing the drive %s", dr->name,
+                  dr->name[0] ? ": " : "", when);
     debug_delay (zbd_debug_close_delay_ms);
     save_on_stop (dr, when);
     dr->backend->close (dr);

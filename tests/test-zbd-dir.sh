@@ -62,7 +62,7 @@ serve -D zbd.fail_sync=1 2>"$tmp/err" || { cat "$tmp/err"; fail "dir=: $phase"; 
     { cat "$tmp/err"; fail "not one line for the failed sync"; }
 
 phase=closing
-serve -D zbd.close_delay_ms=1500 2>"$tmp/err" || { cat "$tmp/err"; fail "dir=: $phase"; }
+ZBD_LOG="$tmp/err" serve -v -D zbd.close_delay_ms=1500 2>"$tmp/err" || { cat "$tmp/err"; fail "dir=: $phase"; }
 grep 'in use by another server' "$tmp/err" && fail "dir=: a drive closing refused its next connection"
 
 # Refusals at start.

@@ -173,6 +173,14 @@ elif phase == "closing":
     ha = write_zone("a", 4, 8, 4096)
     ha.flush()
     ha.shutdown()
+    # Connect once the server has begun to close a (its debug log
+    # says so): before that, the new connection would simply share
+    # the drive still open.
+    deadline = time.monotonic() + 30
+    while "zbd: a: closing the drive" not in open(os.environ["ZBD_LOG"]).read():
+        check(time.monotonic() < deadline, "a was not closed after its "
+              "last connection went")
+        time.sleep(0.01)
     began = time.monotonic()
     ha = connect(uri("a"))
     waited = time.monotonic() - began
