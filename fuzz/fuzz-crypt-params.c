@@ -52,12 +52,13 @@ reset_config (void)
   key_size_bits = 0;
   key_file = NULL;
   header_file = NULL;
+  file_prefix = "";
   mode = MODE_AUTO;
   crypt_threads = 0;
   pool_threshold = DEFAULT_POOL_THRESHOLD;
   seen_sector_size = seen_iv_large = seen_iv_offset = seen_cipher =
     seen_mode = seen_threads = seen_threshold = seen_header =
-    seen_header_dir = false;
+    seen_header_dir = seen_file_prefix = false;
 }
 
 static void
