@@ -939,6 +939,41 @@ case_short_last_zone ()
     compare_reports $dev "$(uri srv)"
 }
 
+# Zones of two capacities on one device: device-mapper joins a null_blk
+# whose zones hold 6 MiB of their 8 to one whose zones hold all 8.  NBD
+# describes one zone-capacity for every zone, so whichever the server
+# gave, a client would write past the end of some zones or never fill
+# the others: the server refuses the device at start, naming the first
+# zone that differs, and writes nothing.  Linux 6.10 and later refuse
+# such a device themselves; 6.1 builds it.
+case_mixed_capacity ()
+{
+    local half dm d
+    make_nullb nullbcapa blocksize=4096 memory_backed=1 size=32 zoned=1 \
+        zone_size=8 zone_capacity=6 zone_nr_conv=0
+    make_nullb nullbcapb blocksize=4096 memory_backed=1 size=32 zoned=1 \
+        zone_size=8 zone_nr_conv=0
+    half=$(blockdev --getsz /dev/nullbcapa) || die "blockdev --getsz"
+    printf '0 %d linear /dev/nullbcapa 0\n%d %d linear /dev/nullbcapb 0\n' \
+        $half $half $half | dmsetup create zt-mixed || die "dmsetup create"
+    # The kernel's name (devtmpfs makes it): udev's /dev/mapper link
+    # points there, and libzbd finds the zoned model through it.
+    dm=dm-$(dmsetup info -c --noheadings -o minor zt-mixed | tr -d ' ')
+    d=/dev/$dm
+    [ -b $d ] || die "no $d"
+    [ "$(zone_field $dm 0 cap)" = $((6 << 20)) ] &&
+        [ "$(zone_field $dm 4 cap)" = $((8 << 20)) ] ||
+        die "zt-mixed's zones 0 and 4 do not hold 6 and 8 MiB"
+    if timeout 30 nbdkit -U $W/mixed.sock $PLUGIN device=$d --run true 2> $W/mixed.err; then
+        die "a server started on a device whose zones differ in capacity"
+    fi
+    cat $W/mixed.err
+    grep -q "device=$d: zone 4 has a capacity of 8388608 bytes, the first writable sequential zone 6291456: zones of different capacities cannot be described to NBD clients" $W/mixed.err ||
+        die "the refusal does not name the zone whose capacity differs"
+    [ "$(zone_field $dm 0 wptr)" = 0 ] || die "the refused server wrote to zone 0"
+    dmsetup remove zt-mixed || die "dmsetup remove"
+}
+
 # A failing drive with read-only and offline zones all over it: 4096
 # zones of 1 MiB, every other zone of the first half offline and of the
 # second half read-only.  Listed one by one they need about 10 KB, and
@@ -1764,6 +1799,12 @@ run 180 "2048 scattered read-only and offline zones: the description fits in 409
 run 180 "bad blocks mid-zone during pipelined writes" case_badblocks
 run 120 "a short last zone: full zones' capacity described, written to its end" \
     case_short_last_zone
+# From 6.10 the kernel itself refuses such a device ("Invalid variable
+# zone capacity"); before, as in Debian 12's 6.1, the server must.
+if ! kernel_at_least 6 10; then
+    run 60 "zones of two capacities on one device: refused at start, nothing written" \
+        case_mixed_capacity
+fi
 run 60 "reopening for writing keeps the device" case_reopen_device
 for dev in nullb0 $(scsi_debug_disk); do
     run 120 "$dev: one server per drive: lock, O_EXCL, a held drive refused" \
