@@ -33,6 +33,12 @@ def listing():
     return dict(names)
 
 
+def server_log():
+    """What the server has logged so far (its stderr, ZBD_LOG)."""
+    with open(os.environ["ZBD_LOG"]) as f:
+        return f.read()
+
+
 def write_zone(name, zone, seed, length):
     h = connect(uri(name))
     h.pwrite(pattern(zone * MiB, length, seed), zone * MiB)
@@ -177,7 +183,7 @@ elif phase == "closing":
     # says so): before that, the new connection would simply share
     # the drive still open.
     deadline = time.monotonic() + 30
-    while "zbd: a: closing the drive" not in open(os.environ["ZBD_LOG"]).read():
+    while "zbd: a: closing the drive" not in server_log():
         check(time.monotonic() < deadline, "a was not closed after its "
               "last connection went")
         time.sleep(0.01)
